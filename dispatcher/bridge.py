@@ -1,0 +1,113 @@
+"""The inbox bridge: moves calls that any language LPUSHed onto a Redis list into the queue.
+
+Producers ``LPUSH`` JSON onto DISPATCHER_INBOX_KEY (``dispatcher:inbox``). The bridge
+atomically moves the oldest entry to ``<inbox>:processing`` (BLMOVE), validates it, and
+then, in one Lua script, removes it from the processing list and records the call (or a
+dead letter ``invalid`` with the raw text). So an entry leaves Redis only when its call
+is recorded, and a crash at any point neither loses nor doubles it: at start-up the
+bridge puts whatever is left in the processing list back at the head of the inbox.
+Several bridges may run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import redis
+
+from dispatcher.call import Call
+from dispatcher.deadletters import DeadLetters
+from dispatcher.errors import InvalidCall, QueueUnavailable
+from dispatcher.producer import Producer
+
+log = logging.getLogger("dispatcher.bridge")
+
+#: Largest inbox entry accepted as a call; larger ones become dead letters ``invalid``.
+MAX_ENTRY_BYTES = 64 * 1024
+#: How long one blocking read waits before the loop checks for shutdown.
+BLOCK_S = 1.0
+
+
+def parse_entry(raw: bytes) -> Call:
+    """Validate one inbox entry (flat form or seed call object)."""
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise InvalidCall(f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCall("entry is not UTF-8 text") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise InvalidCall(f"entry is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    return Call.parse(obj)
+
+
+class Bridge:
+    """Moves inbox entries into the queue, one at a time, safely."""
+
+    def __init__(self, producer: Producer, inbox_key: str) -> None:
+        self.producer = producer
+        self.client: redis.Redis = producer.client
+        self.inbox = inbox_key
+        self.processing = f"{inbox_key}:processing"
+        self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock)
+        self.moved = 0
+        self.invalid = 0
+
+    def recover(self) -> int:
+        """Put entries a crashed bridge left in the processing list back at the inbox head."""
+        n = 0
+        while self.client.lmove(self.processing, self.inbox, "LEFT", "RIGHT") is not None:
+            n += 1
+        if n:
+            log.warning("recovered %d inbox entries left in %s", n, self.processing)
+        return n
+
+    def step(self, block_s: float = BLOCK_S) -> bool:
+        """Move one entry; False when the inbox stayed empty for ``block_s``."""
+        raw = self.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")
+        if raw is None:
+            return False
+        self.handle(raw)
+        return True
+
+    def handle(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace")
+        take = (self.processing, raw)
+        try:
+            call = parse_entry(raw)
+        except InvalidCall as exc:
+            self.dead.bury_invalid(text, str(exc), "inbox", take_from=take)  # type: ignore[arg-type]
+            self.invalid += 1
+            log.warning("inbox entry is not a valid call (%s); kept as a dead letter", exc)
+            return
+        self.producer.enqueue(call, "inbox", take_from=take)  # type: ignore[arg-type]
+        self.moved += 1
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; rides out Redis outages."""
+        self.recover()
+        while not stop.is_set():
+            try:
+                self.step()
+            except (redis.ConnectionError, redis.TimeoutError, QueueUnavailable) as exc:
+                log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
+                stop.wait(1.0)
+                try:
+                    self.recover()
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+
+
+def main_loop(producer: Producer, inbox_key: str, stop: threading.Event) -> None:
+    """Entry point of the ``bridge`` process."""
+    bridge = Bridge(producer, inbox_key)
+    log.info("bridge: moving %s into the queue", inbox_key)
+    started = time.time()
+    bridge.run(stop)
+    log.info("bridge: stopped after %d calls (%d invalid) in %.0fs", bridge.moved,
+             bridge.invalid, time.time() - started)

@@ -1,0 +1,311 @@
+"""The call: the one payload that travels through the queue.
+
+A `Call` is the seed's call object (``serverId``, ``isEmergency``, ``caller``,
+``location``, ``description``, ``metaData``, optional ``deleteAfterMinutes``) plus our
+envelope: an id given at enqueue, the optional idempotency key and the enqueue time.
+It never holds credentials. `Call.parse` accepts both input shapes of the contract
+(the flat form and the seed's own call object) and names the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.errors import InvalidCall
+
+#: Version of `Call.to_dict`; bumped when the envelope changes shape.
+SCHEMA_VERSION = 1
+
+# Size limits. Generous for any real 911 call, small enough that hostile input cannot
+# fill Redis or the CAD: a whole call is at most MAX_CALL_BYTES of JSON.
+MAX_CALLER = 256
+MAX_LOCATION = 512
+MAX_DESCRIPTION = 4000
+MAX_POSTAL = 16
+MAX_PLATE = 32
+MAX_SERVER_ID = 32
+MAX_META_KEYS = 50
+MAX_META_KEY = 64
+MAX_IDEMPOTENCY_KEY = 200
+MAX_DELETE_AFTER_MINUTES = 525_600  # one year
+MAX_CALL_BYTES = 16 * 1024
+
+FLAT_FIELDS = frozenset(
+    {"caller", "location", "description", "postal", "plate", "serverId", "isEmergency",
+     "metaData", "idempotencyKey", "deleteAfterMinutes"}
+)
+SEED_FIELDS = frozenset(
+    {"serverId", "isEmergency", "caller", "location", "description", "metaData",
+     "deleteAfterMinutes", "idempotencyKey"}
+)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_call_id(now: float | None = None) -> str:
+    """A 26-character ULID: sortable by creation time, unique without coordination."""
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One 911 call, validated; immutable once built."""
+
+    caller: str
+    location: str
+    description: str
+    is_emergency: bool = True
+    server_id: str | int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    delete_after_minutes: int | None = None
+    id: str = ""
+    idempotency_key: str | None = None
+    enqueued_at: float = 0.0
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        caller: Any,
+        location: Any,
+        description: Any,
+        postal: Any = None,
+        plate: Any = None,
+        server_id: Any = None,
+        is_emergency: Any = True,
+        metadata: Any = None,
+        delete_after_minutes: Any = None,
+        idempotency_key: Any = None,
+    ) -> Call:
+        """Build and validate a call from Python arguments (the producer API's shape)."""
+        return cls.parse(
+            {
+                "caller": caller,
+                "location": location,
+                "description": description,
+                "postal": postal,
+                "plate": plate,
+                "serverId": server_id,
+                "isEmergency": is_emergency,
+                "metaData": metadata,
+                "deleteAfterMinutes": delete_after_minutes,
+                "idempotencyKey": idempotency_key,
+            }
+        )
+
+    @classmethod
+    def parse(cls, obj: Any) -> Call:
+        """Validate a flat-form or seed-form call object (any JSON value) into a Call."""
+        if not isinstance(obj, Mapping):
+            raise InvalidCall(f"a call must be a JSON object, got {_json_type(obj)}")
+        unknown = sorted(str(k) for k in obj if k not in FLAT_FIELDS | SEED_FIELDS)
+        if unknown:
+            raise InvalidCall(f"unknown field {unknown[0]!r}", unknown[0])
+        meta_in = obj.get("metaData")
+        if meta_in is None:
+            meta: dict[str, Any] = {}
+        elif isinstance(meta_in, Mapping):
+            meta = dict(meta_in)
+        else:
+            raise InvalidCall(
+                f"metaData must be an object, got {_json_type(meta_in)}", "metaData"
+            )
+        for name in ("postal", "plate"):
+            if obj.get(name) is not None:
+                if name in meta and meta[name] not in (None, "", obj[name]):
+                    raise InvalidCall(f"{name} is given twice with different values", name)
+                meta[name] = obj[name]
+        _check_meta(meta)
+        call = cls(
+            caller=_text(obj.get("caller"), "caller", MAX_CALLER),
+            location=_text(obj.get("location"), "location", MAX_LOCATION),
+            description=_text(obj.get("description"), "description", MAX_DESCRIPTION),
+            is_emergency=_bool(obj.get("isEmergency", True), "isEmergency"),
+            server_id=_server_id(obj.get("serverId")),
+            metadata=meta,
+            delete_after_minutes=_delete_after(obj.get("deleteAfterMinutes")),
+            idempotency_key=_idempotency_key(obj.get("idempotencyKey")),
+        )
+        size = len(json.dumps(call.to_cad(), ensure_ascii=False).encode())
+        if size > MAX_CALL_BYTES:
+            raise InvalidCall(f"the call is {size} bytes of JSON, more than {MAX_CALL_BYTES}")
+        return call
+
+    def with_envelope(self, call_id: str, enqueued_at: float) -> Call:
+        """The same call with the id and time given at enqueue."""
+        return Call(
+            caller=self.caller, location=self.location, description=self.description,
+            is_emergency=self.is_emergency, server_id=self.server_id,
+            metadata=dict(self.metadata), delete_after_minutes=self.delete_after_minutes,
+            id=call_id, idempotency_key=self.idempotency_key, enqueued_at=enqueued_at,
+        )
+
+    def to_cad(self, default_server_id: str | int | None = None) -> dict[str, Any]:
+        """The call object exactly as the seed sends it in ``data`` (no credentials)."""
+        body: dict[str, Any] = {}
+        server_id = self.server_id if self.server_id is not None else default_server_id
+        if server_id is not None:
+            body["serverId"] = server_id
+        body["isEmergency"] = self.is_emergency
+        body["caller"] = self.caller
+        body["location"] = self.location
+        body["description"] = self.description
+        body["metaData"] = dict(self.metadata)
+        if self.delete_after_minutes is not None:
+            body["deleteAfterMinutes"] = self.delete_after_minutes
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope that travels through the queue and is stored in Redis."""
+        return {
+            "v": SCHEMA_VERSION,
+            "id": self.id,
+            "call": self.to_cad(),
+            "idempotency_key": self.idempotency_key,
+            "enqueued_at": self.enqueued_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Call:
+        """Inverse of `to_dict`; validates again, so a tampered record cannot slip through."""
+        version = data.get("v")
+        if version != SCHEMA_VERSION:
+            raise InvalidCall(f"unsupported call schema version {version!r}", "v")
+        parsed = cls.parse(data.get("call"))
+        return Call(
+            caller=parsed.caller, location=parsed.location, description=parsed.description,
+            is_emergency=parsed.is_emergency, server_id=parsed.server_id,
+            metadata=parsed.metadata, delete_after_minutes=parsed.delete_after_minutes,
+            id=str(data.get("id") or ""),
+            idempotency_key=data.get("idempotency_key"),
+            enqueued_at=float(data.get("enqueued_at") or 0.0),
+        )
+
+    def summary(self) -> str:
+        """A short human line: caller @ location."""
+        return f"{self.caller} @ {self.location}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _clean(value: str, name: str) -> str:
+    # Control characters other than tab/newline have no place in a 911 call and some
+    # (NUL) break downstream systems; reject rather than silently strip.
+    for ch in value:
+        if ord(ch) < 32 and ch not in "\t\n\r":
+            raise InvalidCall(f"{name} contains a control character (code {ord(ch)})", name)
+    return value
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if value is None:
+        raise InvalidCall(f"{name} is required", name)
+    if not isinstance(value, str):
+        raise InvalidCall(f"{name} must be a string, got {_json_type(value)}", name)
+    if not value.strip():
+        raise InvalidCall(f"{name} must not be empty", name)
+    if len(value) > limit:
+        raise InvalidCall(f"{name} is {len(value)} characters, more than {limit}", name)
+    return _clean(value, name)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidCall(f"{name} must be true or false, got {_json_type(value)}", name)
+    return value
+
+
+def _server_id(value: Any) -> str | int | None:
+    # The official resource sends "1" (a string); the docs say integer. Keep what was given.
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidCall("serverId must be an integer or a string, got a boolean", "serverId")
+    if isinstance(value, int):
+        if value < 0 or value > 2**31 - 1:
+            raise InvalidCall("serverId must be between 0 and 2147483647", "serverId")
+        return value
+    if isinstance(value, str):
+        if not value.strip() or len(value) > MAX_SERVER_ID:
+            raise InvalidCall(f"serverId must be 1 to {MAX_SERVER_ID} characters", "serverId")
+        return _clean(value, "serverId")
+    raise InvalidCall(
+        f"serverId must be an integer or a string, got {_json_type(value)}", "serverId"
+    )
+
+
+def _delete_after(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidCall(
+            f"deleteAfterMinutes must be an integer, got {_json_type(value)}", "deleteAfterMinutes"
+        )
+    if not 0 <= value <= MAX_DELETE_AFTER_MINUTES:
+        raise InvalidCall(
+            f"deleteAfterMinutes must be between 0 and {MAX_DELETE_AFTER_MINUTES}",
+            "deleteAfterMinutes",
+        )
+    return value
+
+
+def _idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidCall("idempotencyKey must be a non-empty string", "idempotencyKey")
+    if len(value) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidCall(
+            f"idempotencyKey is longer than {MAX_IDEMPOTENCY_KEY} characters", "idempotencyKey"
+        )
+    return _clean(value, "idempotencyKey")
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    if len(meta) > MAX_META_KEYS:
+        raise InvalidCall(f"metaData has {len(meta)} keys, more than {MAX_META_KEYS}", "metaData")
+    for key in list(meta):
+        if not isinstance(key, str) or not key or len(key) > MAX_META_KEY:
+            raise InvalidCall(f"metaData keys must be 1 to {MAX_META_KEY} characters", "metaData")
+    # postal and plate are strings in practice ("2000", "7015a"); the seed's table says
+    # postal is an integer, so a number is accepted and sent as its text.
+    for name, limit in (("postal", MAX_POSTAL), ("plate", MAX_PLATE)):
+        value = meta.get(name)
+        if value is None:
+            meta.pop(name, None)
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise InvalidCall(f"{name} must be a string, got {_json_type(value)}", name)
+        if len(value) > limit:
+            raise InvalidCall(f"{name} is longer than {limit} characters", name)
+        meta[name] = _clean(value, name)
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidCall("metaData values must be plain JSON values", "metaData") from None

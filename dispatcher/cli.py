@@ -1,0 +1,474 @@
+"""The ``dispatcher`` command line. Every error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+import redis
+
+from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
+from dispatcher.settings import Settings
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line error for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"dispatcher: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _since(value: str) -> float:
+    try:
+        text = value.strip().replace("Z", "+00:00")
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
+    return number
+
+
+def _meta(value: str) -> tuple[str, str]:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    key, _, val = value.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"empty key in {value!r}")
+    return key, val
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dispatcher", description="Durable, queued 911 calls into Sonoran CAD.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    e = sub.add_parser("enqueue", help="queue one 911 call and print its id")
+    e.add_argument("--caller", required=True)
+    e.add_argument("--location", required=True)
+    e.add_argument("--description", required=True)
+    e.add_argument("--postal")
+    e.add_argument("--plate")
+    e.add_argument("--server-id")
+    e.add_argument("--civil", action="store_true", help="a civil (non-emergency) call")
+    e.add_argument("--meta", action="append", type=_meta, default=[], metavar="KEY=VALUE")
+    e.add_argument("--idempotency-key")
+    e.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="where one call is")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("stats", help="queue depth, oldest age, dead letters, circuit")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
+    st.add_argument("--interval", type=float, default=2.0)
+
+    d = sub.add_parser("dlq", help="dead letters: list, show, replay, purge, export")
+    dsub = d.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
+
+    def filters(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--reason")
+        sp.add_argument("--since", type=_since, metavar="ISO8601")
+        sp.add_argument("--until", type=_since, metavar="ISO8601")
+        sp.add_argument("--search", help="text in caller, location or description")
+
+    dl = dsub.add_parser("list", help="list dead letters, newest first")
+    filters(dl)
+    dl.add_argument("--limit", type=_positive_int, default=None)
+    dl.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("show", help="one dead letter in full")
+    ds.add_argument("id")
+    ds.add_argument("--json", action="store_true")
+    dr = dsub.add_parser("replay", help="put dead letters back in line")
+    dr.add_argument("ids", nargs="*")
+    dr.add_argument("--all", action="store_true")
+    filters(dr)
+    dr.add_argument("--json", action="store_true")
+    dp = dsub.add_parser("purge", help="delete dead letters for good")
+    dp.add_argument("ids", nargs="*")
+    dp.add_argument("--all", action="store_true")
+    filters(dp)
+    dp.add_argument("--yes", action="store_true", help="confirm")
+    dp.add_argument("--json", action="store_true")
+    dx = dsub.add_parser("export", help="dead letters as JSON lines on stdout")
+    filters(dx)
+
+    sim = sub.add_parser("simulate-cad", help="run the built-in CAD simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--control-port", type=int, default=None)
+
+    r = sub.add_parser("run", help="start every process (and Redis if needed) in one command")
+    r.add_argument("--demo", action="store_true",
+                   help="also run the CAD simulator and a scripted outage; exits when done")
+    r.add_argument("--calls", type=_positive_int, default=30, help="calls the demo makes")
+
+    w = sub.add_parser("worker", help="the Celery worker that sends calls to the CAD")
+    w.add_argument("--concurrency", type=_positive_int, default=None)
+    w.add_argument("--loglevel", default="INFO")
+    sub.add_parser("scheduler", help="moves due retries and the backlog back into play")
+    sub.add_parser("bridge", help="moves the Redis inbox into the queue")
+    sub.add_parser("web", help="HTTP ingest, /metrics, /healthz and the operations page")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (CliError, DispatcherError) as exc:
+        print(f"dispatcher: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, (ConfigError, InvalidCall)) else EXIT_ERROR
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        print(f"dispatcher: error: cannot reach Redis: {_first(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except redis.RedisError as exc:
+        print(f"dispatcher: error: Redis error: {_first(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    command = args.command
+    if command == "enqueue":
+        return _enqueue(settings, args)
+    if command == "status":
+        return _status(settings, args)
+    if command == "stats":
+        return _stats(settings, args)
+    if command == "dlq":
+        return _dlq(settings, args)
+    if command == "simulate-cad":
+        from dispatcher.simulator import serve
+
+        serve(args.host, args.port, settings.community_id or "demo-community",
+              settings.api_key.reveal() if settings.api_key else "demo-key",
+              control_port=args.control_port)
+        return 0
+    if command == "run":
+        from dispatcher.runner import run
+
+        return run(settings, demo=args.demo, calls=args.calls)
+    if command == "worker":
+        return _worker(settings, args)
+    if command == "scheduler":
+        return _scheduler(settings)
+    if command == "bridge":
+        return _bridge(settings)
+    if command == "web":
+        _setup_logging()
+        from dispatcher.web import serve as web_serve
+
+        _ping(settings)
+        web_serve(settings)
+        return 0
+    raise CliError(f"unknown command {command!r}")
+
+
+def _client(settings: Settings) -> redis.Redis:
+    from dispatcher.redisconn import connect
+
+    return connect(settings)
+
+
+def _ping(settings: Settings) -> None:
+    try:
+        _client(settings).ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
+                       f"{_first(exc)}") from None
+
+
+def _emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.call import Call
+    from dispatcher.producer import Producer
+
+    call = Call.create(
+        caller=args.caller, location=args.location, description=args.description,
+        postal=args.postal, plate=args.plate, server_id=args.server_id,
+        is_emergency=not args.civil, metadata=dict(args.meta) or None,
+        idempotency_key=args.idempotency_key,
+    )
+    producer = Producer(settings)
+    try:
+        call_id = producer.enqueue(call, "cli")
+    finally:
+        producer.close()
+    if args.json:
+        _emit({"id": call_id})
+    else:
+        print(call_id)
+    return 0
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.records import Records
+
+    record = Records(_client(settings), settings.prefix).get(args.id)
+    if record is None:
+        raise CliError(f"no call with id {args.id!r} (delivered calls are kept for 7 days)")
+    data = record.to_json(settings.server_id)
+    if args.json:
+        _emit(data)
+        return 0
+    line = f"{record.id}  {record.status}"
+    if record.status == "delivered":
+        line += f"  CAD call {record.cad_call_id or '?'}"
+    elif record.status == "dead":
+        line += f"  reason: {record.reason}"
+    elif record.state == "held":
+        line += "  (waiting for its turn)"
+    elif record.state == "sending":
+        line += "  (being sent now)"
+    elif record.due:
+        line += f"  next attempt {data['next_attempt_at']}"
+    print(line)
+    print(f"  attempts: {record.attempts}")
+    if record.last_error:
+        print(f"  last error: {record.last_error}")
+    print(f"  call: {record.call.get('caller')} @ {record.call.get('location')}: "
+          f"{record.call.get('description')}")
+    print(f"  enqueued: {data['enqueued_at']}")
+    return 0
+
+
+def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.records import Records
+
+    records = Records(_client(settings), settings.prefix)
+    while True:
+        s = records.stats()
+        if args.json:
+            print(json.dumps(s, ensure_ascii=False), flush=True)
+        else:
+            if args.watch and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.1f}s"
+            print(f"queued {s['queued']}  scheduled {s['scheduled']}  in flight "
+                  f"{s['in_flight']}  delivered {s['delivered']}  dead {s['dead']}  "
+                  f"oldest {age}  circuit {s['circuit']}", flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(max(0.2, args.interval))
+
+
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.deadletters import DeadLetters, Filter
+
+    client = _client(settings)
+    dead = DeadLetters(client, settings.prefix)
+    sub = args.dlq_command
+    flt = Filter(getattr(args, "reason", None), getattr(args, "since", None),
+                 getattr(args, "until", None), getattr(args, "search", None))
+    if sub == "list":
+        letters = dead.list(flt, args.limit)
+        if args.json:
+            _emit([r.to_json(settings.server_id) for r in letters])
+            return 0
+        if not letters:
+            print("No dead letters.")
+            return 0
+        print(f"{'ID':26}  {'REASON':9}  {'STATUS':6}  {'DEAD AT':19}  ANSWER / CALLER")
+        for r in letters:
+            dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
+            what = (r.response or r.last_error or "").strip().splitlines()
+            print(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
+                  f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
+                  f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    if sub == "show":
+        record = dead.get(args.id)
+        if record is None:
+            raise CliError(f"no dead letter with id {args.id!r}")
+        data = record.to_json(settings.server_id)
+        raw = dead.raw(args.id)
+        if raw is not None:
+            data["raw"] = raw
+        if args.json:
+            _emit(data)
+        else:
+            for key, value in data.items():
+                if value not in (None, "", {}):
+                    shown = json.dumps(value, ensure_ascii=False) if isinstance(
+                        value, (dict, list)) else value
+                    print(f"{key:>15}: {shown}")
+        return 0
+    if sub == "export":
+        for record in dead.iter(flt):
+            print(json.dumps(record.to_json(settings.server_id), ensure_ascii=False))
+        return 0
+    ids = _select(dead, args, flt)
+    if sub == "replay":
+        return _replay(settings, client, dead, ids, args.json)
+    if sub == "purge":
+        if not args.yes:
+            raise CliError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
+        purged = [i for i in ids if dead.purge(i)]
+        missing = sorted(set(ids) - set(purged))
+        if args.json:
+            _emit({"purged": len(purged), "not_found": missing})
+        else:
+            print(f"Purged {len(purged)} dead letter(s).")
+            for i in missing:
+                print(f"  {i}: not a dead letter")
+        return EXIT_ERROR if missing and not purged else 0
+    raise CliError(f"unknown dlq command {sub!r}")
+
+
+def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
+    has_filter = any(getattr(args, n, None) for n in ("reason", "since", "until", "search"))
+    if args.ids and (args.all or has_filter):
+        raise CliError("give either ids or --all/filters, not both")
+    if args.ids:
+        return list(dict.fromkeys(args.ids))
+    if not (args.all or has_filter):
+        raise CliError("name the dead letters: ids, --all, or a filter such as --reason")
+    return [r.id for r in dead.iter(flt)]
+
+
+def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
+            as_json: bool) -> int:
+    from dispatcher.broker import Publisher
+    from dispatcher.schedule import Pump
+
+    outcomes: dict[str, list[str]] = {}
+    show = sys.stderr.isatty() and len(ids) > 20
+    for n, call_id in enumerate(ids, 1):
+        outcomes.setdefault(dead.replay(call_id), []).append(call_id)
+        if show and (n % 50 == 0 or n == len(ids)):
+            print(f"\rreplaying {n}/{len(ids)}", end="", file=sys.stderr, flush=True)
+    if show:
+        print(file=sys.stderr)
+    replayed = outcomes.get("replayed", [])
+    if replayed:
+        # Put the first of them in play now; the scheduler releases the rest in order.
+        publisher = Publisher(settings)
+        try:
+            Pump(client, settings, publisher).tick()
+        except Exception as exc:
+            print(f"dispatcher: warning: replayed calls wait for the scheduler "
+                  f"({type(exc).__name__})", file=sys.stderr)
+        finally:
+            publisher.close()
+    failed = {k: v for k, v in outcomes.items() if k != "replayed"}
+    if as_json:
+        _emit({"replayed": len(replayed), "ids": replayed,
+               "not_replayed": {k: v for k, v in failed.items()}})
+    else:
+        print(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
+              "and will be sent with the credentials configured now.")
+        labels = {"missing": "no such call", "not_dead": "not a dead letter",
+                  "unreplayable": "an invalid entry (no call to send)"}
+        for kind, failed_ids in failed.items():
+            for i in failed_ids:
+                print(f"  {i}: {labels.get(kind, kind)}")
+    return EXIT_ERROR if failed and not replayed else 0
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require_credentials()
+    from workers.app import app
+
+    concurrency = args.concurrency or settings.concurrency
+    app.worker_main([
+        "worker", "-Q", settings.queue_name, "--pool", "threads", "-c", str(concurrency),
+        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-n", "dispatcher@%h-%i",
+    ])
+    return 0
+
+
+def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]) -> int:
+    _setup_logging()
+    _ping(settings)
+    stop = _stop_event()
+    logging.getLogger("dispatcher").info("%s: started", name)
+    body(stop)
+    logging.getLogger("dispatcher").info("%s: stopped", name)
+    return 0
+
+
+def _scheduler(settings: Settings) -> int:
+    from dispatcher.broker import Publisher
+    from dispatcher.schedule import TICK_S, Pump
+
+    def body(stop: threading.Event) -> None:
+        pump = Pump(_client(settings), settings, Publisher(settings))
+        while not stop.is_set():
+            try:
+                report = pump.tick()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logging.getLogger("dispatcher.scheduler").warning(
+                    "Redis unavailable (%s); retrying", type(exc).__name__)
+                stop.wait(1.0)
+                continue
+            if report.total() == 0:
+                stop.wait(TICK_S)
+
+    return _loop("scheduler", settings, body)
+
+
+def _bridge(settings: Settings) -> int:
+    from dispatcher.bridge import main_loop
+    from dispatcher.producer import Producer
+
+    def body(stop: threading.Event) -> None:
+        main_loop(Producer(settings), settings.inbox_key, stop)
+
+    return _loop("bridge", settings, body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Delivery: what a worker does with one message. Celery-free, so tests drive it directly.
+
+    claim ─> (wait for the rate slot, at most MAX_SLOT_WAIT_S) ─> POST ─> record outcome
+
+The outcome is recorded with its own short retry loop: Redis blinking right after the
+CAD said yes must not turn a delivered call into a re-sent one. Only if Redis stays
+unreachable for longer than the call's lease can the call be sent twice (the one
+duplicate window; see docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+import tenacity
+
+from dispatcher.cad import CadClient
+from dispatcher.errors import PermanentError, RateLimited, RetryableError
+from dispatcher.lifecycle import Lifecycle
+from dispatcher.policy import RetryPolicy
+
+log = logging.getLogger("dispatcher.delivery")
+T = TypeVar("T")
+
+#: Dead-letter reason for a call the CAD refused (400 texts, other 4xx, redirects).
+REASON_REJECTED = "rejected"
+
+
+class Deliverer:
+    """Sends one claimed call and records what happened."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        cad: CadClient,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.cad = cad
+        self.policy = policy or RetryPolicy()
+        self.sleep = sleep
+        self.clock = clock
+        # Keep retrying an outcome write for half the lease: long enough to ride out a
+        # Redis restart, short enough that the lease has not yet handed the call on.
+        self._record_for_s = lifecycle.lease_s / 2
+
+    def deliver(self, call_id: str, gen: int) -> str:
+        """Handle one message; returns what happened (for logs and tests)."""
+        claim = self._record(lambda: self.lifecycle.claim(call_id, gen))
+        if claim.kind != "claimed" or claim.call is None:
+            log.debug("call %s gen %s not sent: %s %s", call_id, gen, claim.kind, claim.detail)
+            return claim.kind
+        if claim.wait_s > 0:
+            self.sleep(claim.wait_s)
+        call = claim.call
+        try:
+            result = self.cad.send(call)
+        except RateLimited as exc:
+            self._record(lambda: self.lifecycle.retry(
+                call_id, gen, self.clock(), str(exc), exc.status_code, exc.response,
+                rate_limited=True, retry_after=exc.retry_after))
+            log.warning("call %s: %s; every sender pauses", call_id, exc)
+            return "rate_limited"
+        except RetryableError as exc:
+            delay = self.policy.delay(claim.failures + 1, exc.retry_after)
+            self._record(lambda: self.lifecycle.retry(
+                call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response))
+            log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
+            return "scheduled"
+        except PermanentError as exc:
+            self._record(lambda: self.lifecycle.dead(
+                call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc)))
+            log.error("call %s is a dead letter: %s", call_id, exc)
+            return "dead"
+        self._record(lambda: self.lifecycle.delivered(
+            call_id, result.cad_call_id, result.status_code, result.response))
+        log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
+                 result.cad_call_id or "?", result.elapsed_s * 1000)
+        return "delivered"
+
+    def _record(self, fn: Callable[[], T]) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            stop=tenacity.stop_after_delay(self._record_for_s),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(fn)

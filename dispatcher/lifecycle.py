@@ -1,0 +1,291 @@
+"""A call's life in Redis: enqueue, claim, and the three outcomes of a send.
+
+    enqueue ──> queued (Celery message out) ──claim──> sending ──> delivered
+       │           ▲                              │  │
+       └──> held ──┘ (released oldest first       │  ├──> scheduled (backoff) ──due──> held
+            by `dispatcher.schedule`)             │  └──> dead (permanent, expired)
+                    ▲                             │
+                    └── breaker open, rate slot too far, 429 pause, lease lost
+
+Each arrow is one Lua script (atomic), so a process killed at any moment leaves the
+call in exactly one place. A message carries the call's generation (``gen``); only
+the message of the current generation may claim it, so a redelivered or duplicated
+Celery message is dropped harmlessly. A delivered call is never claimed again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from dispatcher.call import Call
+from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, LUA_COMMON, Keys
+from dispatcher.policy import CircuitPolicy
+from dispatcher.settings import Settings
+
+#: Extra spacing over 1/rate, so scheduling jitter of a few ms never lets two requests
+#: land closer than the limit allows at the CAD.
+RATE_MARGIN = 1.01
+#: Most Celery messages out at once when no rate limit applies (bounds the broker list).
+UNLIMITED_WINDOW = 256
+#: A claimed call's lease beyond the request deadline; a worker that dies mid-send
+#: gives the call back to the backlog when the lease ends.
+LEASE_MARGIN_S = 15.0
+
+_ENQUEUE = LUA_COMMON + r"""
+local id, now = ARGV[2], tonumber(ARGV[4])
+-- From the inbox: the entry leaves its processing list in the same step that records it.
+if ARGV[11] and ARGV[11] ~= '' then
+  if redis.call('LREM', ARGV[11], 1, ARGV[12]) == 0 then return {'', 'gone'} end
+end
+if ARGV[5] ~= '' then
+  local existing = redis.call('GET', k('idem:' .. ARGV[5]))
+  if existing then return {existing, 'duplicate'} end
+  redis.call('SET', k('idem:' .. ARGV[5]), id, 'EX', ARGV[6])
+end
+if redis.call('EXISTS', ck(id)) == 1 then return {id, 'duplicate'} end
+redis.call('HSET', ck(id), 'id', id, 'call', ARGV[3], 'enqueued_at', ARGV[4],
+  'age_from', ARGV[4], 'attempts', 0, 'failures', 0, 'gen', 0, 'source', ARGV[7],
+  'idempotency_key', ARGV[5], 'replays', 0, 'updated_at', now)
+redis.call('ZADD', k('pending'), now, id)
+redis.call('HINCRBY', k('counters'), 'enqueued', 1)
+if redis.call('ZCARD', k('held')) == 0 and
+   capacity(now, tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])) > 0 then
+  redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1)
+  redis.call('ZADD', k('queued'), now, id)
+  return {id, 'publish', '1'}
+end
+hold(id, now, now)
+return {id, 'held'}
+"""
+
+_CLAIM = LUA_COMMON + r"""
+local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local lease, max_age, probe_lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local interval, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
+local r = redis.call('HMGET', ck(id), 'state', 'gen', 'age_from', 'enqueued_at', 'call',
+  'failures')
+if not r[1] then return {'missing'} end
+if r[1] ~= 'queued' or r[2] ~= gen then return {'stale', r[1]} end
+local enq = tonumber(r[4])
+redis.call('ZREM', k('queued'), id)
+if max_age > 0 and now - tonumber(r[3]) > max_age then
+  bury(id, now, 'expired', '', '', 'older than DISPATCHER_MAX_AGE_S before it could be sent')
+  return {'expired'}
+end
+-- The shared breaker: closed admits; open holds until its cooldown ends, then one probe.
+local c = redis.call('HMGET', k('circuit'), 'state', 'open_until', 'probe', 'probe_until')
+local st = c[1] or 'closed'
+if st ~= 'closed' then
+  if (st == 'open' and now < num(c[2], 0)) or
+     (st == 'half_open' and c[3] ~= id and num(c[4], 0) > now) then
+    hold(id, enq, now)
+    return {'held', 'circuit'}
+  end
+  redis.call('HSET', k('circuit'), 'state', 'half_open', 'probe', id,
+    'probe_until', now + probe_lease)
+end
+-- The shared rate limiter: the next free slot, if it is near enough to wait for.
+local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
+local start = math.max(num(rate[1], 0), now, num(rate[2], 0))
+if start - now > max_wait then
+  release_probe(id)
+  hold(id, enq, now)
+  redis.call('HINCRBY', k('counters'), 'rate_limit_waits', 1)
+  return {'held', 'rate'}
+end
+if interval > 0 then redis.call('HSET', k('rate'), 'tat', start + interval) end
+redis.call('HSET', ck(id), 'state', 'sending', 'updated_at', now)
+redis.call('ZADD', k('inflight'), start + lease, id)
+return {'claimed', r[5], r[6] or '0', tostring(start - now), r[4]}
+"""
+
+_DELIVERED = LUA_COMMON + r"""
+local id, now = ARGV[2], tonumber(ARGV[3])
+local st = redis.call('HGET', ck(id), 'state')
+if not st then return 'missing' end
+if st == 'delivered' then return 'already' end
+unplace(id)
+redis.call('HINCRBY', ck(id), 'attempts', 1)
+redis.call('HSET', ck(id), 'state', 'delivered', 'cad_call_id', ARGV[4], 'status_code', ARGV[5],
+  'response', ARGV[6], 'delivered_at', now, 'updated_at', now, 'last_error', '', 'reason', '')
+redis.call('HINCRBY', k('counters'), 'delivered', 1)
+circuit_success(now)
+if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', ck(id), ARGV[7]) end
+return 'delivered'
+"""
+
+_RETRY = LUA_COMMON + r"""
+local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local r = redis.call('HMGET', ck(id), 'state', 'gen', 'enqueued_at')
+if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
+redis.call('ZREM', k('inflight'), id)
+redis.call('HINCRBY', ck(id), 'attempts', 1)
+redis.call('HSET', ck(id), 'last_error', ARGV[6], 'status_code', ARGV[7], 'response', ARGV[8],
+  'updated_at', now)
+if ARGV[9] == 'ratelimit' then
+  -- A 429 pauses every sender and costs the call nothing: back in line, same place.
+  local pause = now + tonumber(ARGV[10])
+  if pause > num(redis.call('HGET', k('rate'), 'pause_until'), 0) then
+    redis.call('HSET', k('rate'), 'pause_until', pause)
+  end
+  redis.call('HINCRBY', k('counters'), 'rate_limited', 1)
+  circuit_success(now)
+  hold(id, tonumber(r[3]), now)
+  return 'held'
+end
+redis.call('HINCRBY', ck(id), 'failures', 1)
+redis.call('HSET', ck(id), 'state', 'scheduled', 'due', ARGV[5])
+redis.call('ZADD', k('scheduled'), ARGV[5], id)
+redis.call('HINCRBY', k('counters'), 'retried', 1)
+release_probe(id)
+circuit_failure(now, ARGV[6], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]))
+return 'scheduled'
+"""
+
+_DEAD = LUA_COMMON + r"""
+local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local r = redis.call('HMGET', ck(id), 'state', 'gen')
+if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
+redis.call('HINCRBY', ck(id), 'attempts', 1)
+bury(id, now, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+-- The CAD answered, so it is up, whatever it thought of this call.
+circuit_success(now)
+return 'dead'
+"""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Pacing parameters shared by enqueue, claim and release."""
+
+    interval_s: float
+    max_wait_s: float
+    window: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, circuit: CircuitPolicy) -> Flow:
+        interval = RATE_MARGIN / settings.max_rate if settings.max_rate > 0 else 0.0
+        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW)
+
+    def argv(self) -> list[Any]:
+        return [repr(self.interval_s), repr(self.max_wait_s), self.window]
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """Result of `Lifecycle.enqueue`."""
+
+    call_id: str
+    publish: bool
+    gen: int
+    duplicate: bool
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Result of `Lifecycle.claim`: ``kind`` is claimed, held, stale, expired or missing."""
+
+    kind: str
+    call: Call | None = None
+    failures: int = 0
+    wait_s: float = 0.0
+    detail: str = ""
+
+
+class Lifecycle:
+    """The state-changing scripts of one call, bound to a Redis client."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        circuit: CircuitPolicy | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.circuit = circuit or CircuitPolicy()
+        self.flow = Flow.from_settings(settings, self.circuit)
+        self.clock = clock or time.time
+        self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._claim = client.register_script(_CLAIM)
+        self._delivered = client.register_script(_DELIVERED)
+        self._retry = client.register_script(_RETRY)
+        self._dead = client.register_script(_DEAD)
+
+    def enqueue(
+        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None
+    ) -> Enqueued:
+        """Record a call (idempotently); say whether the caller must publish its message.
+
+        ``take_from=(list_key, raw)`` removes that entry from that list in the same
+        atomic step; if it is no longer there (another bridge took it), nothing is
+        recorded and ``gone`` is true.
+        """
+        res = self._enqueue(
+            args=[self.keys.prefix, call.id, json.dumps(call.to_cad(), ensure_ascii=False),
+                  repr(call.enqueued_at), call.idempotency_key or "", IDEMPOTENCY_TTL_S,
+                  source, *self.flow.argv(), *(take_from or ("", ""))]
+        )
+        call_id = _s(res[0])
+        kind = _s(res[1])
+        return Enqueued(call_id, kind == "publish", int(_s(res[2])) if kind == "publish" else 0,
+                        kind == "duplicate", kind == "gone")
+
+    def claim(self, call_id: str, gen: int) -> Claim:
+        """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
+        res = self._claim(
+            args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), repr(self.lease_s),
+                  repr(self.settings.max_age_s or 0), repr(self.lease_s), self.flow.interval_s,
+                  self.flow.max_wait_s]
+        )
+        kind = _s(res[0])
+        if kind != "claimed":
+            return Claim(kind, detail=_s(res[1]) if len(res) > 1 and res[1] else "")
+        call = Call.parse(json.loads(_s(res[1]))).with_envelope(call_id, float(_s(res[4])))
+        return Claim(kind, call, int(_s(res[2]) or 0), float(_s(res[3])))
+
+    def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str) -> str:
+        """Record a delivery; always wins, whoever else touched the call meanwhile."""
+        return _s(self._delivered(
+            args=[self.keys.prefix, call_id, repr(self.clock()), cad_call_id or "", status,
+                  response, DELIVERED_TTL_S]
+        ))
+
+    def retry(
+        self, call_id: str, gen: int, due: float, error: str, status: int | None,
+        response: str | None, rate_limited: bool = False, retry_after: float | None = None,
+    ) -> str:
+        """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold."""
+        c = self.circuit
+        pause = retry_after if retry_after is not None else c.rate_limit_pause_s
+        return _s(self._retry(
+            args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), repr(due), error,
+                  "" if status is None else status, response or "",
+                  "ratelimit" if rate_limited else "error", repr(pause),
+                  c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s)]
+        ))
+
+    def dead(
+        self, call_id: str, gen: int, reason: str, status: int | None, response: str | None,
+        error: str,
+    ) -> str:
+        """Record a permanent failure: the call becomes a dead letter."""
+        return _s(self._dead(
+            args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), reason,
+                  "" if status is None else status, response or "", error]
+        ))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,66 @@
+"""The retry policy, as data: when a failed call is tried again, and when the breaker opens.
+
+Backoff is tenacity's own ``wait_exponential_jitter`` strategy evaluated on a
+``RetryCallState``; nothing here sleeps. The delay becomes a due time in the Redis
+schedule (`dispatcher.lifecycle`), so a waiting call holds no worker and no memory.
+There is no limit on attempts: a call is retried until it is delivered, found
+permanently wrong, or (only if `DISPATCHER_MAX_AGE_S` is set) too old.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tenacity
+from tenacity.wait import wait_base
+
+#: First retry after about a second: most network blips last less.
+BACKOFF_INITIAL_S = 1.0
+#: Cap on one call's wait between tries; outages are handled by the breaker, which
+#: holds every call and probes, so a long per-call wait would only delay recovery.
+BACKOFF_MAX_S = 60.0
+#: Up to this much random jitter, so calls that failed together do not retry together.
+BACKOFF_JITTER_S = 1.0
+#: Consecutive retryable failures (any call, any worker) that open the breaker.
+CIRCUIT_FAILURE_THRESHOLD = 5
+#: First pause of an open breaker before one probe; doubles on each failed probe.
+CIRCUIT_COOLDOWN_S = 5.0
+#: Longest pause between probes of an open breaker.
+CIRCUIT_MAX_COOLDOWN_S = 60.0
+#: Pause of every sender after a 429 without a Retry-After header.
+DEFAULT_RATE_LIMIT_PAUSE_S = 30.0
+#: Longest a worker slot waits for its turn under the rate limit; past it the call goes
+#: back to the ordered backlog in Redis instead of occupying the slot.
+MAX_SLOT_WAIT_S = 3.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a call waits after its n-th consecutive retryable failure."""
+
+    wait: wait_base = field(
+        default_factory=lambda: tenacity.wait_exponential_jitter(
+            initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_JITTER_S
+        )
+    )
+    max_delay_s: float = BACKOFF_MAX_S + BACKOFF_JITTER_S
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds before the next try; a server's Retry-After is a floor, never ignored."""
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = max(1, failures)
+        delay = float(self.wait(state))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+
+@dataclass(frozen=True)
+class CircuitPolicy:
+    """When the shared breaker opens and how long it stays open."""
+
+    failure_threshold: int = CIRCUIT_FAILURE_THRESHOLD
+    cooldown_s: float = CIRCUIT_COOLDOWN_S
+    max_cooldown_s: float = CIRCUIT_MAX_COOLDOWN_S
+    rate_limit_pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
+    max_slot_wait_s: float = MAX_SLOT_WAIT_S

@@ -1,0 +1,186 @@
+"""The read side: one call's record, and the counts behind `dispatcher stats`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from dispatcher.keys import Keys
+
+#: States as users see them: held and sending are details of queued.
+PUBLIC_STATE = {
+    "held": "queued",
+    "queued": "queued",
+    "sending": "queued",
+    "scheduled": "scheduled",
+    "delivered": "delivered",
+    "dead": "dead",
+}
+
+
+def iso(ts: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _f(value: str | None) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+def _i(value: str | None) -> int | None:
+    number = _f(value)
+    return None if number is None else int(number)
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call as stored: its payload, where it is, and what happened to it."""
+
+    id: str
+    call: dict[str, Any]
+    state: str
+    attempts: int
+    last_error: str | None
+    status_code: int | None
+    response: str | None
+    reason: str | None
+    cad_call_id: str | None
+    enqueued_at: float | None
+    delivered_at: float | None
+    dead_at: float | None
+    due: float | None
+    replays: int
+    replayed_at: float | None
+    source: str | None
+    idempotency_key: str | None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CallRecord:
+        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+             else v) for k, v in raw.items()}
+        try:
+            call = json.loads(h.get("call") or "{}")
+        except ValueError:
+            call = {}
+        return cls(
+            id=h.get("id", ""),
+            call=call,
+            state=h.get("state", "unknown"),
+            attempts=_i(h.get("attempts")) or 0,
+            last_error=h.get("last_error") or None,
+            status_code=_i(h.get("status_code")),
+            response=h.get("response") or None,
+            reason=h.get("reason") or None,
+            cad_call_id=h.get("cad_call_id") or None,
+            enqueued_at=_f(h.get("enqueued_at")),
+            delivered_at=_f(h.get("delivered_at")),
+            dead_at=_f(h.get("dead_at")),
+            due=_f(h.get("due")) if h.get("state") == "scheduled" else None,
+            replays=_i(h.get("replays")) or 0,
+            replayed_at=_f(h.get("replayed_at")),
+            source=h.get("source") or None,
+            idempotency_key=h.get("idempotency_key") or None,
+        )
+
+    @property
+    def status(self) -> str:
+        return PUBLIC_STATE.get(self.state, self.state)
+
+    def to_json(self, default_server_id: str | None = None) -> dict[str, Any]:
+        """The record for output (`--json`), with the contract's field names."""
+        call = dict(self.call)
+        if "serverId" not in call and default_server_id is not None:
+            call = {"serverId": default_server_id, **call}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "state": self.state,
+            "call": call,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "reason": self.reason,
+            "status_code": self.status_code,
+            "response": self.response,
+            "cad_call_id": self.cad_call_id,
+            "enqueued_at": iso(self.enqueued_at),
+            "delivered_at": iso(self.delivered_at),
+            "dead_at": iso(self.dead_at),
+            "next_attempt_at": iso(self.due),
+            "replays": self.replays,
+            "replayed_at": iso(self.replayed_at),
+            "source": self.source,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+class Records:
+    """Reads call records and system counts."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.clock = clock
+
+    def get(self, call_id: str) -> CallRecord | None:
+        raw = self.client.hgetall(self.keys.call(call_id))
+        return CallRecord.from_hash(raw) if raw else None  # type: ignore[arg-type]
+
+    def get_many(self, ids: list[str]) -> list[CallRecord]:
+        pipe = self.client.pipeline(transaction=False)
+        for call_id in ids:
+            pipe.hgetall(self.keys.call(call_id))
+        return [CallRecord.from_hash(raw) for raw in pipe.execute() if raw]
+
+    def stats(self) -> dict[str, Any]:
+        """The contract's stats keys, and a few more."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for name in ("held", "queued", "scheduled", "inflight", "dead"):
+            pipe.zcard(getattr(k, name))
+        pipe.zrange(k.pending, 0, 0, withscores=True)
+        pipe.hgetall(k.counters)
+        pipe.hgetall(k.circuit)
+        pipe.hget(k.rate, "pause_until")
+        held, queued, scheduled, inflight, dead, oldest, counters, circuit, pause = pipe.execute()
+        now = self.clock()
+        counters = {key.decode(): int(value) for key, value in counters.items()}
+        circ = {key.decode(): value.decode() for key, value in circuit.items()}
+        state = circ.get("state", "closed")
+        if state == "open" and float(circ.get("open_until", 0)) <= now:
+            state = "half_open"  # cooldown over: the next call is a probe
+        pause_until = float(pause) if pause else 0.0
+        return {
+            "queued": held + queued,
+            "scheduled": scheduled,
+            "in_flight": inflight,
+            "dead": dead,
+            "delivered": counters.get("delivered", 0),
+            "oldest_age_s": round(max(0.0, now - oldest[0][1]), 3) if oldest else None,
+            "circuit": state,
+            "enqueued": counters.get("enqueued", 0),
+            "retried": counters.get("retried", 0),
+            "rate_limited": counters.get("rate_limited", 0),
+            "rate_limit_pause_s": round(max(0.0, pause_until - now), 3),
+            "dead_by_reason": {key[5:]: v for key, v in counters.items()
+                               if key.startswith("dead:")},
+            "cad": {
+                "last_success_at": iso(_f(circ.get("last_success_at"))),
+                "last_failure_at": iso(_f(circ.get("last_failure_at"))),
+                "last_error": circ.get("last_error") or None,
+                "consecutive_failures": int(circ.get("failures", 0) or 0),
+            },
+        }

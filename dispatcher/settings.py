@@ -1,0 +1,203 @@
+"""The configuration: one `Settings` object built once from the environment.
+
+This is the only module that reads ``os.environ``. Every other module receives a
+`Settings` (or the few values it needs) from its caller. Each default below is the
+documented default of the contract (`CONTRACT.md`) or, for tuning knobs the contract
+does not name, a value chosen for a small community and explained where it is defined.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dispatcher.errors import ConfigError
+
+#: Broker and all state live here.
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+#: Production CAD; v1 posts to ``{base}/emergency/call_911``.
+DEFAULT_API_URL = "https://api.sonorancad.com"
+#: ``serverId`` of calls that do not carry their own (the official resource's default).
+DEFAULT_SERVER_ID = "1"
+#: The docs ask v1 clients to stay near one request per second.
+DEFAULT_V1_RATE = 1.0
+#: v2 allows 10 requests per minute per key for creating a 911 call.
+DEFAULT_V2_RATE = 10 / 60
+DEFAULT_INBOX_KEY = "dispatcher:inbox"
+DEFAULT_PORT = 8000
+#: Connect timeout: a little over a TCP retransmit window (3 s), as requests suggests.
+DEFAULT_CONNECT_TIMEOUT_S = 3.05
+#: Read timeout per socket read, and also the cap on reading a whole answer.
+DEFAULT_READ_TIMEOUT_S = 10.0
+#: Kombu redelivers an unacked message after this long. Our own leases recover calls
+#: far sooner; this only needs to exceed the longest task (a few seconds).
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+#: Threads per worker process: the work is waiting on the CAD, not CPU.
+DEFAULT_CONCURRENCY = 8
+
+
+class Secret:
+    """A string that never prints itself (repr, str and format all hide it)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once from the environment."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    api_url: str = DEFAULT_API_URL
+    community_id: str | None = None
+    api_key: Secret | None = field(default=None, repr=False)
+    server_id: str = DEFAULT_SERVER_ID
+    api_version: int = 1
+    max_rate: float = DEFAULT_V1_RATE
+    max_age_s: float | None = None
+    inbox_key: str = DEFAULT_INBOX_KEY
+    port: int = DEFAULT_PORT
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
+    concurrency: int = DEFAULT_CONCURRENCY
+    #: Key prefix of every Redis key we own (Celery's own keys are separate).
+    prefix: str = "dispatcher"
+    #: Celery queue (a Redis list) that carries call messages.
+    queue_name: str = "dispatcher"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); bad values raise ConfigError."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        version_raw = get("SONORAN_API_VERSION") or "1"
+        if version_raw not in ("1", "2"):
+            raise ConfigError(f"SONORAN_API_VERSION must be 1 or 2, got {version_raw!r}")
+        version = int(version_raw)
+        default_rate = DEFAULT_V1_RATE if version == 1 else DEFAULT_V2_RATE
+        max_rate = _number(get("DISPATCHER_MAX_RATE"), "DISPATCHER_MAX_RATE", default_rate)
+        if max_rate < 0 or not math.isfinite(max_rate):
+            raise ConfigError("DISPATCHER_MAX_RATE must be a finite number >= 0 (0 means no limit)")
+        max_age = get("DISPATCHER_MAX_AGE_S")
+        max_age_s = None if max_age is None else _number(max_age, "DISPATCHER_MAX_AGE_S", 0)
+        if max_age_s is not None and max_age_s <= 0:
+            raise ConfigError("DISPATCHER_MAX_AGE_S must be a number of seconds > 0")
+        api_url = (get("SONORAN_API_URL") or DEFAULT_API_URL).rstrip("/")
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"SONORAN_API_URL must start with http:// or https://, got {api_url!r}")
+        redis_url = get("REDIS_URL") or DEFAULT_REDIS_URL
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        key = get("SONORAN_API_KEY")
+        port = int(_number(get("PORT"), "PORT", DEFAULT_PORT))
+        if not 0 < port < 65536:
+            raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
+        concurrency = int(
+            _number(get("DISPATCHER_CONCURRENCY"), "DISPATCHER_CONCURRENCY", DEFAULT_CONCURRENCY)
+        )
+        if concurrency < 1:
+            raise ConfigError("DISPATCHER_CONCURRENCY must be at least 1")
+        return cls(
+            redis_url=redis_url,
+            api_url=api_url,
+            community_id=get("SONORAN_COMMUNITY_ID"),
+            api_key=Secret(key) if key else None,
+            server_id=get("SONORAN_SERVER_ID") or DEFAULT_SERVER_ID,
+            api_version=version,
+            max_rate=max_rate,
+            max_age_s=max_age_s,
+            inbox_key=get("DISPATCHER_INBOX_KEY") or DEFAULT_INBOX_KEY,
+            port=port,
+            visibility_timeout_s=_number(
+                get("DISPATCHER_VISIBILITY_TIMEOUT_S"),
+                "DISPATCHER_VISIBILITY_TIMEOUT_S",
+                DEFAULT_VISIBILITY_TIMEOUT_S,
+            ),
+            concurrency=concurrency,
+        )
+
+    def require_credentials(self) -> None:
+        """Raise ConfigError naming the first missing credential (workers need both)."""
+        if not self.community_id:
+            raise ConfigError("SONORAN_COMMUNITY_ID is not set: the worker needs the community id")
+        if not self.api_key:
+            raise ConfigError("SONORAN_API_KEY is not set: the worker needs the community's API key")
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and the runner use it)."""
+        return replace(self, **changes)
+
+    @property
+    def request_deadline_s(self) -> float:
+        """Longest one CAD request can take before we give up on it."""
+        return self.connect_timeout_s + self.read_timeout_s
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for output: the key shows only whether it is set."""
+        return {
+            "redis_url": _hide_password(self.redis_url),
+            "api_url": self.api_url,
+            "community_id": self.community_id,
+            "api_key": "set" if self.api_key else "not set",
+            "server_id": self.server_id,
+            "api_version": self.api_version,
+            "max_rate": self.max_rate,
+            "max_age_s": self.max_age_s,
+            "inbox_key": self.inbox_key,
+            "port": self.port,
+        }
+
+
+def _number(raw: str | None, name: str, default: float) -> float:
+    if raw is None:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def _hide_password(url: str) -> str:
+    """redis://:secret@host -> redis://:***@host (a Redis password is a secret too)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,51 @@
+"""The Celery app of the worker process, built from one Settings object.
+
+Run it with ``dispatcher worker`` (checks the configuration first and picks the pool),
+or directly with ``celery -A workers worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from celery import signals
+
+from dispatcher.broker import make_celery
+from dispatcher.errors import ConfigError
+from dispatcher.settings import Settings
+
+log = logging.getLogger("dispatcher.worker")
+
+try:
+    settings = Settings.from_env()
+except ConfigError as exc:  # a one-line error, not a traceback, even under `celery -A`
+    print(f"dispatcher: error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+app = make_celery(settings)
+app.conf.imports = ("workers.tasks",)
+
+
+@signals.worker_init.connect
+def _check_configuration(**_: Any) -> None:
+    """Refuse to start without credentials; warn when Redis could lose calls."""
+    try:
+        settings.require_credentials()
+    except ConfigError as exc:
+        print(f"dispatcher: error: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)  # Celery swallows exceptions raised by signal handlers
+    from dispatcher.health import redis_durability_warnings
+    from dispatcher.redisconn import connect
+
+    client = connect(settings)
+    try:
+        for warning in redis_durability_warnings(client):
+            log.warning(warning)
+    except Exception as exc:  # Redis may be starting; Celery retries the connection itself
+        log.warning("could not check Redis settings: %s", type(exc).__name__)
+    finally:
+        client.close()
