@@ -11,6 +11,7 @@ Several bridges may run at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -41,7 +42,7 @@ def parse_entry(raw: bytes) -> Call:
         raise InvalidCall("entry is not UTF-8 text") from None
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidCall(f"entry is not valid JSON ({exc.msg} at position {exc.pos})") from None
     return Call.parse(obj)
 
@@ -69,10 +70,10 @@ class Bridge:
 
     def step(self, block_s: float = BLOCK_S) -> bool:
         """Move one entry; False when the inbox stayed empty for ``block_s``."""
-        raw = self.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")
+        raw = self.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
         if raw is None:
             return False
-        self.handle(raw)
+        self.handle(raw if isinstance(raw, bytes) else str(raw).encode())
         return True
 
     def handle(self, raw: bytes) -> None:
@@ -97,10 +98,8 @@ class Bridge:
             except (redis.ConnectionError, redis.TimeoutError, QueueUnavailable) as exc:
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
-                try:
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                     self.recover()
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass
 
 
 def main_loop(producer: Producer, inbox_key: str, stop: threading.Event) -> None:

@@ -210,7 +210,9 @@ def _v2_meta(value: Any) -> str:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False) if not isinstance(value, (int, float)) else str(value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _v2_call_id(text: str) -> str | None:

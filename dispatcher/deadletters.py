@@ -9,6 +9,7 @@ never hold credentials.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -114,7 +115,7 @@ class DeadLetters:
             if not ids:
                 return
             offset += len(ids)
-            for record in self.records.get_many([i.decode() for i in ids]):
+            for record in self.records.get_many([_text(i) for i in ids]):
                 if record.state == "dead" and flt.matches(record):
                     yield record
 
@@ -133,7 +134,7 @@ class DeadLetters:
     def raw(self, call_id: str) -> str | None:
         """The raw text kept for an invalid entry."""
         value = self.client.hget(self.keys.call(call_id), "raw")
-        return value.decode(errors="replace") if value else None
+        return _text(value) if value else None
 
     def replay(self, call_id: str, actor: str = "cli") -> str:
         """Put one dead letter back in line; returns replayed, missing, not_dead or unreplayable."""
@@ -165,7 +166,7 @@ class DeadLetters:
                                           *(take_from or ("", ""))])
         return result.decode() if isinstance(result, bytes) else str(result)
 
-    def audit(self, limit: int = 100) -> list[dict[str, object]]:
+    def audit(self, limit: int = 100) -> builtins.list[dict[str, object]]:
         return [json.loads(v) for v in self.client.lrange(self.keys.audit, 0, limit - 1)]
 
     def _audit(self, action: str, call_id: str, actor: str) -> None:
@@ -174,3 +175,7 @@ class DeadLetters:
         pipe.lpush(self.keys.audit, entry)
         pipe.ltrim(self.keys.audit, 0, AUDIT_KEEP - 1)
         pipe.execute()
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

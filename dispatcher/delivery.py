@@ -62,21 +62,26 @@ class Deliverer:
         try:
             result = self.cad.send(call)
         except RateLimited as exc:
+            limited = exc
             self._record(lambda: self.lifecycle.retry(
-                call_id, gen, self.clock(), str(exc), exc.status_code, exc.response,
-                rate_limited=True, retry_after=exc.retry_after))
-            log.warning("call %s: %s; every sender pauses", call_id, exc)
+                call_id, gen, self.clock(), str(limited), limited.status_code, limited.response,
+                rate_limited=True, retry_after=limited.retry_after))
+            log.warning("call %s: %s; every sender pauses", call_id, limited)
             return "rate_limited"
         except RetryableError as exc:
-            delay = self.policy.delay(claim.failures + 1, exc.retry_after)
+            failed = exc
+            delay = self.policy.delay(claim.failures + 1, failed.retry_after)
             self._record(lambda: self.lifecycle.retry(
-                call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response))
-            log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
+                call_id, gen, self.clock() + delay, str(failed), failed.status_code,
+                failed.response))
+            log.warning("call %s: %s; retry in %.1fs", call_id, failed, delay)
             return "scheduled"
         except PermanentError as exc:
+            refused = exc
             self._record(lambda: self.lifecycle.dead(
-                call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc)))
-            log.error("call %s is a dead letter: %s", call_id, exc)
+                call_id, gen, REASON_REJECTED, refused.status_code, refused.response,
+                str(refused)))
+            log.error("call %s is a dead letter: %s", call_id, refused)
             return "dead"
         self._record(lambda: self.lifecycle.delivered(
             call_id, result.cad_call_id, result.status_code, result.response))

@@ -94,7 +94,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); bad values raise ConfigError."""
+        """Settings from ``environ`` (default ``os.environ``); bad values raise ConfigError."""
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -110,14 +110,18 @@ class Settings:
         default_rate = DEFAULT_V1_RATE if version == 1 else DEFAULT_V2_RATE
         max_rate = _number(get("DISPATCHER_MAX_RATE"), "DISPATCHER_MAX_RATE", default_rate)
         if max_rate < 0 or not math.isfinite(max_rate):
-            raise ConfigError("DISPATCHER_MAX_RATE must be a finite number >= 0 (0 means no limit)")
+            raise ConfigError(
+                "DISPATCHER_MAX_RATE must be a finite number >= 0 (0 means no limit)"
+            )
         max_age = get("DISPATCHER_MAX_AGE_S")
         max_age_s = None if max_age is None else _number(max_age, "DISPATCHER_MAX_AGE_S", 0)
         if max_age_s is not None and max_age_s <= 0:
             raise ConfigError("DISPATCHER_MAX_AGE_S must be a number of seconds > 0")
         api_url = (get("SONORAN_API_URL") or DEFAULT_API_URL).rstrip("/")
         if not api_url.startswith(("http://", "https://")):
-            raise ConfigError(f"SONORAN_API_URL must start with http:// or https://, got {api_url!r}")
+            raise ConfigError(
+                f"SONORAN_API_URL must start with http:// or https://, got {api_url!r}"
+            )
         redis_url = get("REDIS_URL") or DEFAULT_REDIS_URL
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
@@ -152,9 +156,13 @@ class Settings:
     def require_credentials(self) -> None:
         """Raise ConfigError naming the first missing credential (workers need both)."""
         if not self.community_id:
-            raise ConfigError("SONORAN_COMMUNITY_ID is not set: the worker needs the community id")
+            raise ConfigError(
+                "SONORAN_COMMUNITY_ID is not set: the worker needs the community id"
+            )
         if not self.api_key:
-            raise ConfigError("SONORAN_API_KEY is not set: the worker needs the community's API key")
+            raise ConfigError(
+                "SONORAN_API_KEY is not set: the worker needs the community's API key"
+            )
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and the runner use it)."""

@@ -1,0 +1,195 @@
+"""`dispatcher run`: every process of the Procfile in one command, for a small community.
+
+It starts an embedded Redis when none answers at the default REDIS_URL, then the
+worker, scheduler, bridge and web processes as children (restarted if they die), and
+stops them all with SIGTERM on Ctrl-C or SIGTERM. ``--demo`` adds the CAD simulator and
+plays a scripted day: normal calls, a CAD outage, a rotated API key that makes dead
+letters, the fix and the replay, with live progress and a closing summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from dispatcher.embedded import EmbeddedRedis, free_port, port_free
+from dispatcher.errors import ConfigError
+from dispatcher.settings import DEFAULT_REDIS_URL, Secret, Settings
+
+PROCESSES = ("worker", "scheduler", "bridge", "web")
+#: Local folder of `run`'s state: the embedded Redis's data and the children's logs.
+STATE_DIR = Path(".dispatcher")
+#: A child that dies is restarted after this pause.
+RESTART_DELAY_S = 1.0
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The contract's variables for a child process (the key goes by environment only)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SONORAN_", "DISPATCHER_")) and k not in ("REDIS_URL", "PORT")}
+    env.update({
+        "REDIS_URL": settings.redis_url,
+        "SONORAN_API_URL": settings.api_url,
+        "SONORAN_SERVER_ID": settings.server_id,
+        "SONORAN_API_VERSION": str(settings.api_version),
+        "DISPATCHER_MAX_RATE": repr(settings.max_rate),
+        "DISPATCHER_INBOX_KEY": settings.inbox_key,
+        "PORT": str(settings.port),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if settings.community_id:
+        env["SONORAN_COMMUNITY_ID"] = settings.community_id
+    if settings.api_key:
+        env["SONORAN_API_KEY"] = settings.api_key.reveal()
+    if settings.max_age_s:
+        env["DISPATCHER_MAX_AGE_S"] = repr(settings.max_age_s)
+    return env
+
+
+class Supervisor:
+    """Starts the children, restarts any that dies, stops them all on request."""
+
+    def __init__(self, settings: Settings, log_dir: Path | None, names: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.names = names
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = threading.Event()
+        self._pumps: list[threading.Thread] = []
+
+    def start(self, name: str) -> None:
+        out: int | IO[bytes] = subprocess.PIPE
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
+        proc = subprocess.Popen([sys.executable, "-m", "dispatcher", name],
+                                env=child_env(self.settings), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        if self.log_dir is None and proc.stdout is not None:
+            t = threading.Thread(target=_prefix, args=(name, proc.stdout), daemon=True)
+            t.start()
+            self._pumps.append(t)
+        elif not isinstance(out, int):
+            out.close()
+        self.children[name] = proc
+
+    def start_all(self) -> None:
+        for name in self.names:
+            self.start(name)
+
+    def restart(self, name: str, settings: Settings | None = None) -> None:
+        """Stop one child gracefully and start it again (with new settings if given)."""
+        if settings is not None:
+            self.settings = settings
+        proc = self.children.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        self.start(name)
+
+    def watch(self) -> None:
+        """Restart children that exit, until stop() is called."""
+        while not self.stopping.wait(0.5):
+            for name, proc in list(self.children.items()):
+                if proc.poll() is not None and not self.stopping.is_set():
+                    print(f"dispatcher: {name} exited with {proc.returncode}; restarting",
+                          file=sys.stderr)
+                    time.sleep(RESTART_DELAY_S)
+                    self.start(name)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.stopping.set()
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + timeout_s
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _prefix(name: str, stream: IO[bytes]) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"{name:>9} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def _answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(settings: Settings, quiet: bool = False) -> tuple[Settings, EmbeddedRedis | None]:
+    """Use REDIS_URL if it answers; else, for the default URL only, start an embedded Redis."""
+    if _answers(settings.redis_url):
+        return settings, None
+    if settings.redis_url != DEFAULT_REDIS_URL:
+        raise ConfigError(f"cannot reach Redis at {settings.redacted()['redis_url']}")
+    embedded = EmbeddedRedis(STATE_DIR / "redis").start()
+    print(f"No Redis answered at {DEFAULT_REDIS_URL}: started an embedded Redis on "
+          f"127.0.0.1:{embedded.port} (data in {STATE_DIR / 'redis'}, append-only file on).")
+    return settings.with_(redis_url=embedded.url), embedded
+
+
+def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
+    """Start everything; block until Ctrl-C/SIGTERM (or the demo's end)."""
+    if not demo:
+        settings.require_credentials()
+        if not port_free(settings.port, "0.0.0.0"):
+            raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
+    settings, embedded = ensure_redis(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sim = None
+    try:
+        if demo:
+            from dispatcher.demo import DEMO_COMMUNITY, DEMO_KEY, Demo
+            from dispatcher.simulator import CadSimulator
+
+            sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
+            port = settings.port if port_free(settings.port, "0.0.0.0") else free_port()
+            settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
+                                      api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port)
+            supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)
+            supervisor.start_all()
+            watcher = threading.Thread(target=supervisor.watch, daemon=True)
+            watcher.start()
+            try:
+                return Demo(settings, sim, supervisor, stop, calls).play()
+            finally:
+                supervisor.stop()
+        supervisor = Supervisor(settings, None, PROCESSES)
+        supervisor.start_all()
+        print(f"Running worker, scheduler, bridge and web (http://127.0.0.1:{settings.port}/). "
+              "Ctrl-C stops everything; nothing queued is lost.", flush=True)
+        watcher = threading.Thread(target=supervisor.watch, daemon=True)
+        watcher.start()
+        stop.wait()
+        print("Stopping (SIGTERM to every process)...", flush=True)
+        supervisor.stop()
+        return 0
+    finally:
+        if sim is not None:
+            sim.stop()
+        if embedded is not None:
+            embedded.stop()

