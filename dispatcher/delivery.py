@@ -57,7 +57,12 @@ class Deliverer:
             log.debug("call %s gen %s not sent: %s %s", call_id, gen, claim.kind, claim.detail)
             return claim.kind
         if claim.wait_s > 0:
-            self.sleep(claim.wait_s)
+            # Sleep to the slot's absolute start, so our own latency does not shift it.
+            self.sleep(max(0.0, claim.start_at - self.clock()))
+            # A 429 may have paused every sender while we waited for our slot.
+            if self._record(self.lifecycle.paused_until) > self.clock():
+                self._record(lambda: self.lifecycle.unclaim(call_id, gen))
+                return "held"
         call = claim.call
         try:
             result = self.cad.send(call)
@@ -71,11 +76,15 @@ class Deliverer:
         except RetryableError as exc:
             failed = exc
             delay = self.policy.delay(claim.failures + 1, failed.retry_after)
-            self._record(lambda: self.lifecycle.retry(
+            placed = self._record(lambda: self.lifecycle.retry(
                 call_id, gen, self.clock() + delay, str(failed), failed.status_code,
                 failed.response))
-            log.warning("call %s: %s; retry in %.1fs", call_id, failed, delay)
-            return "scheduled"
+            if placed == "held":
+                log.warning("call %s: %s; the CAD looks down, held until it recovers",
+                            call_id, failed)
+            else:
+                log.warning("call %s: %s; retry in %.1fs", call_id, failed, delay)
+            return placed
         except PermanentError as exc:
             refused = exc
             self._record(lambda: self.lifecycle.dead(

@@ -27,9 +27,10 @@ from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, LUA_COMMON, Keys
 from dispatcher.policy import CircuitPolicy
 from dispatcher.settings import Settings
 
-#: Extra spacing over 1/rate, so scheduling jitter of a few ms never lets two requests
-#: land closer than the limit allows at the CAD.
-RATE_MARGIN = 1.01
+#: Extra spacing over 1/rate (2 % plus up to 10 ms), so scheduling and network jitter
+#: of a few ms never lets two requests land closer than the limit allows at the CAD.
+RATE_MARGIN = 1.02
+RATE_MARGIN_S = 0.01
 #: Most Celery messages out at once when no rate limit applies (bounds the broker list).
 UNLIMITED_WINDOW = 256
 #: A claimed call's lease beyond the request deadline; a worker that dies mid-send
@@ -139,12 +140,28 @@ if ARGV[9] == 'ratelimit' then
   return 'held'
 end
 redis.call('HINCRBY', ck(id), 'failures', 1)
-redis.call('HSET', ck(id), 'state', 'scheduled', 'due', ARGV[5])
-redis.call('ZADD', k('scheduled'), ARGV[5], id)
 redis.call('HINCRBY', k('counters'), 'retried', 1)
 release_probe(id)
 circuit_failure(now, ARGV[6], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]))
+if redis.call('HGET', k('circuit'), 'state') == 'open' then
+  -- The CAD is down: the breaker paces retries now; keep the call's place in line so
+  -- the backlog drains oldest first.
+  hold(id, tonumber(r[3]), now)
+  return 'held'
+end
+redis.call('HSET', ck(id), 'state', 'scheduled', 'due', ARGV[5])
+redis.call('ZADD', k('scheduled'), ARGV[5], id)
 return 'scheduled'
+"""
+
+_UNCLAIM = LUA_COMMON + r"""
+local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local r = redis.call('HMGET', ck(id), 'state', 'gen', 'enqueued_at')
+if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
+redis.call('ZREM', k('inflight'), id)
+release_probe(id)
+hold(id, tonumber(r[3]), now)
+return 'held'
 """
 
 _DEAD = LUA_COMMON + r"""
@@ -169,7 +186,10 @@ class Flow:
 
     @classmethod
     def from_settings(cls, settings: Settings, circuit: CircuitPolicy) -> Flow:
-        interval = RATE_MARGIN / settings.max_rate if settings.max_rate > 0 else 0.0
+        interval = 0.0
+        if settings.max_rate > 0:
+            base = 1 / settings.max_rate
+            interval = base * RATE_MARGIN + min(RATE_MARGIN_S, base / 100)
         return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW)
 
     def argv(self) -> list[Any]:
@@ -196,6 +216,8 @@ class Claim:
     failures: int = 0
     wait_s: float = 0.0
     detail: str = ""
+    #: When the rate limiter's slot for this call begins (absolute time).
+    start_at: float = 0.0
 
 
 class Lifecycle:
@@ -213,7 +235,7 @@ class Lifecycle:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.prefix)
-        self.circuit = circuit or CircuitPolicy()
+        self.circuit = circuit or CircuitPolicy.from_settings(settings)
         self.flow = Flow.from_settings(settings, self.circuit)
         self.clock = clock or time.time
         self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
@@ -222,6 +244,7 @@ class Lifecycle:
         self._delivered = client.register_script(_DELIVERED)
         self._retry = client.register_script(_RETRY)
         self._dead = client.register_script(_DEAD)
+        self._unclaim = client.register_script(_UNCLAIM)
 
     def enqueue(
         self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None
@@ -244,8 +267,9 @@ class Lifecycle:
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
+        now = self.clock()
         res = self._claim(
-            args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), repr(self.lease_s),
+            args=[self.keys.prefix, call_id, str(gen), repr(now), repr(self.lease_s),
                   repr(self.settings.max_age_s or 0), repr(self.lease_s), self.flow.interval_s,
                   self.flow.max_wait_s]
         )
@@ -253,7 +277,8 @@ class Lifecycle:
         if kind != "claimed":
             return Claim(kind, detail=_s(res[1]) if len(res) > 1 and res[1] else "")
         call = Call.parse(json.loads(_s(res[1]))).with_envelope(call_id, float(_s(res[4])))
-        return Claim(kind, call, int(_s(res[2]) or 0), float(_s(res[3])))
+        wait = float(_s(res[3]))
+        return Claim(kind, call, int(_s(res[2]) or 0), wait, start_at=now + wait)
 
     def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str) -> str:
         """Record a delivery; always wins, whoever else touched the call meanwhile."""
@@ -275,6 +300,15 @@ class Lifecycle:
                   "ratelimit" if rate_limited else "error", repr(pause),
                   c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s)]
         ))
+
+    def paused_until(self) -> float:
+        """End of the current 429 pause (0 when none)."""
+        value = self.client.hget(self.keys.rate, "pause_until")
+        return float(value) if value else 0.0
+
+    def unclaim(self, call_id: str, gen: int) -> str:
+        """Give a claimed call back to the line unsent (no attempt counted)."""
+        return _s(self._unclaim(args=[self.keys.prefix, call_id, str(gen), repr(self.clock())]))
 
     def dead(
         self, call_id: str, gen: int, reason: str, status: int | None, response: str | None,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import tenacity
 from tenacity.wait import wait_base
 
+from dispatcher.settings import Settings
+
 #: First retry after about a second: most network blips last less.
 BACKOFF_INITIAL_S = 1.0
 #: Cap on one call's wait between tries; outages are handled by the breaker, which
@@ -64,3 +66,9 @@ class CircuitPolicy:
     max_cooldown_s: float = CIRCUIT_MAX_COOLDOWN_S
     rate_limit_pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
     max_slot_wait_s: float = MAX_SLOT_WAIT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CircuitPolicy:
+        return cls(cooldown_s=settings.circuit_cooldown_s,
+                   max_cooldown_s=max(settings.circuit_max_cooldown_s,
+                                      settings.circuit_cooldown_s))

@@ -167,15 +167,15 @@ class Pump:
         publisher: Publisher,
         circuit: CircuitPolicy | None = None,
         clock: Callable[[], float] = time.time,
-        orphan_after_s: float = ORPHAN_AFTER_S,
+        orphan_after_s: float | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.publisher = publisher
         self.keys = Keys(settings.prefix)
-        self.flow = Flow.from_settings(settings, circuit or CircuitPolicy())
+        self.flow = Flow.from_settings(settings, circuit or CircuitPolicy.from_settings(settings))
         self.clock = clock
-        self.orphan_after_s = orphan_after_s
+        self.orphan_after_s = orphan_after_s or settings.orphan_after_s
         self._promote = client.register_script(_PROMOTE)
         self._reap_leases = client.register_script(_REAP_LEASES)
         self._reap_orphans = client.register_script(_REAP_ORPHANS)

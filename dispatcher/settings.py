@@ -87,6 +87,12 @@ class Settings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     concurrency: int = DEFAULT_CONCURRENCY
+    #: First pause of an open circuit breaker before a probe (doubles per failed probe).
+    circuit_cooldown_s: float = 5.0
+    #: Longest pause between probes of an open breaker.
+    circuit_max_cooldown_s: float = 60.0
+    #: A call whose Celery message has been out this long unclaimed is re-published.
+    orphan_after_s: float = 60.0
     #: Key prefix of every Redis key we own (Celery's own keys are separate).
     prefix: str = "dispatcher"
     #: Celery queue (a Redis list) that carries call messages.
@@ -151,6 +157,10 @@ class Settings:
                 DEFAULT_VISIBILITY_TIMEOUT_S,
             ),
             concurrency=concurrency,
+            read_timeout_s=_positive(get, "DISPATCHER_READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S),
+            circuit_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_COOLDOWN_S", 5.0),
+            circuit_max_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", 60.0),
+            orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", 60.0),
         )
 
     def require_credentials(self) -> None:
@@ -198,6 +208,13 @@ def _number(raw: str | None, name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def _positive(get: Any, name: str, default: float) -> float:
+    value = _number(get(name), name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be a number of seconds > 0")
     return value
 
 

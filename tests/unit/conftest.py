@@ -1,0 +1,159 @@
+"""Shared fixtures of the unit tests: fake Redis, an injected clock, the CAD simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from dispatcher.settings import Secret, Settings
+from dispatcher.simulator import CadSimulator
+
+COMMUNITY = "unit-community"
+#: Distinctive enough that finding it anywhere means it leaked.
+API_KEY = "UNIT-api-key-7f3c9d1e5b"
+
+
+class FakeClock:
+    """A clock that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class FakePublisher:
+    """Stands in for the Celery publisher: records every (payload, gen) it is handed."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[dict[str, Any], int]] = []
+        self.fail = False
+
+    def publish(self, payload: dict[str, Any], gen: int) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.published.append((payload, gen))
+
+    def ids(self) -> list[str]:
+        return [p["id"] for p, _ in self.published]
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingSleep:
+    """An injected sleep that records instead of sleeping (and may run a side effect)."""
+
+    def __init__(self, on_sleep: Callable[[float], None] | None = None) -> None:
+        self.calls: list[float] = []
+        self.on_sleep = on_sleep
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        if self.on_sleep is not None:
+            self.on_sleep(seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def r(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def sim() -> Iterator[CadSimulator]:
+    with CadSimulator(community_id=COMMUNITY, api_key=API_KEY, server_ids=("1", "7")) as s:
+        yield s
+
+
+@pytest.fixture
+def cad_settings(sim: CadSimulator) -> Callable[..., Settings]:
+    """Settings pointing at the simulator with short timeouts; keyword overrides allowed."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "api_url": sim.url,
+            "community_id": COMMUNITY,
+            "api_key": Secret(API_KEY),
+            "read_timeout_s": 0.5,
+            "connect_timeout_s": 0.5,
+        }
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+def redis_dump(client: Any) -> list[bytes]:
+    """Every key name and every value in Redis, as bytes, for leak scans."""
+    out: list[bytes] = []
+    for key in client.scan_iter(count=1000):
+        out.append(key)
+        kind = client.type(key).decode()
+        if kind == "string":
+            out.append(client.get(key) or b"")
+        elif kind == "hash":
+            for field, value in client.hgetall(key).items():
+                out += [field, value]
+        elif kind == "list":
+            out += client.lrange(key, 0, -1)
+        elif kind == "set":
+            out += list(client.smembers(key))
+        elif kind == "zset":
+            out += [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for _, fields in client.xrange(key):
+                for field, value in fields.items():
+                    out += [field, value]
+        else:  # pragma: no cover - a new structure must be added above
+            raise AssertionError(f"unscanned Redis type {kind} at {key!r}")
+    return out
+
+
+@pytest.fixture
+def leak_scan() -> Callable[[fakeredis.FakeRedis, str], list[bytes]]:
+    """Return every Redis key or value that contains the secret."""
+
+    def scan(client: fakeredis.FakeRedis, secret: str = API_KEY) -> list[bytes]:
+        needle = secret.encode()
+        return [v for v in redis_dump(client) if needle in v]
+
+    return scan
+
+
+@pytest.fixture
+def api_key() -> str:
+    """The API key the simulator accepts and the settings carry."""
+    return API_KEY
+
+
+@pytest.fixture
+def community() -> str:
+    return COMMUNITY
+
+
+@pytest.fixture
+def recording_sleep() -> RecordingSleep:
+    return RecordingSleep()
