@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 
@@ -44,7 +45,21 @@ def parse_entry(raw: bytes) -> Call:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidCall(f"entry is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except RecursionError:
+        raise InvalidCall("entry is nested too deep") from None
     return Call.parse(obj)
+
+
+_KEY_FIELD = re.compile(r'("key"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def redact_key(text: str, key: str | None) -> str:
+    """Hide the API key in text we keep (someone may LPUSH a whole seed request body)."""
+    text = _KEY_FIELD.sub(r'\1"***"', text)
+    if key:
+        for form in {key, json.dumps(key)[1:-1]}:
+            text = text.replace(form, "***")
+    return text
 
 
 class Bridge:
@@ -58,6 +73,8 @@ class Bridge:
         self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock)
         self.moved = 0
         self.invalid = 0
+        key = producer.settings.api_key
+        self.key = key.reveal() if key else None
 
     def recover(self) -> int:
         """Put entries a crashed bridge left in the processing list back at the inbox head."""
@@ -77,12 +94,14 @@ class Bridge:
         return True
 
     def handle(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace")
         take = (self.processing, raw)
         try:
             call = parse_entry(raw)
-        except InvalidCall as exc:
-            self.dead.bury_invalid(text, str(exc), "inbox", take_from=take)  # type: ignore[arg-type]
+        except Exception as exc:  # any entry that is not a call must not block the inbox
+            message = str(exc) if isinstance(exc, InvalidCall) else (
+                f"entry could not be read as a call ({type(exc).__name__})")
+            text = redact_key(raw.decode("utf-8", errors="replace"), self.key)
+            self.dead.bury_invalid(text, message, "inbox", take_from=take)  # type: ignore[arg-type]
             self.invalid += 1
             log.warning("inbox entry is not a valid call (%s); kept as a dead letter", exc)
             return

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -80,7 +81,7 @@ class CadClient:
             body.pop("serverId", None)
             body.pop("deleteAfterMinutes", None)
             body["metaData"] = {k: _v2_meta(v) for k, v in body["metaData"].items()}
-            url = f"{s.api_url}/v2/emergency/servers/{server_id}/calls/911"
+            url = f"{s.api_url}/v2/emergency/servers/{quote(str(server_id), safe='')}/calls/911"
             headers = {"Authorization": f"Bearer {self._key}"}
             return url, {**headers, "Content-Type": "application/json"}, _dumps(body)
         envelope = {
@@ -120,17 +121,24 @@ class CadClient:
         return self._classify(response, self._redact(text), self._clock() - started)
 
     def _read(self, response: requests.Response, deadline: float) -> str:
+        # read1 returns whatever arrived (up to the size), so a CAD that drips bytes is
+        # checked against the deadline between reads instead of filling a whole chunk.
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=8192):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_ANSWER_BYTES:
-                break
+        raw = response.raw
+        while size < MAX_ANSWER_BYTES:
             if self._clock() > deadline:
                 raise requests.Timeout("answer took longer than the request deadline")
-        raw = b"".join(chunks)[:MAX_ANSWER_BYTES]
-        return raw.decode(response.encoding or "utf-8", errors="replace")
+            try:
+                chunk = raw.read1(8192, decode_content=True)
+            except Exception as exc:  # urllib3 errors: translate like requests would
+                raise requests.ConnectionError(type(exc).__name__) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)[:MAX_ANSWER_BYTES]
+        return body.decode(response.encoding or "utf-8", errors="replace")
 
     def _redact(self, text: str) -> str:
         if self._key and self._key in text:
@@ -142,9 +150,10 @@ class CadClient:
         kept = _keep(text)
         if 200 <= status < 300:
             if self._settings.api_version == 2:
-                return Delivered(_v2_call_id(text), status, kept, elapsed)
-            match = _V1_ID.search(text)
-            if match or _V1_OK in text.upper():
+                if _is_json_object(text):
+                    return Delivered(_v2_call_id(text), status, kept, elapsed)
+            elif _V1_OK in text.upper():
+                match = _V1_ID.search(text)
                 return Delivered(match.group(1) if match else None, status, kept, elapsed)
             # A 200 that is not the CAD's answer (a captive portal, a proxy page) means the
             # request never reached the CAD: retrying is right.
@@ -213,6 +222,13 @@ def _v2_meta(value: Any) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _v2_call_id(text: str) -> str | None:

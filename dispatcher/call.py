@@ -136,9 +136,14 @@ class Call:
             delete_after_minutes=_delete_after(obj.get("deleteAfterMinutes")),
             idempotency_key=_idempotency_key(obj.get("idempotencyKey")),
         )
-        size = len(json.dumps(call.to_cad(), ensure_ascii=False).encode())
+        body = call.to_cad()
+        size = len(json.dumps(body, ensure_ascii=False).encode())
         if size > MAX_CALL_BYTES:
-            raise InvalidCall(f"the call is {size} bytes of JSON, more than {MAX_CALL_BYTES}")
+            biggest = max(body, key=lambda k: len(json.dumps(body[k], ensure_ascii=False)))
+            raise InvalidCall(
+                f"the call is {size} bytes of JSON, more than {MAX_CALL_BYTES} "
+                f"(largest field: {biggest})", biggest,
+            )
         return call
 
     def with_envelope(self, call_id: str, enqueued_at: float) -> Call:
@@ -216,8 +221,11 @@ def _clean(value: str, name: str) -> str:
     # Control characters other than tab/newline have no place in a 911 call and some
     # (NUL) break downstream systems; reject rather than silently strip.
     for ch in value:
-        if ord(ch) < 32 and ch not in "\t\n\r":
-            raise InvalidCall(f"{name} contains a control character (code {ord(ch)})", name)
+        code = ord(ch)
+        if code < 32 and ch not in "\t\n\r":
+            raise InvalidCall(f"{name} contains a control character (code {code})", name)
+        if 0xD800 <= code <= 0xDFFF:
+            raise InvalidCall(f"{name} contains an unpaired surrogate (not valid Unicode)", name)
     return value
 
 
@@ -306,6 +314,9 @@ def _check_meta(meta: dict[str, Any]) -> None:
             raise InvalidCall(f"{name} is longer than {limit} characters", name)
         meta[name] = _clean(value, name)
     try:
-        json.dumps(meta, allow_nan=False)
-    except (TypeError, ValueError):
-        raise InvalidCall("metaData values must be plain JSON values", "metaData") from None
+        json.dumps(meta, allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidCall(
+            "metaData values must be plain JSON values (valid Unicode, finite numbers, "
+            "not nested too deep)", "metaData",
+        ) from None

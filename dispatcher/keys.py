@@ -95,12 +95,14 @@ local function circuit_success(now)
     'probe', '', 'probe_until', 0, 'last_success_at', now)
 end
 
-local function circuit_failure(now, err, threshold, cooldown0, maxcool)
-  local c = redis.call('HMGET', k('circuit'), 'state', 'cooldown')
+local function circuit_failure(id, now, err, threshold, cooldown0, maxcool)
+  local c = redis.call('HMGET', k('circuit'), 'state', 'cooldown', 'probe')
   local st = c[1] or 'closed'
   local f = redis.call('HINCRBY', k('circuit'), 'failures', 1)
   redis.call('HSET', k('circuit'), 'last_failure_at', now, 'last_error', err)
-  if st == 'half_open' or (st == 'closed' and f >= threshold) then
+  -- Only the probe's failure re-opens a half-open breaker: a call sent before the
+  -- breaker opened may fail late and must not cut the probe short.
+  if (st == 'half_open' and c[3] == id) or (st == 'closed' and f >= threshold) then
     local cd = cooldown0
     if st == 'half_open' then cd = math.min(math.max(num(c[2], 0) * 2, cooldown0), maxcool) end
     redis.call('HSET', k('circuit'), 'state', 'open', 'open_until', now + cd, 'cooldown', cd,

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from dispatcher.call import Call
+from dispatcher.errors import InvalidCall
 from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, LUA_COMMON, Keys
 from dispatcher.policy import CircuitPolicy
 from dispatcher.settings import Settings
@@ -141,8 +142,8 @@ if ARGV[9] == 'ratelimit' then
 end
 redis.call('HINCRBY', ck(id), 'failures', 1)
 redis.call('HINCRBY', k('counters'), 'retried', 1)
+circuit_failure(id, now, ARGV[6], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]))
 release_probe(id)
-circuit_failure(now, ARGV[6], tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]))
 if redis.call('HGET', k('circuit'), 'state') == 'open' then
   -- The CAD is down: the breaker paces retries now; keep the call's place in line so
   -- the backlog drains oldest first.
@@ -276,7 +277,13 @@ class Lifecycle:
         kind = _s(res[0])
         if kind != "claimed":
             return Claim(kind, detail=_s(res[1]) if len(res) > 1 and res[1] else "")
-        call = Call.parse(json.loads(_s(res[1]))).with_envelope(call_id, float(_s(res[4])))
+        try:
+            call = Call.parse(json.loads(_s(res[1]))).with_envelope(call_id, float(_s(res[4])))
+        except (InvalidCall, ValueError) as exc:
+            # A record that no longer validates (limits tightened by an upgrade, a hand
+            # edit) would loop forever; it becomes a dead letter an operator can see.
+            self.dead(call_id, gen, "invalid", None, None, f"stored call is not valid: {exc}")
+            return Claim("invalid", detail=str(exc))
         wait = float(_s(res[3]))
         return Claim(kind, call, int(_s(res[2]) or 0), wait, start_at=now + wait)
 

@@ -40,10 +40,11 @@ MAX_SLOT_WAIT_S = 3.0
 class RetryPolicy:
     """How long a call waits after its n-th consecutive retryable failure."""
 
+    # Jitter is added after the cap, so calls at the cap do not retry in lockstep.
     wait: wait_base = field(
-        default_factory=lambda: tenacity.wait_exponential_jitter(
-            initial=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S, jitter=BACKOFF_JITTER_S
-        )
+        default_factory=lambda: tenacity.wait_exponential(
+            multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S
+        ) + tenacity.wait_random(0, BACKOFF_JITTER_S)
     )
     max_delay_s: float = BACKOFF_MAX_S + BACKOFF_JITTER_S
 

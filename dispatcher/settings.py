@@ -73,7 +73,7 @@ class Secret:
 class Settings:
     """Everything configurable, read once from the environment."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     api_url: str = DEFAULT_API_URL
     community_id: str | None = None
     api_key: Secret | None = field(default=None, repr=False)
@@ -132,11 +132,11 @@ class Settings:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
         key = get("SONORAN_API_KEY")
-        port = int(_number(get("PORT"), "PORT", DEFAULT_PORT))
+        port = _integer(get("PORT"), "PORT", DEFAULT_PORT)
         if not 0 < port < 65536:
             raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
-        concurrency = int(
-            _number(get("DISPATCHER_CONCURRENCY"), "DISPATCHER_CONCURRENCY", DEFAULT_CONCURRENCY)
+        concurrency = _integer(
+            get("DISPATCHER_CONCURRENCY"), "DISPATCHER_CONCURRENCY", DEFAULT_CONCURRENCY
         )
         if concurrency < 1:
             raise ConfigError("DISPATCHER_CONCURRENCY must be at least 1")
@@ -209,6 +209,15 @@ def _number(raw: str | None, name: str, default: float) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     return value
+
+
+def _integer(raw: str | None, name: str, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
 def _positive(get: Any, name: str, default: float) -> float:

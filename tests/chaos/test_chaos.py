@@ -227,7 +227,7 @@ def test_outage_longer_than_the_visibility_timeout(
            visibility_timeout_s=3, lost=n - len(got),
            duplicates=sum(v - 1 for v in got.values() if v > 1),
            held_during_outage=during["queued"] + during["scheduled"],
-           out_of_order=sum(1 for a, b in zip(order, order[1:]) if b < a),
+           out_of_order=sum(1 for a, b in zip(order, order[1:], strict=False) if b < a),
            max_displacement=displacement(order))
     assert len(got) == n and sum(got.values()) == n
     # Oldest first: released in enqueue order; only calls sent in the same instant by

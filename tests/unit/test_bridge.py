@@ -169,12 +169,6 @@ POISON: dict[str, bytes] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_entry lets RecursionError / UnicodeEncodeError escape, so Bridge.step "
-    "raises, the entry stays in the processing list and recover() puts it back at the head: "
-    "a poison entry blocks the inbox forever",
-)
 @pytest.mark.parametrize("case", sorted(POISON))
 def test_a_poison_entry_becomes_a_dead_letter_and_does_not_block(
     inbox: Callable[..., Inbox], case: str
@@ -189,11 +183,6 @@ def test_a_poison_entry_becomes_a_dead_letter_and_does_not_block(
     assert [c.call["caller"] for c in box.calls()] == ["John Roe"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an entry holding the API key (e.g. the whole seed request body pushed by "
-    "mistake) is kept verbatim as the dead letter's raw text, so the key is stored in Redis",
-)
 def test_an_invalid_entry_never_stores_the_api_key(
     inbox: Callable[..., Inbox], api_key: str, leak_scan: Callable[..., list[bytes]],
     r: fakeredis.FakeRedis,

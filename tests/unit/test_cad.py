@@ -239,11 +239,6 @@ def test_a_200_html_page_is_retryable(v1: CadClient, call: Call, sim: CadSimulat
     assert exc.status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: any 200 body matching 'ID:? *\\d+' counts as delivered, so a proxy or captive "
-    "page that shows e.g. 'Request ID: 8842' silently loses the call",
-)
 def test_a_200_html_page_with_an_id_in_it_is_retryable(
     v1: CadClient, call: Call, sim: CadSimulator
 ) -> None:
@@ -333,10 +328,6 @@ def test_v2_429_from_the_rate_limit_reads_ratelimit_reset(
     assert exc.retry_after is not None and 0 < exc.retry_after <= 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: v2 treats any 2xx as delivered, even an HTML page without a callId",
-)
 def test_v2_200_html_page_is_retryable(v2: CadClient, call: Call, sim: CadSimulator) -> None:
     sim.set_fault("html200", count=1)
 
@@ -435,12 +426,6 @@ def dripping_cad() -> Iterator[str]:
     listener.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CadClient._read checks its deadline only between 8 KiB chunks and "
-    "iter_content blocks until a whole chunk arrives, so a CAD that drips bytes holds the "
-    "worker far past request_deadline_s (and past its lease)",
-)
 def test_a_dripping_answer_ends_at_the_request_deadline(
     dripping_cad: str, cad_settings: Callable[..., Settings], call: Call
 ) -> None:

@@ -262,26 +262,16 @@ def test_the_byte_limit_counts_utf8_bytes_not_characters() -> None:
         Call.parse(obj)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the whole-call size error carries field=None")
 def test_the_byte_limit_error_names_a_field() -> None:
     assert _field_of(_oversized()) == "metaData"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lone surrogate (legal JSON '\\ud800') escapes as UnicodeEncodeError from "
-    "the size check instead of InvalidCall",
-)
 def test_a_lone_surrogate_is_an_invalid_call() -> None:
     obj = json.loads('{"caller": "\\ud800", "location": "l", "description": "d"}')
 
     assert _field_of(obj) == "caller"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: deeply nested metaData raises RecursionError from json.dumps, not InvalidCall",
-)
 def test_deeply_nested_metadata_is_an_invalid_call() -> None:
     deep: list[Any] = []
     cur = deep

@@ -71,11 +71,6 @@ def test_delays_are_jittered(failures: int) -> None:
     assert max(values) - min(values) > BACKOFF_JITTER_S / 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wait_exponential_jitter clamps base+jitter to max, so every delay at the cap "
-    "is exactly BACKOFF_MAX_S and calls that failed together retry together",
-)
 def test_delays_at_the_cap_are_jittered_too() -> None:
     assert len(set(draws(20))) > 1
 

@@ -114,10 +114,6 @@ def test_a_bad_value_is_a_one_line_error_naming_the_variable(name: str, value: s
     assert message.strip() == message and message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: integer variables are parsed as floats and truncated (PORT=8000.5 -> 8000)",
-)
 @pytest.mark.parametrize(("name", "value"), [("PORT", "8000.5"), ("DISPATCHER_CONCURRENCY", "2.5")])
 def test_a_fractional_integer_is_rejected(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
