@@ -10,21 +10,17 @@ for the first id. The v2 shape is served too, with problem+json errors.
 from __future__ import annotations
 
 import hmac
-import html
 import json
 import logging
 from typing import Any
 
 import redis
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher.call import Call
-from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import InvalidCall, QueueUnavailable
-from dispatcher.metrics import registry_for
+from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
-from dispatcher.records import Records, iso
 from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.web")
@@ -60,9 +56,6 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     prod = producer or Producer(settings)
     client: redis.Redis = prod.client
-    records = Records(client, settings.prefix)
-    dead = DeadLetters(client, settings.prefix)
-    registry = registry_for(client, settings.prefix)
     key = settings.api_key.reveal() if settings.api_key else None
 
     def queue_calls(calls: list[Call]) -> list[str]:
@@ -124,34 +117,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         return Response(json.dumps({"callId": call_id, "status": "queued"}), status=200,
                         mimetype="application/json")
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        try:
-            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-        except redis.RedisError as exc:
-            return _text(f"redis unavailable: {type(exc).__name__}", 503)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        try:
-            client.ping()
-            stats = records.stats()
-        except redis.RedisError as exc:
-            body = {"status": "down", "redis": False, "error": type(exc).__name__}
-            return Response(json.dumps(body), status=503, mimetype="application/json")
-        body = {"status": "ok", "redis": True, "circuit": stats["circuit"],
-                "queued": stats["queued"], "oldest_age_s": stats["oldest_age_s"],
-                "dead": stats["dead"]}
-        return Response(json.dumps(body), status=200, mimetype="application/json")
-
-    @app.get("/")
-    def ops_page() -> Response:
-        try:
-            stats = records.stats()
-            letters = dead.list(limit=50)
-        except redis.RedisError as exc:
-            return _text(f"redis unavailable: {type(exc).__name__}", 503)
-        return Response(_render(stats, letters), mimetype="text/html")
+    app.register_blueprint(ops_blueprint(settings, client))
 
     @app.errorhandler(413)
     def too_large(_: Any) -> Response:
@@ -166,35 +132,6 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         return _text("METHOD NOT ALLOWED", 405)
 
     return app
-
-
-def _render(stats: dict[str, Any], letters: list[Any]) -> str:
-    e = html.escape
-    cards = "".join(
-        f"<div class=card><b>{e(str(stats[k]))}</b><span>{e(label)}</span></div>"
-        for k, label in (("queued", "queued"), ("scheduled", "retrying"),
-                         ("in_flight", "in flight"), ("delivered", "delivered"),
-                         ("dead", "dead letters"), ("circuit", "CAD circuit"),
-                         ("oldest_age_s", "oldest age (s)"))
-    )
-    rows = "".join(
-        f"<tr><td><code>{e(r.id)}</code></td><td>{e(r.reason or '')}</td>"
-        f"<td>{e(str(r.status_code or ''))}</td><td>{e((r.response or r.last_error or '')[:80])}"
-        f"</td><td>{e(str(r.call.get('caller', '')))}</td>"
-        f"<td>{e(str(r.call.get('location', '')))}</td><td>{e(iso(r.dead_at) or '')}</td></tr>"
-        for r in letters
-    ) or "<tr><td colspan=7>No dead letters.</td></tr>"
-    return f"""<!doctype html><html><head><meta charset=utf-8>
-<meta http-equiv=refresh content=5><title>sonoran-dispatcher</title><style>
-body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
-.cards{{display:flex;gap:1em;flex-wrap:wrap}}
-.card{{border:1px solid #ccc;border-radius:6px;padding:.8em 1.2em;min-width:7em}}
-.card b{{display:block;font-size:1.6em}} table{{border-collapse:collapse;margin-top:1em}}
-td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}}</style></head>
-<body><h1>sonoran-dispatcher</h1><div class=cards>{cards}</div>
-<h2>Dead letters</h2><p>Replay with <code>dispatcher dlq replay ID</code>.</p>
-<table><tr><th>id</th><th>reason</th><th>status</th><th>answer</th><th>caller</th>
-<th>location</th><th>dead at</th></tr>{rows}</table></body></html>"""
 
 
 def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
