@@ -19,9 +19,10 @@ import redis
 import tenacity
 
 from dispatcher.cad import CadClient
-from dispatcher.errors import PermanentError, RateLimited, RetryableError
+from dispatcher.errors import DeliveryError, PermanentError, RateLimited, RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import RetryPolicy
+from dispatcher.telemetry import Telemetry
 
 log = logging.getLogger("dispatcher.delivery")
 T = TypeVar("T")
@@ -40,7 +41,9 @@ class Deliverer:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry
         self.lifecycle = lifecycle
         self.cad = cad
         self.policy = policy or RetryPolicy()
@@ -64,39 +67,50 @@ class Deliverer:
                 self._record(lambda: self.lifecycle.unclaim(call_id, gen))
                 return "held"
         call = claim.call
+        sent_at = time.monotonic()
         try:
             result = self.cad.send(call)
-        except RateLimited as exc:
-            limited = exc
-            self._record(lambda: self.lifecycle.retry(
-                call_id, gen, self.clock(), str(limited), limited.status_code, limited.response,
-                rate_limited=True, retry_after=limited.retry_after))
-            log.warning("call %s: %s; every sender pauses", call_id, limited)
-            return "rate_limited"
-        except RetryableError as exc:
-            failed = exc
-            delay = self.policy.delay(claim.failures + 1, failed.retry_after)
-            placed = self._record(lambda: self.lifecycle.retry(
-                call_id, gen, self.clock() + delay, str(failed), failed.status_code,
-                failed.response))
-            if placed == "held":
-                log.warning("call %s: %s; the CAD looks down, held until it recovers",
-                            call_id, failed)
-            else:
-                log.warning("call %s: %s; retry in %.1fs", call_id, failed, delay)
-            return placed
-        except PermanentError as exc:
-            refused = exc
-            self._record(lambda: self.lifecycle.dead(
-                call_id, gen, REASON_REJECTED, refused.status_code, refused.response,
-                str(refused)))
-            log.error("call %s is a dead letter: %s", call_id, refused)
-            return "dead"
+        except DeliveryError as exc:
+            self._observe(time.monotonic() - sent_at,
+                          "permanent" if isinstance(exc, PermanentError) else "retryable")
+            return self._failed(call_id, gen, claim.failures, exc)
+        self._observe(result.elapsed_s, "delivered")
         self._record(lambda: self.lifecycle.delivered(
             call_id, result.cad_call_id, result.status_code, result.response))
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
                  result.cad_call_id or "?", result.elapsed_s * 1000)
         return "delivered"
+
+    def _failed(self, call_id: str, gen: int, failures: int, exc: DeliveryError) -> str:
+        """Record a failed send: pause on 429, schedule a retry, or bury."""
+        if isinstance(exc, RateLimited):
+            self._record(lambda: self.lifecycle.retry(
+                call_id, gen, self.clock(), str(exc), exc.status_code, exc.response,
+                rate_limited=True, retry_after=exc.retry_after))
+            log.warning("call %s: %s; every sender pauses", call_id, exc)
+            return "rate_limited"
+        if isinstance(exc, RetryableError):
+            delay = self.policy.delay(failures + 1, exc.retry_after)
+            placed = self._record(lambda: self.lifecycle.retry(
+                call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response))
+            if placed == "held":
+                log.warning("call %s: %s; the CAD looks down, held until it recovers",
+                            call_id, exc)
+            else:
+                log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
+            return placed
+        self._record(lambda: self.lifecycle.dead(
+            call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc)))
+        log.error("call %s is a dead letter: %s", call_id, exc)
+        return "dead"
+
+    def _observe(self, seconds: float, outcome: str) -> None:
+        if self.telemetry is None:
+            return
+        try:
+            self.telemetry.observe_latency(seconds, outcome)
+        except redis.RedisError:  # telemetry must never cost a call
+            log.debug("could not record latency", exc_info=True)
 
     def _record(self, fn: Callable[[], T]) -> T:
         retrying = tenacity.Retrying(
