@@ -31,6 +31,12 @@ from tests.conftest import ROOT, Proc, RedisServer, base_env, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def version(request: pytest.FixtureRequest) -> int:
+    """Every chaos test runs against both CAD API versions."""
+    return int(request.param)
+
+
 def report(name: str, **figures: Any) -> None:
     out = ROOT / "build" / "chaos"
     out.mkdir(parents=True, exist_ok=True)
@@ -71,11 +77,11 @@ def producer_for() -> Iterator[Callable[[dict[str, str]], Producer]]:
 
 def test_sigkill_worker_mid_post_repeatedly_loses_nothing(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer], version: int,
 ) -> None:
     n, kills = 1000, 8
     sim.set_latency(25)  # a POST stays open long enough to be killed in the middle of
-    env = base_env(redis_url, sim, DISPATCHER_READ_TIMEOUT_S=2)
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_READ_TIMEOUT_S=2)
     procs(["scheduler"], env)
     worker = procs(["worker"], env, name="worker")
     producer = producer_for(env)
@@ -93,7 +99,7 @@ def test_sigkill_worker_mid_post_repeatedly_loses_nothing(
     got = delivered_callers(sim)
     lost = [i for i in range(n) if got[f"Caller {i}"] == 0]
     duplicates = sum(v - 1 for v in got.values() if v > 1)
-    report("sigkill_worker_mid_post", calls=n, kills=killed_mid_post, lost=len(lost),
+    report(f"sigkill_worker_mid_post_v{version}", calls=n, kills=killed_mid_post, lost=len(lost),
            duplicates=duplicates, leases_expired=_counter(redis_url, "leases_expired"))
     assert lost == []
     # Each kill can strand at most the calls whose POST was open at that moment.
@@ -102,11 +108,11 @@ def test_sigkill_worker_mid_post_repeatedly_loses_nothing(
 
 def test_sigterm_finishes_the_call_in_flight_and_loses_nothing(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer], version: int,
 ) -> None:
     n = 200
     sim.set_latency(50)
-    env = base_env(redis_url, sim)
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version)
     procs(["scheduler"], env)
     worker = procs(["worker"], env)
     producer = producer_for(env)
@@ -123,7 +129,7 @@ def test_sigterm_finishes_the_call_in_flight_and_loses_nothing(
     wait_for(lambda: stats(redis_url)["delivered"] == n, 120, 0.5, message="all delivered")
     got = delivered_callers(sim)
     duplicates = sum(v - 1 for v in got.values() if v > 1)
-    report("sigterm_worker", calls=n, shutdown_s=round(shutdown_s, 2),
+    report(f"sigterm_worker_v{version}", calls=n, shutdown_s=round(shutdown_s, 2),
            in_flight_after_shutdown=in_flight_after, lost=n - len(got), duplicates=duplicates)
     assert len(got) == n
     assert in_flight_after == 0, "SIGTERM left a call mid-send"
@@ -132,10 +138,10 @@ def test_sigterm_finishes_the_call_in_flight_and_loses_nothing(
 
 def test_sigkill_scheduler_and_restart(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer], version: int,
 ) -> None:
     n = 300
-    env = base_env(redis_url, sim, DISPATCHER_MAX_RATE=100)
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_MAX_RATE=100)
     scheduler = procs(["scheduler"], env)
     procs(["worker"], env)
     producer = producer_for(env)
@@ -147,18 +153,18 @@ def test_sigkill_scheduler_and_restart(
         scheduler = procs(["scheduler"], env)
     wait_for(lambda: stats(redis_url)["delivered"] == n, 120, 0.5, message="all delivered")
     got = delivered_callers(sim)
-    report("sigkill_scheduler", calls=n, lost=n - len(got),
+    report(f"sigkill_scheduler_v{version}", calls=n, lost=n - len(got),
            duplicates=sum(v - 1 for v in got.values() if v > 1))
     assert len(got) == n and sum(got.values()) == n
 
 
 def test_redis_killed_and_restarted_mid_run(
     sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer], tmp_path: Path,
+    producer_for: Callable[[dict[str, str]], Producer], tmp_path: Path, version: int,
 ) -> None:
     server = RedisServer(appendonly=True, fsync="always").start()
     try:
-        env = base_env(server.url, sim, DISPATCHER_MAX_RATE=50)
+        env = base_env(server.url, sim, SONORAN_API_VERSION=version, DISPATCHER_MAX_RATE=50)
         procs(["scheduler"], env)
         procs(["worker"], env)
         producer = producer_for(env)
@@ -193,8 +199,9 @@ def test_redis_killed_and_restarted_mid_run(
         wait_for(lambda: stats(server.url)["delivered"] >= n, 180, 0.5, message="all delivered")
         got = delivered_callers(sim)
         duplicates = sum(v - 1 for v in got.values() if v > 1)
-        report("redis_kill_restart", calls=n, redis_restarts=restarts, lost=n - len(got),
-               duplicates=duplicates, producer_retries=failures["queue_unavailable"])
+        report(f"redis_kill_restart_v{version}", calls=n, redis_restarts=restarts,
+               lost=n - len(got), duplicates=duplicates,
+               producer_retries=failures["queue_unavailable"])
         assert len(got) == n
         assert len(set(ids.values())) == n
     finally:
@@ -203,10 +210,11 @@ def test_redis_killed_and_restarted_mid_run(
 
 def test_outage_longer_than_the_visibility_timeout(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer], version: int,
 ) -> None:
     n = 100
-    env = base_env(redis_url, sim, DISPATCHER_VISIBILITY_TIMEOUT_S=3, DISPATCHER_MAX_RATE=50,
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version,
+                   DISPATCHER_VISIBILITY_TIMEOUT_S=3, DISPATCHER_MAX_RATE=50,
                    DISPATCHER_CIRCUIT_COOLDOWN_S=1, DISPATCHER_CIRCUIT_MAX_COOLDOWN_S=2,
                    DISPATCHER_ORPHAN_AFTER_S=5)
     procs(["scheduler"], env)
@@ -223,7 +231,7 @@ def test_outage_longer_than_the_visibility_timeout(
     wait_for(lambda: stats(redis_url)["delivered"] == n, 120, 0.5, message="all delivered")
     got = delivered_callers(sim)
     order = [int(c["call"]["caller"].split()[1]) for c in sim.calls()]
-    report("outage_longer_than_visibility_timeout", calls=n, outage_s=15,
+    report(f"outage_longer_than_visibility_timeout_v{version}", calls=n, outage_s=15,
            visibility_timeout_s=3, lost=n - len(got),
            duplicates=sum(v - 1 for v in got.values() if v > 1),
            held_during_outage=during["queued"] + during["scheduled"],
@@ -237,10 +245,10 @@ def test_outage_longer_than_the_visibility_timeout(
 
 def test_hanging_cad(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer_for: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer], version: int,
 ) -> None:
     n = 30
-    env = base_env(redis_url, sim, DISPATCHER_READ_TIMEOUT_S=1,
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_READ_TIMEOUT_S=1,
                    DISPATCHER_CIRCUIT_COOLDOWN_S=1, DISPATCHER_CIRCUIT_MAX_COOLDOWN_S=2)
     procs(["scheduler"], env)
     procs(["worker"], env)
@@ -253,7 +261,7 @@ def test_hanging_cad(
     sim.clear_faults()
     wait_for(lambda: stats(redis_url)["delivered"] == n, 120, 0.5, message="all delivered")
     got = delivered_callers(sim)
-    report("hanging_cad", calls=n, lost=n - len(got),
+    report(f"hanging_cad_v{version}", calls=n, lost=n - len(got),
            duplicates=sum(v - 1 for v in got.values() if v > 1),
            timeouts=stats(redis_url)["retried"])
     assert len(got) == n and sum(got.values()) == n
@@ -263,10 +271,11 @@ def test_hanging_cad(
 def test_rate_limiting_cad(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
     producer_for: Callable[[dict[str, str]], Producer], our_rate: float, cad_rate: int,
+    version: int,
 ) -> None:
     n = 24
     sim.set_rate_limit(cad_rate, window_s=1.0, retry_after=1)
-    env = base_env(redis_url, sim, DISPATCHER_MAX_RATE=our_rate)
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_MAX_RATE=our_rate)
     procs(["scheduler"], env)
     procs(["worker"], env)
     producer = producer_for(env)
@@ -279,7 +288,7 @@ def test_rate_limiting_cad(
     statuses = sim.stats()["by_status"]
     arrivals = [c["at"] for c in sim.calls()]
     achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    report(f"rate_limit_ours_{our_rate:g}_cad_{cad_rate}", calls=n,
+    report(f"rate_limit_ours_{our_rate:g}_cad_{cad_rate}_v{version}", calls=n,
            answered_429=statuses.get("429", 0), achieved_rate=round(achieved, 3),
            elapsed_s=round(elapsed, 1), lost=n - len(got),
            duplicates=sum(v - 1 for v in got.values() if v > 1))

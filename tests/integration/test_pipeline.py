@@ -18,9 +18,19 @@ from tests.conftest import API_KEY, COMMUNITY, Proc, base_env, free_port, run_cl
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def version(request: pytest.FixtureRequest) -> int:
+    """Every test here runs against both CAD API versions."""
+    return int(request.param)
+
+
+def venv(redis_url: str, sim: CadSimulator, version: int, **extra: object) -> dict[str, str]:
+    return base_env(redis_url, sim, SONORAN_API_VERSION=version, **extra)
+
+
 @pytest.fixture
-def env(redis_url: str, sim: CadSimulator) -> dict[str, str]:
-    return base_env(redis_url, sim)
+def env(redis_url: str, sim: CadSimulator, version: int) -> dict[str, str]:
+    return venv(redis_url, sim, version)
 
 
 @pytest.fixture
@@ -48,7 +58,8 @@ def _call(i: int) -> Call:
 
 
 def test_hundred_calls_delivered_exactly_once_with_the_seed_body(
-    env: dict[str, str], sim: CadSimulator, producer: Producer, procs: Callable[..., Proc]
+    env: dict[str, str], sim: CadSimulator, producer: Producer, procs: Callable[..., Proc],
+    version: int,
 ) -> None:
     _start(procs, env)
     ids = [producer.enqueue(_call(i)) for i in range(100)]
@@ -59,16 +70,23 @@ def test_hundred_calls_delivered_exactly_once_with_the_seed_body(
     assert sim.stats()["duplicates"] == 0
     by_caller = {c["call"]["caller"]: c["call"] for c in calls}
     for i in range(100):
+        # v1: the seed's call object; v2: the same fields, metaData values as strings.
         assert by_caller[f"Caller {i}"] == {
             "serverId": "1", "isEmergency": True, "caller": f"Caller {i}",
             "location": f"{i} Route 68", "description": f"Crash {i}",
-            "metaData": {"postal": str(300 + i), "plate": f"PLT{i:04d}", "n": i},
+            "metaData": {"postal": str(300 + i), "plate": f"PLT{i:04d}",
+                         "n": i if version == 1 else str(i)},
         }
     for received in sim.received():
         body = received["body"]
-        assert set(body) == {"id", "key", "type", "data"}
-        assert body["id"] == COMMUNITY and body["type"] == "CALL_911"
-        assert len(body["data"]) == 1
+        assert received["version"] == version
+        if version == 1:
+            assert set(body) == {"id", "key", "type", "data"}
+            assert body["id"] == COMMUNITY and body["type"] == "CALL_911"
+            assert len(body["data"]) == 1
+        else:
+            assert set(body) == {"isEmergency", "caller", "location", "description", "metaData"}
+            assert received["path"] == "/v2/emergency/servers/1/calls/911"
     records = Records(redis.Redis.from_url(env["REDIS_URL"]))
     cad_ids = {records.get(i).cad_call_id for i in ids}  # type: ignore[union-attr]
     assert cad_ids == {str(c["cad_id"]) for c in calls}
@@ -76,9 +94,9 @@ def test_hundred_calls_delivered_exactly_once_with_the_seed_body(
 
 
 def test_invalid_api_key_dead_letters_after_one_attempt_then_replay_delivers(
-    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc], version: int
 ) -> None:
-    wrong = base_env(redis_url, sim, SONORAN_API_KEY="sk-wrong-key-XYZ")
+    wrong = venv(redis_url, sim, version, SONORAN_API_KEY="sk-wrong-key-XYZ")
     worker, scheduler = _start(procs, wrong)
     enq = run_cli(["enqueue", "--caller", "Jane Doe", "--location", "Route 68 / Joshua Rd",
                    "--description", "Two-car collision", "--postal", "350"], wrong)
@@ -90,8 +108,13 @@ def test_invalid_api_key_dead_letters_after_one_attempt_then_replay_delivers(
     (letter,) = json.loads(listed.stdout)
     assert letter["id"] == call_id
     assert letter["reason"] == "rejected"
-    assert letter["status_code"] == 400
-    assert letter["response"] == "INVALID API KEY"
+    if version == 1:
+        assert letter["status_code"] == 400
+        assert letter["response"] == "INVALID API KEY"
+    else:  # v2: 401 with a problem+json body, kept in the dead letter
+        assert letter["status_code"] == 401
+        assert json.loads(letter["response"])["title"] == "Unauthorized"
+        assert "Unauthorized" in letter["last_error"]
     assert letter["attempts"] == 1
     assert letter["call"]["caller"] == "Jane Doe"
     for field in ("enqueued_at", "dead_at"):
@@ -101,7 +124,7 @@ def test_invalid_api_key_dead_letters_after_one_attempt_then_replay_delivers(
 
     # The operator fixes the key and restarts the worker; replay uses the key configured now.
     worker.stop()
-    right = base_env(redis_url, sim)
+    right = venv(redis_url, sim, version)
     procs(["worker"], right)
     replay = run_cli(["dlq", "replay", call_id], right)
     assert replay.returncode == 0, replay.stderr
@@ -120,10 +143,9 @@ def test_invalid_api_key_dead_letters_after_one_attempt_then_replay_delivers(
      ("ratelimit", {"retry_after": 1}), ("html200", {}), ("empty", {"status": 502})],
 )
 def test_transient_faults_are_retried_until_delivered_once(
-    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc], producer: Producer,
+    env: dict[str, str], sim: CadSimulator, procs: Callable[..., Proc], producer: Producer,
     fault: str, params: dict
 ) -> None:
-    env = base_env(redis_url, sim)
     # A short read timeout keeps the hang case fast; the deadline logic is the same.
     sim.set_fault(fault, count=None if fault == "refuse" else 3, **params)
     _start(procs, env)
