@@ -127,5 +127,5 @@ def main_loop(producer: Producer, inbox_key: str, stop: threading.Event) -> None
     log.info("bridge: moving %s into the queue", inbox_key)
     started = time.time()
     bridge.run(stop)
-    log.info("bridge: stopped after %d calls (%d invalid) in %.0fs", bridge.moved,
-             bridge.invalid, time.time() - started)
+    log.info("bridge: stopped after %.0fs: %d calls queued, %d invalid entries kept as "
+             "dead letters", time.time() - started, bridge.moved, bridge.invalid)

@@ -26,6 +26,10 @@ class CliError(Exception):
     """A one-line error for the user."""
 
 
+class UsageError(CliError):
+    """The command line itself is wrong (exit 2)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"dispatcher: error: {message} (see --help)", file=sys.stderr)
@@ -53,6 +57,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return number
+
+
 def _meta(value: str) -> tuple[str, str]:
     if "=" not in value:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
@@ -64,7 +78,8 @@ def _meta(value: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dispatcher", description="Durable, queued 911 calls into Sonoran CAD.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="COMMAND")
 
     e = sub.add_parser("enqueue", help="queue one 911 call and print its id")
     e.add_argument("--caller", required=True)
@@ -88,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--interval", type=float, default=2.0)
 
     d = sub.add_parser("dlq", help="dead letters: list, show, replay, purge, export")
-    dsub = d.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
+    dsub = d.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser,
+                            metavar="{list,show,replay,purge,export}")
 
     def filters(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--reason")
@@ -119,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate-cad", help="run the built-in CAD simulator")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8080)
-    sim.add_argument("--control-port", type=int, default=None)
+    sim.add_argument("--port", type=_port, default=8080)
+    sim.add_argument("--control-port", type=_port, default=None)
 
     r = sub.add_parser("run", help="start every process (and Redis if needed) in one command")
     r.add_argument("--demo", action="store_true",
@@ -142,12 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except (CliError, DispatcherError) as exc:
         print(f"dispatcher: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (ConfigError, InvalidCall)) else EXIT_ERROR
+        usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
+        return EXIT_USAGE if usage else EXIT_ERROR
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"dispatcher: error: cannot reach Redis: {_first(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except redis.RedisError as exc:
         print(f"dispatcher: error: Redis error: {_first(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a port in use, a folder we cannot write
+        print(f"dispatcher: error: {exc.strerror or exc}"
+              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -192,7 +213,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dispatcher.web import serve as web_serve
 
         _ping(settings)
-        web_serve(settings)
+        _port_free(settings.web_host, settings.port, "PORT")
+        web_serve(settings, host=settings.web_host)
         return 0
     raise CliError(f"unknown command {command!r}")
 
@@ -209,6 +231,13 @@ def _ping(settings: Settings) -> None:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
                        f"{_first(exc)}") from None
+
+
+def _port_free(host: str, port: int, variable: str) -> None:
+    from dispatcher.embedded import port_free
+
+    if not port_free(port, host):
+        raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")
 
 
 def _emit(data: Any) -> None:
@@ -342,24 +371,26 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
         purged = [i for i in ids if dead.purge(i)]
         missing = sorted(set(ids) - set(purged))
+        if missing and not purged and ids:
+            raise CliError(f"not a dead letter: {', '.join(missing)}")
         if args.json:
             _emit({"purged": len(purged), "not_found": missing})
         else:
             print(f"Purged {len(purged)} dead letter(s).")
-            for i in missing:
-                print(f"  {i}: not a dead letter")
-        return EXIT_ERROR if missing and not purged else 0
+        for i in missing:
+            print(f"dispatcher: warning: {i} is not a dead letter", file=sys.stderr)
+        return 0
     raise CliError(f"unknown dlq command {sub!r}")
 
 
 def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
     has_filter = any(getattr(args, n, None) for n in ("reason", "since", "until", "search"))
     if args.ids and (args.all or has_filter):
-        raise CliError("give either ids or --all/filters, not both")
+        raise UsageError("give either ids or --all/filters, not both")
     if args.ids:
         return list(dict.fromkeys(args.ids))
     if not (args.all or has_filter):
-        raise CliError("name the dead letters: ids, --all, or a filter such as --reason")
+        raise UsageError("name the dead letters: ids, --all, or a filter such as --reason")
     return [r.id for r in dead.iter(flt)]
 
 
@@ -388,18 +419,21 @@ def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
         finally:
             publisher.close()
     failed = {k: v for k, v in outcomes.items() if k != "replayed"}
+    labels = {"missing": "no such call", "not_dead": "not a dead letter",
+              "unreplayable": "an invalid entry (no call to send)"}
+    if failed and not replayed and ids:
+        raise CliError("nothing replayed: " + "; ".join(
+            f"{i}: {labels.get(kind, kind)}" for kind, group in failed.items() for i in group))
     if as_json:
         _emit({"replayed": len(replayed), "ids": replayed,
                "not_replayed": {k: v for k, v in failed.items()}})
     else:
         print(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
               "and will be sent with the credentials configured now.")
-        labels = {"missing": "no such call", "not_dead": "not a dead letter",
-                  "unreplayable": "an invalid entry (no call to send)"}
-        for kind, failed_ids in failed.items():
-            for i in failed_ids:
-                print(f"  {i}: {labels.get(kind, kind)}")
-    return EXIT_ERROR if failed and not replayed else 0
+    for kind, failed_ids in failed.items():
+        for i in failed_ids:
+            print(f"dispatcher: warning: {i}: {labels.get(kind, kind)}", file=sys.stderr)
+    return 0
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -442,13 +476,16 @@ def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]
 
 def _scheduler(settings: Settings) -> int:
     from dispatcher.broker import Publisher
+    from dispatcher.history import History
     from dispatcher.schedule import TICK_S, Pump
 
     def body(stop: threading.Event) -> None:
         pump = Pump(_client(settings), settings, Publisher(settings))
+        history = History(pump.client, settings.prefix)
         while not stop.is_set():
             try:
                 report = pump.tick()
+                history.tick()  # one sample per 10 s for the operations page's chart
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 logging.getLogger("dispatcher.scheduler").warning(
                     "Redis unavailable (%s); retrying", type(exc).__name__)

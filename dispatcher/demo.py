@@ -51,6 +51,7 @@ class Demo:
         self.tty = sys.stdout.isatty()
         self.started = time.time()
         self.max_oldest = 0.0
+        self.failure = ""
         self.base = self.records.stats()
 
     def say(self, text: str) -> None:
@@ -62,9 +63,10 @@ class Demo:
         s = self.records.stats()
         self.max_oldest = max(self.max_oldest, s["oldest_age_s"] or 0.0)
         age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.1f}s"
-        line = (f"  [{phase:>8}] queued {s['queued']:3}  retrying {s['scheduled']:3}  "
+        cad = {"closed": "up", "open": "down", "half_open": "probing"}.get(s["circuit"], "?")
+        line = (f"  [{phase:>8}] queued {s['queued']:3}  scheduled {s['scheduled']:3}  "
                 f"in flight {s['in_flight']:2}  delivered {self.delivered(s):3}"
-                f"  dead {s['dead']:2}  CAD {s['circuit']:9}  oldest {age}")
+                f"  dead {s['dead']:2}  CAD {cad:7}  oldest {age}")
         if self.tty:
             print("\r\033[K" + line, end="", flush=True)
         else:
@@ -75,6 +77,12 @@ class Demo:
         deadline = time.time() + timeout
         last_print = 0.0
         while not self.stop.is_set():
+            crashing = [n for n, c in self.supervisor.crashes.items() if c >= 3]
+            if crashing:
+                name = crashing[0]
+                self.failure = (f"the {name} process keeps crashing: "
+                                f"{self.supervisor.last_words.get(name) or 'see its log'}")
+                return False
             s = self.records.stats()
             if done(s):
                 self.progress(phase)
@@ -169,7 +177,8 @@ class Demo:
         if self.stop.is_set():
             self.say("Demo interrupted.")
             return 130
-        self.say(f"Demo FAILED: {why}. See .dispatcher/logs/ for the process logs.")
+        self.say(f"Demo FAILED: {self.failure or why}. See .dispatcher/logs/ for the process "
+                 "logs.")
         return 1
 
     def summary(self, made: int) -> int:

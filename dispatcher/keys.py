@@ -111,20 +111,30 @@ local function circuit_failure(id, now, err, threshold, cooldown0, maxcool)
   end
 end
 
+-- Reserve the next slot of the shared rate limiter (GCRA: "tat" is the theoretical
+-- arrival time of the next request). Slots are handed out when a call is given its
+-- message, in line order, so calls reach the CAD in that order and never closer
+-- together than the interval, however the worker threads race to claim them.
+local function reserve_slot(now, interval)
+  local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
+  local start = math.max(num(rate[1], 0), now, num(rate[2], 0))
+  if interval > 0 then redis.call('HSET', k('rate'), 'tat', start + interval) end
+  return start
+end
+
 -- How many more calls may be given a Celery message now: the rate limiter's free slots
--- within the longest slot wait, less the messages already out; none while the breaker
--- is not closed or a 429 pause runs.
+-- within the longest slot wait (bounded by the window of messages out at once); none
+-- while the breaker is not closed or a 429 pause runs.
 local function capacity(now, interval, max_wait, window)
   local st = redis.call('HGET', k('circuit'), 'state')
   if st == 'open' or st == 'half_open' then return 0 end
   local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
   if num(rate[2], 0) > now then return 0 end
-  local tokens = window
+  local c = window - redis.call('ZCARD', k('queued'))
   if interval > 0 then
     local tat = math.max(num(rate[1], 0), now)
-    tokens = math.min(math.floor((now + max_wait - tat) / interval) + 1, window)
+    c = math.min(c, math.floor((now + max_wait - tat) / interval) + 1)
   end
-  local c = tokens - redis.call('ZCARD', k('queued'))
   if c < 0 then return 0 end
   return c
 end

@@ -57,7 +57,8 @@ redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)
 if redis.call('ZCARD', k('held')) == 0 and
    capacity(now, tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])) > 0 then
-  redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1)
+  local slot = reserve_slot(now, tonumber(ARGV[8]))
+  redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
   redis.call('ZADD', k('queued'), now, id)
   return {id, 'publish', '1'}
 end
@@ -70,7 +71,7 @@ local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local lease, max_age, probe_lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local interval, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'age_from', 'enqueued_at', 'call',
-  'failures')
+  'failures', 'slot')
 if not r[1] then return {'missing'} end
 if r[1] ~= 'queued' or r[2] ~= gen then return {'stale', r[1]} end
 local enq = tonumber(r[4])
@@ -91,16 +92,38 @@ if st ~= 'closed' then
   redis.call('HSET', k('circuit'), 'state', 'half_open', 'probe', id,
     'probe_until', now + probe_lease)
 end
--- The shared rate limiter: the next free slot, if it is near enough to wait for.
-local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
-local start = math.max(num(rate[1], 0), now, num(rate[2], 0))
+-- A 429 pause holds every call, whatever slot it was given.
+if num(redis.call('HGET', k('rate'), 'pause_until'), 0) > now then
+  release_probe(id)
+  hold(id, enq, now)
+  return {'held', 'paused'}
+end
+-- The shared rate limiter. The slot given at release keeps the line's order; the
+-- calendar of granted starts keeps every two sends at least one interval apart, so a
+-- claim that comes late (a busy worker) takes the nearest free time instead of
+-- crowding a neighbour or losing its place at the back of the line.
+local start = now
+if interval > 0 then
+  local slot = num(r[7], 0)
+  if slot <= 0 then slot = reserve_slot(now, interval) end
+  start = math.max(slot, now)
+  local cal = k('rate:granted')
+  redis.call('ZREMRANGEBYSCORE', cal, '-inf', now - interval)
+  local gap = interval * 0.999999
+  for _ = 1, 1000 do
+    local hit = redis.call('ZRANGEBYSCORE', cal, '(' .. (start - gap), '(' .. (start + gap),
+      'WITHSCORES', 'LIMIT', 0, 1)
+    if #hit == 0 then break end
+    start = tonumber(hit[2]) + interval
+  end
+  if start - now <= max_wait then redis.call('ZADD', cal, start, id) end
+end
 if start - now > max_wait then
   release_probe(id)
   hold(id, enq, now)
   redis.call('HINCRBY', k('counters'), 'rate_limit_waits', 1)
   return {'held', 'rate'}
 end
-if interval > 0 then redis.call('HSET', k('rate'), 'tat', start + interval) end
 redis.call('HSET', ck(id), 'state', 'sending', 'updated_at', now)
 redis.call('ZADD', k('inflight'), start + lease, id)
 return {'claimed', r[5], r[6] or '0', tostring(start - now), r[4]}
@@ -271,8 +294,8 @@ class Lifecycle:
         now = self.clock()
         res = self._claim(
             args=[self.keys.prefix, call_id, str(gen), repr(now), repr(self.lease_s),
-                  repr(self.settings.max_age_s or 0), repr(self.lease_s), self.flow.interval_s,
-                  self.flow.max_wait_s]
+                  repr(self.settings.max_age_s or 0), repr(self.lease_s),
+                  repr(self.flow.interval_s), repr(self.flow.max_wait_s)]
         )
         kind = _s(res[0])
         if kind != "claimed":

@@ -14,17 +14,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
+from dispatcher.errors import QueueUnavailable
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.redisconn import QUEUE_WAIT_S, bounded, connect
 from dispatcher.settings import Settings
+from dispatcher.spool import Flusher, Spool
 
 log = logging.getLogger(__name__)
+
+#: Producer-side socket timeout (workers use the longer redisconn.SOCKET_TIMEOUT_S).
+PRODUCER_SOCKET_TIMEOUT_S = 1.5
 
 
 class Producer:
@@ -37,13 +44,23 @@ class Producer:
         publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
         wait_s: float = QUEUE_WAIT_S,
+        spool_dir: str | Path | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client if client is not None else connect(settings)
+        # A short socket timeout keeps the whole bounded wait near QUEUE_WAIT_S even when
+        # Redis accepts connections but does not answer (stopped, swapping).
+        self.client = client if client is not None else connect(
+            settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S)
         self.publisher = publisher or Publisher(settings)
         self.lifecycle = Lifecycle(self.client, settings, clock=clock)
         self.clock = clock
         self.wait_s = wait_s
+        folder = spool_dir or settings.spool_dir
+        self.spool = Spool(Path(folder)) if folder else None
+        self.flusher = None if self.spool is None else Flusher(
+            self.spool, self._flush_one, self._flush_error)
+        if self.spool is not None and self.flusher is not None and len(self.spool):
+            self.flusher.kick()  # calls spooled by an earlier run of this process
 
     def enqueue(
         self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None
@@ -54,7 +71,38 @@ class Producer:
         """
         now = self.clock()
         stamped = call.with_envelope(new_call_id(now), now)
-        result = bounded(lambda: self.lifecycle.enqueue(stamped, source, take_from), self.wait_s)
+        if self.spool is None or take_from is not None:
+            return self._record(stamped, source, take_from, self.wait_s)
+        if len(self.spool):  # keep order: behind what is already spooled
+            return self._to_spool(stamped, source)
+        try:
+            return self._record(stamped, source, None, self.wait_s)
+        except QueueUnavailable as exc:
+            log.warning("queue unavailable (%s); call spooled locally", exc)
+            return self._to_spool(stamped, source)
+
+    def _to_spool(self, stamped: Call, source: str) -> str:
+        assert self.spool is not None and self.flusher is not None
+        if stamped.idempotency_key is None:
+            # The flush may be retried after a crash; this key makes it record once.
+            stamped = replace(stamped, idempotency_key=f"spool:{stamped.id}")
+        self.spool.push({"call": stamped.to_dict(), "source": source})
+        self.flusher.kick()
+        return stamped.id
+
+    def _flush_one(self, entry: dict[str, Any]) -> None:
+        self._record(Call.from_dict(entry["call"]), str(entry.get("source", "api")), None, 0.5)
+
+    def _flush_error(self, exc: Exception) -> None:
+        log.debug("spool flush waits for Redis (%s)", type(exc).__name__)
+
+    def pending_spooled(self) -> int:
+        """Calls waiting in the local spool (0 without a spool)."""
+        return len(self.spool) if self.spool is not None else 0
+
+    def _record(self, stamped: Call, source: str, take_from: tuple[str, str] | None,
+                wait_s: float) -> str:
+        result = bounded(lambda: self.lifecycle.enqueue(stamped, source, take_from), wait_s)
         if result.publish:
             payload = stamped.to_dict()
             try:
@@ -69,6 +117,8 @@ class Producer:
         return [self.enqueue(c, source) for c in calls]
 
     def close(self) -> None:
+        if self.flusher is not None:
+            self.flusher.stop()
         self.publisher.close()
         self.client.close()
 

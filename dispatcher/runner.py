@@ -10,6 +10,7 @@ letters, the fix and the replay, with live progress and a closing summary.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,14 +28,17 @@ from dispatcher.settings import DEFAULT_REDIS_URL, Secret, Settings
 PROCESSES = ("worker", "scheduler", "bridge", "web")
 #: Local folder of `run`'s state: the embedded Redis's data and the children's logs.
 STATE_DIR = Path(".dispatcher")
-#: A child that dies is restarted after this pause.
+#: A child that dies is restarted after this pause, doubling per quick crash.
 RESTART_DELAY_S = 1.0
+#: Longest pause between restarts of a crashing child.
+MAX_RESTART_DELAY_S = 30.0
+#: A child that lived this long before exiting counts as healthy again.
+HEALTHY_AFTER_S = 60.0
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The contract's variables for a child process (the key goes by environment only)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SONORAN_", "DISPATCHER_")) and k not in ("REDIS_URL", "PORT")}
+    """This environment with the settings `run` decided on (the key goes by environment only)."""
+    env = dict(os.environ)
     env.update({
         "REDIS_URL": settings.redis_url,
         "SONORAN_API_URL": settings.api_url,
@@ -43,6 +47,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         "DISPATCHER_MAX_RATE": repr(settings.max_rate),
         "DISPATCHER_INBOX_KEY": settings.inbox_key,
         "PORT": str(settings.port),
+        "DISPATCHER_WEB_HOST": settings.web_host,
         "PYTHONUNBUFFERED": "1",
     })
     if settings.community_id:
@@ -62,6 +67,9 @@ class Supervisor:
         self.log_dir = log_dir
         self.names = names
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
+        self.crashes: dict[str, int] = {}
+        self.last_words: dict[str, str] = {}
         self.stopping = threading.Event()
         self._pumps: list[threading.Thread] = []
 
@@ -80,6 +88,17 @@ class Supervisor:
         elif not isinstance(out, int):
             out.close()
         self.children[name] = proc
+        self.started_at[name] = time.time()
+
+    def last_line(self, name: str) -> str:
+        """The last line a child wrote to its log (why it died, usually)."""
+        if self.log_dir is None:
+            return ""
+        try:
+            lines = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")[:300]
 
     def start_all(self) -> None:
         for name in self.names:
@@ -96,14 +115,22 @@ class Supervisor:
         self.start(name)
 
     def watch(self) -> None:
-        """Restart children that exit, until stop() is called."""
+        """Restart children that exit (with growing pauses), until stop() is called."""
         while not self.stopping.wait(0.5):
             for name, proc in list(self.children.items()):
-                if proc.poll() is not None and not self.stopping.is_set():
-                    print(f"dispatcher: {name} exited with {proc.returncode}; restarting",
-                          file=sys.stderr)
-                    time.sleep(RESTART_DELAY_S)
-                    self.start(name)
+                if proc.poll() is None or self.stopping.is_set():
+                    continue
+                lived = time.time() - self.started_at.get(name, 0.0)
+                self.crashes[name] = 0 if lived > HEALTHY_AFTER_S else self.crashes.get(name, 0) + 1
+                delay = min(MAX_RESTART_DELAY_S, RESTART_DELAY_S * 2 ** (self.crashes[name] - 1))
+                why = self.last_line(name)
+                self.last_words[name] = why
+                print(f"dispatcher: {name} exited with {proc.returncode}"
+                      + (f" ({why})" if why else "") + f"; restarting in {delay:g}s",
+                      file=sys.stderr, flush=True)
+                if self.stopping.wait(delay):
+                    return
+                self.start(name)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.stopping.set()
@@ -152,7 +179,17 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
         settings.require_credentials()
         if not port_free(settings.port, "0.0.0.0"):
             raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
-    settings, embedded = ensure_redis(settings)
+    if demo:
+        # The demo never touches a Redis of yours: it runs on a private, fresh one.
+        folder = STATE_DIR / "demo-redis"
+        shutil.rmtree(folder, ignore_errors=True)
+        embedded: EmbeddedRedis | None = EmbeddedRedis(folder, port=free_port()).start()
+        assert embedded is not None
+        settings = settings.with_(redis_url=embedded.url)
+        print(f"Demo: a private embedded Redis on 127.0.0.1:{embedded.port} (data in {folder}, "
+              "append-only file on).", flush=True)
+    else:
+        settings, embedded = ensure_redis(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _: Any) -> None:
@@ -169,7 +206,8 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
             sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
             port = settings.port if port_free(settings.port, "0.0.0.0") else free_port()
             settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
-                                      api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port)
+                                      api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
+                                      web_host="127.0.0.1")
             supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)
             supervisor.start_all()
             watcher = threading.Thread(target=supervisor.watch, daemon=True)

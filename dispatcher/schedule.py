@@ -132,7 +132,8 @@ for _, id in ipairs(ids) do
   local r = redis.call('HMGET', ck(id), 'state', 'call', 'enqueued_at', 'idempotency_key')
   if r[1] == 'held' then
     local g = redis.call('HINCRBY', ck(id), 'gen', 1)
-    redis.call('HSET', ck(id), 'state', 'queued', 'updated_at', now)
+    local slot = reserve_slot(now, tonumber(ARGV[4]))
+    redis.call('HSET', ck(id), 'state', 'queued', 'updated_at', now, 'slot', slot)
     redis.call('ZADD', k('queued'), now, id)
     for _, v in ipairs({id, tostring(g), r[2], r[3], r[4] or ''}) do table.insert(out, v) end
   end

@@ -2,7 +2,7 @@
 
 This is the only module that reads ``os.environ``. Every other module receives a
 `Settings` (or the few values it needs) from its caller. Each default below is the
-documented default of the contract (`CONTRACT.md`) or, for tuning knobs the contract
+documented default of the project's contract (README, Deploy) or, for tuning knobs the contract
 does not name, a value chosen for a small community and explained where it is defined.
 """
 
@@ -93,10 +93,17 @@ class Settings:
     circuit_max_cooldown_s: float = 60.0
     #: A call whose Celery message has been out this long unclaimed is re-published.
     orphan_after_s: float = 60.0
+    #: Folder of the producer's local spool for Redis outages (unset: off).
+    spool_dir: str | None = None
+    #: Address the web process listens on.
+    web_host: str = "0.0.0.0"
     #: Key prefix of every Redis key we own (Celery's own keys are separate).
     prefix: str = "dispatcher"
     #: Celery queue (a Redis list) that carries call messages.
     queue_name: str = "dispatcher"
+    #: Operator credential of the operations page (DISPATCHER_OPS_TOKEN); unset means the
+    #: page is read-only. A secret like the API key: never printed.
+    ops_token: Secret | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,16 +158,15 @@ class Settings:
             max_age_s=max_age_s,
             inbox_key=get("DISPATCHER_INBOX_KEY") or DEFAULT_INBOX_KEY,
             port=port,
-            visibility_timeout_s=_number(
-                get("DISPATCHER_VISIBILITY_TIMEOUT_S"),
-                "DISPATCHER_VISIBILITY_TIMEOUT_S",
-                DEFAULT_VISIBILITY_TIMEOUT_S,
+            visibility_timeout_s=_positive(
+                get, "DISPATCHER_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S
             ),
             concurrency=concurrency,
             read_timeout_s=_positive(get, "DISPATCHER_READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S),
             circuit_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_COOLDOWN_S", 5.0),
             circuit_max_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", 60.0),
             orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", 60.0),
+            ops_token=Secret(ops) if (ops := get("DISPATCHER_OPS_TOKEN")) else None,
         )
 
     def require_credentials(self) -> None:

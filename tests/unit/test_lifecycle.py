@@ -114,9 +114,13 @@ def test_enqueue_when_idle_takes_the_fast_path(world: Callable[..., World]) -> N
 def test_enqueue_holds_once_the_rate_window_is_full(world: Callable[..., World]) -> None:
     w = world(max_rate=1.0)
 
-    results = [w.add(f"caller {i}") for i in range(5)]
+    results = []
+    for i in range(5):  # five calls in the same instant
+        results.append(w.add(f"caller {i}"))
+        w.clock.advance(-1.0)
 
-    # One request a second, messages out for at most MAX_SLOT_WAIT_S ahead: 3 slots.
+    # One request a second (plus margin), slots reserved at most MAX_SLOT_WAIT_S ahead:
+    # slots at 0, 1.03 and 2.06 s; the rest wait in line.
     assert [x.publish for x in results] == [True, True, True, False, False]
     assert [w.state(x.call_id) for x in results[3:]] == ["held", "held"]
     assert w.records.stats()["queued"] == 5
@@ -124,8 +128,9 @@ def test_enqueue_holds_once_the_rate_window_is_full(world: Callable[..., World])
 
 def test_enqueue_behind_a_backlog_is_held_even_with_capacity(world: Callable[..., World]) -> None:
     w = world(max_rate=1.0)
-    for _ in range(4):
+    for _ in range(4):  # four calls in the same instant: the fourth is held
         w.add()
+        w.clock.advance(-1.0)
     w.clock.advance(100)  # the rate window is free again, but one call is still held
 
     assert w.add().publish is False
@@ -417,7 +422,7 @@ def test_a_claim_during_a_long_pause_is_held(world: Callable[..., World]) -> Non
 
     claim = w.lc.claim(b.call_id, 1)
 
-    assert (claim.kind, claim.detail) == ("held", "rate")
+    assert (claim.kind, claim.detail) == ("held", "paused")
     assert w.field(b.call_id, "attempts") == "0"
 
 
