@@ -26,8 +26,11 @@ def test_runtime_install_imports_every_process(tmp_path: Path) -> None:
     # dependency there only shows when no dev tool happens to bring it along.
     env = {"SONORAN_COMMUNITY_ID": "c", "SONORAN_API_KEY": "k", "PATH": "/usr/bin:/bin"}
     probe = subprocess.run(
-        [str(py), "-c", "import kombu.transport.redis, workers.tasks, dispatcher.web, "
-         "dispatcher.runner, dispatcher.demo, dispatcher.simulator; print('ok')"],
+        [str(py), "-c", "import importlib, pkgutil, dispatcher, kombu.transport.redis, "
+         "workers.tasks\n"
+         "for m in pkgutil.iter_modules(dispatcher.__path__):\n"
+         "    if m.name != '__main__': importlib.import_module('dispatcher.' + m.name)\n"
+         "print('ok')"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )
     assert probe.stdout.strip() == "ok", probe.stderr[-2000:]
