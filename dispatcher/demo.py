@@ -129,7 +129,7 @@ class Demo:
         n3 = self.calls - n1 - n2
         doors = ("api", "http", "inbox")
         print(f"Demo: the CAD simulator is at {self.sim.url}; rate limit {self.RATE:g} calls/s; "
-              f"process logs in .dispatcher/logs/.", flush=True)
+              "breaker probes every 2-4 s; process logs in .dispatcher/logs/.", flush=True)
         made = 0
 
         self.say(f"1. A normal evening: {n1} calls through the Python API, HTTP and the inbox.")

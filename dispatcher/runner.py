@@ -48,6 +48,12 @@ def child_env(settings: Settings) -> dict[str, str]:
         "DISPATCHER_INBOX_KEY": settings.inbox_key,
         "PORT": str(settings.port),
         "DISPATCHER_WEB_HOST": settings.web_host,
+        "DISPATCHER_CONCURRENCY": str(settings.concurrency),
+        "DISPATCHER_VISIBILITY_TIMEOUT_S": repr(settings.visibility_timeout_s),
+        "DISPATCHER_READ_TIMEOUT_S": repr(settings.read_timeout_s),
+        "DISPATCHER_CIRCUIT_COOLDOWN_S": repr(settings.circuit_cooldown_s),
+        "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S": repr(settings.circuit_max_cooldown_s),
+        "DISPATCHER_ORPHAN_AFTER_S": repr(settings.orphan_after_s),
         "PYTHONUNBUFFERED": "1",
     })
     if settings.community_id:
@@ -207,7 +213,8 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
             port = settings.port if port_free(settings.port, "0.0.0.0") else free_port()
             settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
                                       api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
-                                      web_host="127.0.0.1")
+                                      web_host="127.0.0.1", circuit_cooldown_s=2.0,
+                                      circuit_max_cooldown_s=4.0)
             supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)
             supervisor.start_all()
             watcher = threading.Thread(target=supervisor.watch, daemon=True)
