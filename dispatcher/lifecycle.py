@@ -60,6 +60,11 @@ if redis.call('ZCARD', k('held')) == 0 and
   local slot = reserve_slot(now, tonumber(ARGV[8]))
   redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
   redis.call('ZADD', k('queued'), now, id)
+  if ARGV[14] and ARGV[14] ~= '' then
+    -- The Celery message goes out in the same atomic step as the record.
+    redis.call('LPUSH', ARGV[13], ARGV[14])
+    return {id, 'pushed', '1'}
+  end
   return {id, 'publish', '1'}
 end
 hold(id, now, now)
@@ -229,6 +234,8 @@ class Enqueued:
     gen: int
     duplicate: bool
     gone: bool = False
+    #: The message was pushed by the script itself.
+    pushed: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,23 +278,26 @@ class Lifecycle:
         self._unclaim = client.register_script(_UNCLAIM)
 
     def enqueue(
-        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None
+        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None,
+        message: tuple[str, str] | None = None,
     ) -> Enqueued:
-        """Record a call (idempotently); say whether the caller must publish its message.
+        """Record a call (idempotently); say whether the caller must still publish it.
 
         ``take_from=(list_key, raw)`` removes that entry from that list in the same
         atomic step; if it is no longer there (another bridge took it), nothing is
-        recorded and ``gone`` is true.
+        recorded and ``gone`` is true. ``message=(queue_key, json)`` is the call's first
+        Celery message, pushed in the same step when the call may go at once.
         """
         res = self._enqueue(
             args=[self.keys.prefix, call.id, json.dumps(call.to_cad(), ensure_ascii=False),
                   repr(call.enqueued_at), call.idempotency_key or "", IDEMPOTENCY_TTL_S,
-                  source, *self.flow.argv(), *(take_from or ("", ""))]
+                  source, *self.flow.argv(), *(take_from or ("", "")), *(message or ("", ""))]
         )
         call_id = _s(res[0])
         kind = _s(res[1])
-        return Enqueued(call_id, kind == "publish", int(_s(res[2])) if kind == "publish" else 0,
-                        kind == "duplicate", kind == "gone")
+        out = kind in ("publish", "pushed")
+        return Enqueued(call_id, kind == "publish", int(_s(res[2])) if out else 0,
+                        kind == "duplicate", kind == "gone", kind == "pushed")
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""

@@ -51,7 +51,7 @@ class Producer:
         # Redis accepts connections but does not answer (stopped, swapping).
         self.client = client if client is not None else connect(
             settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S)
-        self.publisher = publisher or Publisher(settings)
+        self.publisher = (publisher or Publisher(settings)).bind(self.client)
         self.lifecycle = Lifecycle(self.client, settings, clock=clock)
         self.clock = clock
         self.wait_s = wait_s
@@ -102,7 +102,11 @@ class Producer:
 
     def _record(self, stamped: Call, source: str, take_from: tuple[str, str] | None,
                 wait_s: float) -> str:
-        result = bounded(lambda: self.lifecycle.enqueue(stamped, source, take_from), wait_s)
+        # The first message is built up front (gen 1) so the script can push it with
+        # the record, atomically; it is simply dropped when the call has to wait.
+        message = (self.publisher.queue_key, self.publisher.message(stamped.to_dict(), 1))
+        result = bounded(
+            lambda: self.lifecycle.enqueue(stamped, source, take_from, message), wait_s)
         if result.publish:
             payload = stamped.to_dict()
             try:

@@ -172,7 +172,7 @@ class Pump:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.publisher = publisher
+        self.publisher = publisher.bind(client)
         self.keys = Keys(settings.prefix)
         self.flow = Flow.from_settings(settings, circuit or CircuitPolicy.from_settings(settings))
         self.clock = clock
@@ -199,17 +199,19 @@ class Pump:
             report.expired = int(self._expire(args=[p, repr(now), repr(self.settings.max_age_s),
                                                     BATCH]))
         out = self._release(args=[p, repr(now), BATCH, *self.flow.argv()])
+        items = []
         for i in range(0, len(out), 5):
             call_id, gen, call_json, enq, idem = (_s(v) for v in out[i:i + 5])
             payload = {"v": 1, "id": call_id, "call": json.loads(call_json),
                        "idempotency_key": idem or None, "enqueued_at": float(enq)}
-            try:
-                self.publisher.publish(payload, int(gen))
-                report.released += 1
-            except Exception as exc:  # the orphan sweep brings the call back; keep going
-                report.publish_failed += 1
-                log.warning("could not publish call %s (%s); it will be retried",
-                            call_id, type(exc).__name__)
+            items.append((payload, int(gen)))
+        try:
+            self.publisher.publish_many(items)  # one round trip, oldest first
+            report.released = len(items)
+        except Exception as exc:  # the orphan sweep brings the calls back; keep going
+            report.publish_failed = len(items)
+            log.warning("could not publish %d calls (%s); they will be retried", len(items),
+                        type(exc).__name__)
         return report
 
     def drain(self, max_ticks: int = 1000) -> TickReport:

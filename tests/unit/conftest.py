@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,16 +32,43 @@ class FakeClock:
 
 
 class FakePublisher:
-    """Stands in for the Celery publisher: records every (payload, gen) it is handed."""
+    """Stands in for the Celery publisher: every message pushed to the queue list (by the
+    enqueue script or by the scheduler) is read back as (payload, gen)."""
+
+    queue_key = "dispatcher"
 
     def __init__(self) -> None:
-        self.published: list[tuple[dict[str, Any], int]] = []
+        self._published: list[tuple[dict[str, Any], int]] = []
+        self.client: Any = None
         self.fail = False
 
-    def publish(self, payload: dict[str, Any], gen: int) -> None:
+    def bind(self, client: Any) -> FakePublisher:
+        if self.client is None:
+            self.client = client
+        return self
+
+    def message(self, payload: dict[str, Any], gen: int) -> str:
+        return json.dumps({"payload": payload, "gen": gen})
+
+    def publish_many(self, items: list[tuple[dict[str, Any], int]]) -> None:
         if self.fail:
             raise ConnectionError("broker down")
-        self.published.append((payload, gen))
+        for payload, gen in items:
+            self.client.lpush(self.queue_key, self.message(payload, gen))
+
+    def publish(self, payload: dict[str, Any], gen: int) -> None:
+        self.publish_many([(payload, gen)])
+
+    @property
+    def published(self) -> list[tuple[dict[str, Any], int]]:
+        """Everything pushed so far, oldest first (clear() forgets what was read)."""
+        while self.client is not None:
+            raw = self.client.rpop(self.queue_key)
+            if raw is None:
+                break
+            data = json.loads(raw)
+            self._published.append((data["payload"], data["gen"]))
+        return self._published
 
     def ids(self) -> list[str]:
         return [p["id"] for p, _ in self.published]
