@@ -367,8 +367,8 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     if sub == "replay":
         return _replay(settings, client, dead, ids, args.json)
     if sub == "purge":
-        if not args.yes:
-            raise CliError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
+        if not args.yes and not _confirm(f"Delete {len(ids)} dead letter(s) for good?"):
+            raise UsageError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
         purged = [i for i in ids if dead.purge(i)]
         missing = sorted(set(ids) - set(purged))
         if missing and not purged and ids:
@@ -381,6 +381,14 @@ def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             print(f"dispatcher: warning: {i} is not a dead letter", file=sys.stderr)
         return 0
     raise CliError(f"unknown dlq command {sub!r}")
+
+
+def _confirm(question: str) -> bool:
+    """Ask on a terminal; never when a script runs us (no tty means no)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
