@@ -1,0 +1,222 @@
+-- sonoran_dispatcher: in-game 911 calls to sonoran-dispatcher instead of straight to the CAD.
+--
+-- The dispatcher's `web` process takes the CAD's own request body on the CAD's own path
+-- (POST /emergency/call_911) and records each call in Redis before it answers; from
+-- there the dispatcher retries the CAD for as long as it takes. What is left for this
+-- resource is the one hop it owns: the game server -> dispatcher request. If that hop
+-- fails (dispatcher restarting, Redis briefly gone) the call waits here, in memory, and
+-- is sent again, oldest first, with the same idempotency key, so the dispatcher records
+-- it once however many times it arrives.
+--
+-- Export:   exports['sonoran_dispatcher']:call911(caller, location, description, postal, plate, cb)
+-- Callback: cb(true, callId, responseText)  the dispatcher has the call (26-char ULID id)
+--           cb(false, errorText, responseText)  refused for good (e.g. 'INVALID API KEY')
+-- cb is called exactly once per call; while the dispatcher is unreachable that is later,
+-- when a retry gets through. See README.md.
+
+local RESOURCE = GetCurrentResourceName()
+local CALL_PATH = '/emergency/call_911'
+
+-- Answers worth trying again: no answer at all (0), and the statuses that mean "not
+-- now" rather than "not this": the dispatcher says 503 when Redis is unreachable or it
+-- is not configured yet; 502/504 come from a reverse proxy whose dispatcher is down.
+local RETRYABLE = { [0] = true, [408] = true, [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
+
+-- Calls not yet accepted by the dispatcher, oldest first. Every call goes through this
+-- queue and only its head is ever in flight, so calls reach the dispatcher in the order
+-- they were made even after an outage, and a call made during an outage cannot overtake
+-- the ones already waiting.
+local queue = {}
+local busy = false     -- the head is in flight, or a retry timer for it is armed
+local failures = 0     -- consecutive failed attempts of the head (drives the backoff)
+local made = 0         -- calls made since the resource started (part of the keys)
+
+local function log(fmt, ...)
+    print(('[%s] ' .. fmt):format(RESOURCE, ...))
+end
+
+-- Once per call, never per attempt: this key is what lets a retry after a lost answer
+-- come back with the first attempt's id instead of a second call. Time + counter keep
+-- keys from one server apart; the random part keeps two servers (or a restart within
+-- the same second) apart. Lua 5.4 seeds math.random itself.
+local function newIdempotencyKey(serverId)
+    made = made + 1
+    return ('fivem-%s-%s-%x-%d-%06x%06x'):format(RESOURCE, serverId, os.time(), made,
+        math.random(0, 0xFFFFFF), math.random(0, 0xFFFFFF))
+end
+
+-- The CAD wants postals and plates as strings ("350", "7015a"); scripts pass numbers
+-- too, and a float from json.decode would print as "350.0".
+local function asText(value)
+    if value == nil or value == '' then
+        return nil
+    end
+    if type(value) == 'number' then
+        value = math.tointeger(value) or value
+    end
+    return tostring(value)
+end
+
+-- The seed's call object, plus our idempotencyKey (the dispatcher strips it before the CAD).
+local function buildCall(caller, location, description, postal, plate, serverId)
+    local call = {
+        serverId = serverId,
+        isEmergency = true,
+        caller = caller,
+        location = location,
+        description = description,
+        idempotencyKey = newIdempotencyKey(serverId),
+    }
+    local metaData = { postal = asText(postal), plate = asText(plate) }
+    -- FiveM's json.encode writes an empty table as [], which is not an object; leave
+    -- metaData out instead when there is nothing in it (the dispatcher treats it as {}).
+    if next(metaData) ~= nil then
+        call.metaData = metaData
+    end
+    return call
+end
+
+-- On an HTTP error FiveM passes no body, but puts "HTTP <status>: <body>" in errorData.
+local function answerText(body, errorData)
+    if type(body) == 'string' and body ~= '' then
+        return body
+    end
+    if type(errorData) == 'string' then
+        return (errorData:gsub('^HTTP %d+:%s*', ''))
+    end
+    return ''
+end
+
+-- Outside callers reach us through exports, so cb may be a function reference (a
+-- callable table), not a function: call it, don't type-check it. A broken callback
+-- must not stall the queue behind it.
+local function finish(entry, ok, value, text)
+    if entry.cb == nil then
+        return
+    end
+    local fine, err = pcall(entry.cb, ok, value, text)
+    if not fine then
+        log('^1the call911 callback failed: %s^7', tostring(err))
+    end
+end
+
+local drain
+
+-- Jitter spreads the retries of many game servers that lost the same dispatcher; it
+-- only shortens a delay, so retry_max_ms stays a true maximum.
+local function retryDelayMs(cfg)
+    local delay = math.min(cfg.retryMaxMs, cfg.retryMinMs * 2 ^ (failures - 1))
+    return math.floor(delay * (0.8 + 0.2 * math.random()))
+end
+
+local function onAnswer(entry, cfg, status, body, errorData)
+    local text = answerText(body, errorData)
+    if RETRYABLE[status] then
+        failures = failures + 1
+        local delay = retryDelayMs(cfg)
+        local why = (status == 0 and 'dispatcher unreachable: ' or ('HTTP %d: '):format(status)) .. text:sub(1, 200)
+        log('call %s not accepted (%s); retry in %.1f s, %d call(s) waiting', entry.call.idempotencyKey,
+            why, delay / 1000, #queue)
+        SetTimeout(delay, function()
+            busy = false
+            drain()
+        end)
+        return
+    end
+
+    table.remove(queue, 1)
+    failures = 0
+    busy = false
+    local id = status >= 200 and status < 300 and text:match('ID:%s*(%w+)')
+    if id then
+        if entry.attempts > 1 then
+            log('call %s accepted as %s after %d attempts', entry.call.idempotencyKey, id, entry.attempts)
+        else
+            log('call %s accepted as %s', entry.call.idempotencyKey, id)
+        end
+        finish(entry, true, id, text)
+    else
+        local err = text ~= '' and text or ('HTTP ' .. tostring(status))
+        log('^1call %s refused: %s^7', entry.call.idempotencyKey, err:sub(1, 200))
+        finish(entry, false, err, text)
+    end
+    drain()
+end
+
+-- Send the head of the queue, unless it is already on its way.
+drain = function()
+    local entry = queue[1]
+    if busy or entry == nil then
+        return
+    end
+    busy = true
+    entry.attempts = entry.attempts + 1
+    local cfg = DispatcherConfig.read()
+    local payload = json.encode({
+        id = cfg.communityId,
+        key = cfg.apiKey,
+        type = 'CALL_911',
+        data = { entry.call },
+    })
+    PerformHttpRequest(cfg.url .. CALL_PATH, function(status, body, _headers, errorData)
+        onAnswer(entry, cfg, tonumber(status) or 0, body, errorData)
+    end, 'POST', payload, { ['Content-Type'] = 'application/json' })
+end
+
+-- The seed's signature. postal and plate may be nil; cb is optional.
+local function call911(caller, location, description, postal, plate, cb)
+    local cfg = DispatcherConfig.read()
+    local entry = {
+        call = buildCall(caller, location, description, postal, plate, cfg.serverId),
+        cb = cb,
+        attempts = 0,
+    }
+    -- A value JSON cannot hold (a function, a userdata) would make json.encode throw
+    -- later, inside drain, and stall every call behind this one: refuse it here.
+    local encodable, err = pcall(json.encode, entry.call)
+    if not encodable then
+        log('^1call %s refused: %s^7', entry.call.idempotencyKey, tostring(err))
+        finish(entry, false, 'INVALID CALL: ' .. tostring(err), '')
+        return
+    end
+    -- Full means the dispatcher has been away for a long while. Refusing the newest
+    -- call keeps every promise made so far and tells this caller now, so the script can
+    -- tell the player; dropping an older call would lose it without anyone knowing.
+    if #queue >= cfg.queueSize then
+        log('^1call %s refused: retry queue full (%d calls waiting for the dispatcher)^7',
+            entry.call.idempotencyKey, #queue)
+        finish(entry, false, 'RETRY QUEUE FULL', '')
+        return
+    end
+    queue[#queue + 1] = entry
+    drain()
+end
+
+exports('call911', call911)
+
+-- How many calls wait for the dispatcher (for a status command or a health check).
+exports('pendingCalls', function()
+    return #queue
+end)
+
+-- The queue is memory only: say which calls a stop loses, so nobody has to guess.
+AddEventHandler('onResourceStop', function(name)
+    if name ~= RESOURCE then
+        return
+    end
+    for _, entry in ipairs(queue) do
+        log('^1stopping with call %s not yet accepted by the dispatcher (%s @ %s): it is lost^7',
+            entry.call.idempotencyKey, tostring(entry.call.caller), tostring(entry.call.location))
+    end
+end)
+
+do
+    local missing = DispatcherConfig.missing()
+    if #missing > 0 then
+        log('^3convar(s) not set: %s; the dispatcher will refuse calls until they are^7',
+            table.concat(missing, ', '))
+    end
+    -- A URL may carry a password (http://user:pass@host); the log line must not.
+    local url = DispatcherConfig.read().url:gsub('//[^/@]*@', '//***@')
+    log('sending 911 calls to %s%s', url, CALL_PATH)
+end

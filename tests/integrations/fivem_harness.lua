@@ -1,0 +1,292 @@
+-- A stand-in for FXServer, just big enough to run the sonoran_dispatcher resource with
+-- plain Lua 5.4, so CI can test the real resource files against a real dispatcher.
+--
+--   lua5.4 fivem_harness.lua RESOURCE_DIR
+--
+-- Environment (set by tests/integrations/test_fivem.py):
+--   FIVEM_CONVAR_<name>       the value GetConvar(<name>) returns
+--   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
+--   HARNESS_CALLS             JSON array of call911 argument lists:
+--                             [[caller, location, description, postal, plate], ...]
+--   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
+--                             request is made, but the resource sees FiveM's timeout
+--   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
+--
+-- Output: the resource's own log lines, "HARNESS ..." trace lines, one
+-- "RESULT {json}" line per callback, then exit 0 once every callback fired.
+--
+-- Time is virtual but kept in step with the wall clock: when only timers are left,
+-- the loop sleeps until the next one is due. So a test can restart the dispatcher
+-- while the resource is backing off, and the retries happen in real time.
+
+local resourceDir = assert(arg[1], 'usage: lua5.4 fivem_harness.lua RESOURCE_DIR')
+local harnessDir = arg[0]:match('^(.*)/[^/]*$') or '.'
+
+-- FiveM's global `json` is David Kolf's dkjson; Debian ships the same module.
+local okJson, dkjson = pcall(require, 'dkjson')
+if not okJson then
+    io.stderr:write('the harness needs dkjson: apt-get install -y lua-dkjson\n')
+    os.exit(4)
+end
+json = dkjson
+
+local function trace(fmt, ...)
+    io.stdout:write(('HARNESS ' .. fmt):format(...) .. '\n')
+    io.stdout:flush()
+end
+
+-- Buffered stdout would hide progress from the test, which reacts to log lines.
+local realPrint = print
+print = function(...)
+    realPrint(...)
+    io.stdout:flush()
+end
+
+---------------------------------------------------------------------------------------
+-- Scheduler: SetTimeout, Citizen.CreateThread, Citizen.Wait, GetGameTimer
+---------------------------------------------------------------------------------------
+
+local now = 0          -- virtual milliseconds since start
+local timers = {}      -- { at, seq, fn }
+local seq = 0
+local failed = false   -- a script error happened (FiveM prints it and carries on)
+
+local function schedule(ms, fn)
+    seq = seq + 1
+    timers[#timers + 1] = { at = now + math.max(0, ms or 0), seq = seq, fn = fn }
+end
+
+local function sleep(ms)
+    if ms > 0 then
+        os.execute(('sleep %.3f'):format(ms / 1000))
+    end
+end
+
+local function protect(fn, ...)
+    local ok, err = xpcall(fn, debug.traceback, ...)
+    if not ok then
+        failed = true
+        realPrint('SCRIPT ERROR: ' .. tostring(err))
+    end
+end
+
+local function resume(co)
+    local ok, waitMs = coroutine.resume(co)
+    if not ok then
+        failed = true
+        realPrint('SCRIPT ERROR: ' .. debug.traceback(co, tostring(waitMs)))
+    elseif coroutine.status(co) == 'suspended' then
+        schedule(waitMs, function() resume(co) end)
+    end
+end
+
+Citizen = {}
+
+function Citizen.SetTimeout(ms, fn)
+    schedule(ms, function() protect(fn) end)
+end
+
+function Citizen.CreateThread(fn)
+    local co = coroutine.create(fn)
+    schedule(0, function() resume(co) end)
+end
+
+function Citizen.Wait(ms)
+    assert(coroutine.isyieldable(), 'Citizen.Wait outside a thread')
+    coroutine.yield(ms)
+end
+
+Citizen.Trace = function(text) io.stdout:write(text) end
+SetTimeout, CreateThread, Wait = Citizen.SetTimeout, Citizen.CreateThread, Citizen.Wait
+
+function GetGameTimer()
+    return now
+end
+
+-- Run the earliest timer (ties in the order they were set); false when none is left.
+local function step()
+    if #timers == 0 then
+        return false
+    end
+    table.sort(timers, function(a, b)
+        if a.at ~= b.at then return a.at < b.at end
+        return a.seq < b.seq
+    end)
+    local timer = table.remove(timers, 1)
+    if timer.at > now then
+        sleep(timer.at - now)
+        now = timer.at
+    end
+    timer.fn()
+    return true
+end
+
+---------------------------------------------------------------------------------------
+-- Server natives
+---------------------------------------------------------------------------------------
+
+local RESOURCE = resourceDir:gsub('/+$', ''):match('([^/]+)$')
+
+function GetCurrentResourceName()
+    return RESOURCE
+end
+
+function IsDuplicityVersion()
+    return true
+end
+
+-- FiveM's GetConvar always returns a string; so does this one.
+function GetConvar(name, default)
+    local value = os.getenv('FIVEM_CONVAR_' .. name)
+    if value == nil then
+        return default
+    end
+    return value
+end
+
+function AddEventHandler() end
+function RegisterNetEvent() end
+function RegisterCommand() end
+
+-- exports('name', fn) records; exports['resource']:name(...) calls, as in FiveM (the
+-- colon passes the proxy as self, which FiveM drops).
+local exported = {}
+exports = setmetatable({}, {
+    __call = function(_, name, fn)
+        exported[name] = fn
+    end,
+    __index = function(_, resource)
+        return setmetatable({}, {
+            __index = function(_, name)
+                local fn = resource == RESOURCE and exported[name]
+                assert(fn, ('No such export %s in resource %s'):format(name, resource))
+                return function(_, ...) return fn(...) end
+            end,
+        })
+    end,
+})
+
+---------------------------------------------------------------------------------------
+-- PerformHttpRequest: a real request, answered the way FXServer answers
+---------------------------------------------------------------------------------------
+
+local python = os.getenv('HARNESS_PYTHON') or 'python3'
+local loseResponses = tonumber(os.getenv('HARNESS_LOSE_RESPONSES') or '0')
+local requests = 0
+
+local function shellQuote(s)
+    return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function realRequest(request)
+    local path = os.tmpname()
+    local fh = assert(io.open(path, 'w'))
+    fh:write(json.encode(request))
+    fh:close()
+    local cmd = ('%s %s %s'):format(shellQuote(python), shellQuote(harnessDir .. '/fivem_http.py'),
+        shellQuote(path))
+    local pipe = assert(io.popen(cmd, 'r'))
+    local out = pipe:read('a')
+    pipe:close()
+    os.remove(path)
+    local answer = json.decode(out)
+    assert(type(answer) == 'table', 'fivem_http.py printed no answer: ' .. tostring(out))
+    return answer
+end
+
+-- FXServer (HttpScriptFunctions.cpp + scheduler.lua) calls back with
+-- (status, body, headers, errorData): on 2xx the body and headers, errorData nil; on an
+-- HTTP error or no answer, body nil, headers {} and errorData "HTTP <status>: <body>"
+-- (or the transport error text, status 0). The callback always comes later, from the
+-- event loop, never from inside PerformHttpRequest.
+function PerformHttpRequest(url, cb, method, data, headers)
+    requests = requests + 1
+    local answer = realRequest({ url = url, method = method or 'GET', data = data or '', headers = headers or {} })
+    local status, body = answer.status, answer.body
+    trace('%s %s -> %d', method or 'GET', url, status)
+    if requests <= loseResponses then
+        trace('lost response %d %s', status, tostring(body))
+        schedule(0, function() protect(cb, 0, nil, {}, 'Timeout was reached') end)
+        return
+    end
+    schedule(0, function()
+        if status >= 200 and status < 400 then
+            protect(cb, status, body, answer.headers or {}, nil)
+        elseif status == 0 then
+            protect(cb, 0, nil, {}, answer.error or 'Failure handling HTTP request')
+        else
+            protect(cb, status, nil, {}, ('HTTP %d: %s'):format(status, body or ''))
+        end
+    end)
+end
+
+---------------------------------------------------------------------------------------
+-- Load the resource the way FXServer does: its manifest names the server scripts
+---------------------------------------------------------------------------------------
+
+local manifest = { scripts = {} }
+
+local function loadManifest(path)
+    local env = setmetatable({}, {
+        __index = function(_, directive)
+            return function(value)
+                manifest[directive] = value
+                if directive == 'server_script' or directive == 'shared_script' then
+                    manifest.scripts[#manifest.scripts + 1] = value
+                elseif directive == 'server_scripts' or directive == 'shared_scripts' then
+                    for _, file in ipairs(value) do
+                        manifest.scripts[#manifest.scripts + 1] = file
+                    end
+                end
+                -- Directives chain: `author 'x' description 'y'` is legal Lua.
+                return function() end
+            end
+        end,
+    })
+    local chunk = assert(loadfile(path, 't', env))
+    chunk()
+end
+
+loadManifest(resourceDir .. '/fxmanifest.lua')
+trace('manifest fx_version=%s game=%s scripts=%s', tostring(manifest.fx_version),
+    tostring(manifest.game), table.concat(manifest.scripts, ','))
+for _, file in ipairs(manifest.scripts) do
+    local chunk = assert(loadfile(resourceDir .. '/' .. file))
+    protect(chunk)
+end
+if failed then
+    os.exit(5)
+end
+
+---------------------------------------------------------------------------------------
+-- Make the calls and wait for every callback
+---------------------------------------------------------------------------------------
+
+local calls = json.decode(os.getenv('HARNESS_CALLS') or '[]')
+local timeoutMs = tonumber(os.getenv('HARNESS_TIMEOUT_MS') or '60000')
+local pending = #calls
+
+for i, args in ipairs(calls) do
+    -- Straight after start-up, as a script that calls the export from its own thread.
+    CreateThread(function()
+        exports[RESOURCE]:call911(args[1], args[2], args[3], args[4], args[5], function(ok, value, text)
+            print('RESULT ' .. json.encode({ index = i, ok = ok, value = value, text = text }))
+            pending = pending - 1
+        end)
+    end)
+end
+
+while pending > 0 and now <= timeoutMs do
+    if not step() then
+        break
+    end
+end
+
+if failed then
+    os.exit(5)
+end
+if pending > 0 then
+    print(('HARNESS TIMEOUT %d callback(s) never fired'):format(pending))
+    os.exit(3)
+end
+os.exit(0)

@@ -1,0 +1,326 @@
+"""The FiveM resource, run by plain Lua 5.4 against a real dispatcher.
+
+`fivem_harness.lua` stands in for FXServer (convars, PerformHttpRequest over real HTTP,
+exports, timers) and loads the resource's own files through its fxmanifest.lua; these
+tests start the real `web`, `worker` and `scheduler` processes and the CAD simulator,
+and check what reaches the CAD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.simulator import CadSimulator
+from tests.conftest import API_KEY, COMMUNITY, Proc, base_env, free_port, run_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCE = ROOT / "integrations" / "fivem" / "sonoran_dispatcher"
+HARNESS = Path(__file__).resolve().parent / "fivem_harness.lua"
+INSTALL = "apt-get update && apt-get install -y lua5.4 lua-dkjson"
+ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+JANE = ["Jane Doe", "Route 68 / Joshua Rd", "Two-car collision", 350, "8ABC123"]
+#: What the seed's call911 sends for JANE with the default serverId.
+JANE_SEED_CALL = {
+    "serverId": "1", "isEmergency": True, "caller": "Jane Doe",
+    "location": "Route 68 / Joshua Rd", "description": "Two-car collision",
+    "metaData": {"postal": "350", "plate": "8ABC123"},
+}
+
+
+@pytest.fixture(scope="module")
+def lua() -> str:
+    """The Lua 5.4 interpreter with dkjson; missing tools fail the test (CI must have them)."""
+    exe = shutil.which("lua5.4")
+    if exe is None:
+        pytest.fail(f"lua5.4 is not installed; install it with: {INSTALL}")
+    probe = subprocess.run([exe, "-e", "require 'dkjson'"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"the Lua module dkjson is missing; install it with: {INSTALL}")
+    return exe
+
+
+class Harness:
+    """fivem_harness.lua as a subprocess whose output lines are read as they come."""
+
+    def __init__(self, lua: str, url: str, calls: list[list[Any]],
+                 extra_env: dict[str, str] | None = None, **convars: str | None) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("FIVEM_CONVAR_", "HARNESS_"))}
+        settings = {
+            "sonoran_dispatcher_url": url,
+            "sonoran_communityID": COMMUNITY,
+            "sonoran_apiKey": API_KEY,
+            "sonoran_dispatcher_retry_min_ms": "300",
+            "sonoran_dispatcher_retry_max_ms": "1000",
+            **convars,
+        }
+        env.update({f"FIVEM_CONVAR_{k}": v for k, v in settings.items() if v is not None})
+        env["HARNESS_PYTHON"] = sys.executable
+        env["HARNESS_CALLS"] = json.dumps(calls)
+        env["HARNESS_TIMEOUT_MS"] = "45000"
+        env.update(extra_env or {})
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._eof = False
+        self.proc = subprocess.Popen(
+            [lua, str(HARNESS), str(RESOURCE)], env=env, cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_line(self, pattern: str, timeout: float = 20) -> str:
+        """The first output line matching ``pattern`` (a regex), waiting for it."""
+        deadline = time.time() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if re.search(pattern, line):
+                        return line
+                left = deadline - time.time()
+                if left <= 0 or self._eof:
+                    raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
+                self._changed.wait(left)
+
+    def finish(self, timeout: float = 45) -> dict[int, dict[str, Any]]:
+        """Wait for the harness to exit 0; the callback results by call index (1-based)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(
+                f"harness still running after {timeout}s:\n{self.output}") from None
+        self._reader.join(5)
+        assert code == 0, f"harness exited {code}:\n{self.output}"
+        return self.results()
+
+    def results(self) -> dict[int, dict[str, Any]]:
+        found = {}
+        for line in self.lines:
+            if line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT "):])
+                found[result["index"]] = result
+        return found
+
+    def posts(self) -> int:
+        return sum(1 for line in self.lines if line.startswith("HARNESS POST "))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def harnesses() -> Iterator[list[Harness]]:
+    started: list[Harness] = []
+    yield started
+    for h in started:
+        h.kill()
+
+
+def start_web(procs: Callable[..., Proc], env: dict[str, str]) -> Proc:
+    web = procs(["web"], env)
+    health = f"http://127.0.0.1:{env['PORT']}/healthz"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(health, timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 30, message=f"the web process on {health}")
+    return web
+
+
+def stack(redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+          web: bool = True) -> tuple[dict[str, str], str]:
+    env = base_env(redis_url, sim, PORT=str(free_port()))
+    procs(["worker"], env)
+    procs(["scheduler"], env)
+    if web:
+        start_web(procs, env)
+    return env, f"http://127.0.0.1:{env['PORT']}"
+
+
+def test_call911_reaches_the_cad_with_the_seeds_call_object(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    env, url = stack(redis_url, sim, procs)
+    roe = ["John Roe", "Sandy Shores Airfield", "Smoke seen", "7015a", None]
+    h = Harness(lua, url, [JANE, roe])
+    harnesses.append(h)
+    results = h.finish()
+
+    jane, john = results[1], results[2]
+    assert jane["ok"] is True, h.output
+    assert ULID.match(jane["value"]), jane
+    assert jane["text"] == f"EMERGENCY CALL QUEUED ID: {jane['value']}"
+    assert john["ok"] is True and ULID.match(john["value"]), john
+
+    wait_for(lambda: len(sim.calls()) == 2, 30, message="both calls in the CAD")
+    by_caller = {c["call"]["caller"]: c["call"] for c in sim.calls()}
+    assert by_caller["Jane Doe"] == JANE_SEED_CALL
+    assert by_caller["John Roe"] == {
+        "serverId": "1", "isEmergency": True, "caller": "John Roe",
+        "location": "Sandy Shores Airfield", "description": "Smoke seen",
+        "metaData": {"postal": "7015a"},
+    }
+    for received in sim.received():
+        assert received["body"]["id"] == COMMUNITY
+        assert received["body"]["type"] == "CALL_911"
+
+    # The id the callback got is the dispatcher's own: `dispatcher status` knows it.
+    status = run_cli(["status", jane["value"], "--json"], env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] == "delivered"
+    assert h.posts() == 2
+    assert API_KEY not in h.output
+
+
+def test_wrong_api_key_is_refused_at_once_and_not_retried(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    env = base_env(redis_url, sim, PORT=str(free_port()))
+    start_web(procs, env)
+    wrong = "sk-wrong-KEY-fedcba9876543210"
+    h = Harness(lua, f"http://127.0.0.1:{env['PORT']}", [JANE], sonoran_apiKey=wrong)
+    harnesses.append(h)
+    results = h.finish()
+
+    assert results[1] == {"index": 1, "ok": False, "value": "INVALID API KEY",
+                          "text": "INVALID API KEY"}
+    assert h.posts() == 1, "a refusal is final: no retry"
+    assert wrong not in h.output and API_KEY not in h.output
+    assert sim.received() == []
+
+
+def test_calls_wait_in_the_lua_queue_while_the_dispatcher_is_down(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    env, url = stack(redis_url, sim, procs, web=False)
+    start_web(procs, env).stop()
+
+    second = ["Second Caller", "Paleto Bay", "Shots fired", "1021", "ZZZ999"]
+    third = ["Third Caller", "Mirror Park", "Fire", "8200", None]
+    h = Harness(lua, url, [JANE, second, third], sonoran_dispatcher_queue_size="2",
+                sonoran_serverId="2")
+    harnesses.append(h)
+
+    # The queue holds two calls; the third is refused at once rather than an older one lost.
+    h.wait_line(r'^RESULT .*"index":3')
+    assert h.results()[3]["ok"] is False and h.results()[3]["value"] == "RETRY QUEUE FULL"
+    h.wait_line(r"not accepted \(dispatcher unreachable")
+    h.wait_line(r"HARNESS POST .* -> 0", 5)
+    assert sim.received() == []
+
+    start_web(procs, env)
+    results = h.finish()
+    first, second_result = results[1], results[2]
+    assert first["ok"] is True and ULID.match(first["value"]), h.output
+    assert second_result["ok"] is True and ULID.match(second_result["value"]), h.output
+    assert first["value"] != second_result["value"]
+    assert h.posts() >= 3, "at least one failed attempt, then one per call"
+
+    # Oldest first into the dispatcher: Jane was accepted (and her ULID, which sorts by
+    # time, was given) before the second call. The order in which the dispatcher's
+    # concurrent worker threads then reach the CAD is the dispatcher's business.
+    accepted = [line for line in h.lines if line.startswith("RESULT ") and '"ok":true' in line]
+    assert [json.loads(line[7:])["index"] for line in accepted] == [1, 2], "oldest first"
+    assert first["value"] < second_result["value"]
+
+    wait_for(lambda: len(sim.calls()) == 2, 30, message="the queued calls in the CAD")
+    time.sleep(1.0)  # anything doubled would arrive by now
+    by_caller = {c["call"]["caller"]: c["call"] for c in sim.calls()}
+    assert sorted(by_caller) == ["Jane Doe", "Second Caller"]
+    assert by_caller["Jane Doe"] == {**JANE_SEED_CALL, "serverId": "2"}
+    assert len(sim.calls()) == 2 and sim.stats()["duplicates"] == 0
+
+
+def test_a_503_keeps_the_call_in_the_lua_queue_until_the_dispatcher_takes_it(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    env, url = stack(redis_url, sim, procs, web=False)
+    # A web process without its API key answers every call 503 (it cannot check the
+    # body's key): the operator's mistake must cost a delay, not the call.
+    unconfigured = start_web(procs, {**env, "SONORAN_API_KEY": ""})
+    h = Harness(lua, url, [JANE])
+    harnesses.append(h)
+    h.wait_line(r"not accepted \(HTTP 503: DISPATCHER NOT CONFIGURED")
+    h.wait_line(r"HARNESS POST .* -> 503", 5)
+
+    unconfigured.stop()
+    start_web(procs, env)
+    results = h.finish()
+    assert results[1]["ok"] is True and ULID.match(results[1]["value"]), h.output
+    wait_for(lambda: len(sim.calls()) == 1, 30, message="the call in the CAD")
+    assert sim.calls()[0]["call"] == JANE_SEED_CALL
+
+
+def test_a_retry_after_a_lost_answer_does_not_double_the_call(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    env, url = stack(redis_url, sim, procs)
+    # The dispatcher queues the call, but the game server never sees the answer (FiveM
+    # reports a timeout): the resource sends it again with the same idempotencyKey.
+    h = Harness(lua, url, [JANE], {"HARNESS_LOSE_RESPONSES": "1"},
+                sonoran_communityID=None, sonoran_communityId=COMMUNITY)
+    harnesses.append(h)
+    results = h.finish()
+
+    lost = h.wait_line(r"^HARNESS lost response 200 ")
+    first_id = lost.rsplit("ID: ", 1)[1]
+    assert results[1]["ok"] is True
+    assert results[1]["value"] == first_id, "the retry got the first attempt's id"
+    assert h.posts() == 2
+
+    wait_for(lambda: len(sim.calls()) == 1, 30, message="the call in the CAD")
+    time.sleep(1.0)
+    assert len(sim.calls()) == 1
+    assert sim.calls()[0]["call"] == JANE_SEED_CALL
+
+
+def test_the_manifest_declares_a_cerulean_gta5_server_resource() -> None:
+    text = (RESOURCE / "fxmanifest.lua").read_text()
+    assert re.search(r"^fx_version 'cerulean'$", text, re.M)
+    assert re.search(r"^game 'gta5'$", text, re.M)
+    assert re.search(r"^description '.+'$", text, re.M)
+    assert "'server.lua'" in text
+    for name in ("config.lua", "server.lua", "README.md"):
+        assert (RESOURCE / name).is_file(), name
