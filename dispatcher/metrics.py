@@ -1,61 +1,213 @@
-"""Prometheus metrics, read from Redis at scrape time.
+"""Prometheus metrics and the /healthz report, read from Redis at scrape time.
 
-Every number lives in Redis (counters in one hash, depths in the sorted sets), so the
-figures add up across any number of worker processes and survive restarts; the web
-process only renders them.
+Every number lives in Redis (counters in one hash, depths in the sorted sets, the CAD
+latency histogram in its own hash, heartbeats in theirs), so the figures add up across
+any number of worker processes and survive restarts; the web process only renders
+them. Nothing here uses prometheus-client's in-process state or multiprocess mode.
+When Redis does not answer, the scrape fails (``/metrics`` answers 503), so
+Prometheus' own ``up`` is 0: there is nothing true to report without Redis.
+
+Exposed (all prefixed ``dispatcher_``):
+
+==========================================  =========  ==================================
+name                                        type       meaning
+==========================================  =========  ==================================
+queued_calls                                gauge      calls waiting to be sent
+scheduled_calls                             gauge      calls waiting to retry
+in_flight_calls                             gauge      calls being sent now
+dead_letters                                gauge      dead letters waiting for an operator
+oldest_call_age_seconds                     gauge      age of the oldest undelivered call
+calls_enqueued_total                        counter    calls accepted
+calls_delivered_total                       counter    calls the CAD accepted
+calls_retried_total                         counter    retryable failures (each a retry)
+calls_dead_lettered_total{reason}           counter    calls that became dead letters
+dead_letters_replayed_total                 counter    dead letters put back in line
+dead_letters_purged_total                   counter    dead letters deleted by an operator
+cad_request_duration_seconds{outcome}       histogram  CAD request latency
+circuit_state{state}                        gauge      1 for the breaker's current state
+circuit_opened_total                        counter    times the breaker opened
+rate_limit_waits_total                      counter    sends put back for a later slot
+rate_limit_pauses_total                     counter    429 answers (each pauses all)
+rate_limit_pause_remaining_seconds          gauge      time left of the current 429 pause
+leases_expired_total                        counter    sends recovered from dead workers
+orphans_recovered_total                     counter    lost messages re-published
+workers_alive                               gauge      workers with a recent heartbeat
+redis_memory_used_bytes                     gauge      Redis used_memory (INFO memory)
+redis_memory_max_bytes                      gauge      Redis maxmemory (0 = no limit)
+==========================================  =========  ==================================
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
+from dispatcher.heartbeat import Beat, Heartbeats
 from dispatcher.records import Records
+from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 
-CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+#: Breaker states, each one series of ``dispatcher_circuit_state`` (the enum convention).
+CIRCUIT_STATES = ("closed", "half_open", "open")
+#: Dead-letter reasons always exposed, so a rate() over them exists before the first one.
+KNOWN_REASONS = ("rejected", "expired", "invalid")
+#: Outcomes of a CAD request, always exposed for the same reason.
+OUTCOMES = ("delivered", "retryable", "permanent")
+#: /healthz names Redis memory as a problem from this share of maxmemory on.
+MEMORY_WARN = 0.9
+
+# (metric name without _total, counters-hash field, help)
+_COUNTERS = (
+    ("dispatcher_calls_enqueued", "enqueued", "Calls accepted into the queue"),
+    ("dispatcher_calls_delivered", "delivered", "Calls the CAD accepted"),
+    ("dispatcher_calls_retried", "retried",
+     "Retryable CAD failures (network, timeout, 5xx, 408), each scheduling a retry"),
+    ("dispatcher_dead_letters_replayed", "replayed", "Dead letters put back in line"),
+    ("dispatcher_dead_letters_purged", "purged", "Dead letters deleted by an operator"),
+    ("dispatcher_circuit_opened", "circuit_opened", "Times the CAD circuit breaker opened"),
+    ("dispatcher_rate_limit_waits", "rate_limit_waits",
+     "Sends put back in line because the shared rate limit had no slot soon enough"),
+    ("dispatcher_rate_limit_pauses", "rate_limited",
+     "429 answers from the CAD; each pauses every sender for its Retry-After"),
+    ("dispatcher_leases_expired", "leases_expired",
+     "Calls recovered from a worker that died while sending them"),
+    ("dispatcher_orphans_recovered", "orphans_recovered",
+     "Calls whose queue message was lost and re-published"),
+)
 
 
 class DispatcherCollector(Collector):
-    """Collects queue depths, ages, counters and breaker state at each scrape."""
+    """Collects queue depths, ages, counters, latency, breaker and workers at each scrape."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
+        self.client = client
         self.records = Records(client, prefix)
+        self.telemetry = Telemetry(client, prefix)
+        self.heartbeats = Heartbeats(client, prefix)
 
     def collect(self) -> Iterator[Metric]:
-        s = self.records.stats()
-        for name, help_text, value in (
-            ("dispatcher_queued_calls", "Calls waiting to be sent", s["queued"]),
-            ("dispatcher_scheduled_calls", "Calls waiting to retry", s["scheduled"]),
-            ("dispatcher_in_flight_calls", "Calls being sent now", s["in_flight"]),
-            ("dispatcher_dead_letters", "Dead letters waiting for an operator", s["dead"]),
-            ("dispatcher_oldest_call_age_seconds", "Age of the oldest undelivered call",
-             s["oldest_age_s"] or 0.0),
-            ("dispatcher_rate_limit_pause_seconds", "Time left of a 429 pause",
-             s["rate_limit_pause_s"]),
-        ):
-            yield GaugeMetricFamily(name, help_text, value=value)
-        circuit = GaugeMetricFamily("dispatcher_circuit_state",
-                                    "Breaker state: 0 closed, 1 half open, 2 open",
-                                    value=CIRCUIT_VALUE.get(s["circuit"], 2))
-        yield circuit
-        for name, help_text, value in (
-            ("dispatcher_enqueued", "Calls enqueued", s["enqueued"]),
-            ("dispatcher_delivered", "Calls delivered to the CAD", s["delivered"]),
-            ("dispatcher_retries", "Retryable failures (each schedules a retry)", s["retried"]),
-            ("dispatcher_rate_limited", "429 answers from the CAD", s["rate_limited"]),
-        ):
-            yield CounterMetricFamily(name, help_text, value=value)
-        dead = CounterMetricFamily("dispatcher_dead_lettered",
-                                   "Calls that became dead letters", labels=["reason"])
-        for reason, value in sorted(s["dead_by_reason"].items()):
+        # A RedisError propagates: /metrics answers 503 and Prometheus records up == 0.
+        stats = self.records.stats()
+        counters = self._counters()
+        latency = self.telemetry.latency()
+        alive = len(self.heartbeats.alive())
+        memory = redis_memory(self.client)
+        yield from _gauges(stats, alive)
+        if memory is not None:
+            yield GaugeMetricFamily("dispatcher_redis_memory_used_bytes",
+                                    "Memory Redis uses (INFO used_memory)", value=memory[0])
+            yield GaugeMetricFamily("dispatcher_redis_memory_max_bytes",
+                                    "Redis maxmemory; 0 means no limit", value=memory[1])
+        for name, field, help_text in _COUNTERS:
+            yield CounterMetricFamily(name, help_text, value=counters.get(field, 0))
+        dead = CounterMetricFamily("dispatcher_calls_dead_lettered",
+                                   "Calls that became dead letters, by reason",
+                                   labels=["reason"])
+        by_reason = {r: 0 for r in KNOWN_REASONS}
+        by_reason.update({k[5:]: v for k, v in counters.items() if k.startswith("dead:")})
+        for reason, value in sorted(by_reason.items()):
             dead.add_metric([reason], value)
         yield dead
+        yield latency_histogram(latency)
+
+    def _counters(self) -> dict[str, int]:
+        raw: dict[Any, Any] = self.client.hgetall(self.records.keys.counters)
+        out = {}
+        for key, value in raw.items():
+            try:
+                out[key.decode() if isinstance(key, bytes) else str(key)] = int(value)
+            except ValueError:
+                continue
+        return out
+
+
+def _gauges(s: dict[str, Any], alive: int) -> Iterator[Metric]:
+    for name, help_text, value in (
+        ("dispatcher_queued_calls", "Calls waiting to be sent", s["queued"]),
+        ("dispatcher_scheduled_calls", "Calls waiting to retry", s["scheduled"]),
+        ("dispatcher_in_flight_calls", "Calls being sent to the CAD now", s["in_flight"]),
+        ("dispatcher_dead_letters", "Dead letters waiting for an operator", s["dead"]),
+        ("dispatcher_oldest_call_age_seconds",
+         "Age of the oldest undelivered call (0 when none waits)", s["oldest_age_s"] or 0.0),
+        ("dispatcher_rate_limit_pause_remaining_seconds",
+         "Time left of the current 429 pause (0 when none)", s["rate_limit_pause_s"]),
+        ("dispatcher_workers_alive", "Workers whose heartbeat is recent", alive),
+    ):
+        yield GaugeMetricFamily(name, help_text, value=value)
+    circuit = GaugeMetricFamily("dispatcher_circuit_state",
+                                "CAD circuit breaker: 1 for the current state",
+                                labels=["state"])
+    for state in CIRCUIT_STATES:
+        circuit.add_metric([state], 1 if s["circuit"] == state else 0)
+    yield circuit
+
+
+def latency_histogram(latency: dict[str, dict[str, float]]) -> HistogramMetricFamily:
+    """Telemetry's per-bucket (non-cumulative) counts as a cumulative Prometheus histogram."""
+    family = HistogramMetricFamily("dispatcher_cad_request_duration_seconds",
+                                   "Duration of CAD requests, by outcome", labels=["outcome"])
+    for outcome in sorted(set(OUTCOMES) | set(latency)):
+        fields = latency.get(outcome, {})
+        buckets = []
+        running = 0.0
+        for bound in LATENCY_BUCKETS:
+            running += fields.get(repr(bound), 0.0)
+            buckets.append((floatToGoString(bound), running))
+        running += fields.get("+Inf", 0.0)
+        # The count is written in the same pipeline as the bucket; they agree unless a
+        # worker died between the two writes, and then the buckets are the truth.
+        buckets.append(("+Inf", running))
+        family.add_metric([outcome], buckets, sum_value=fields.get("sum", 0.0))
+    return family
+
+
+def redis_memory(client: redis.Redis) -> tuple[int, int] | None:
+    """(used, max) bytes of Redis, or None where INFO is not allowed (managed Redis)."""
+    try:
+        info: Any = client.info("memory")
+    except redis.ResponseError:
+        return None
+    return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+
+def health_report(stats: dict[str, Any], workers: list[Beat],
+                  memory: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The /healthz body: "ok" whenever Redis answers; what needs attention in problems."""
+    alive = [w for w in workers if w.alive]
+    problems = []
+    if memory and memory[1] and memory[0] >= MEMORY_WARN * memory[1]:
+        problems.append(f"Redis uses {memory[0] * 100 // memory[1]}% of maxmemory: when it "
+                        "is full, new calls are refused (503)")
+    if not alive:
+        problems.append("no worker is alive (no heartbeat in the last 3 intervals)")
+    if stats["circuit"] != "closed":
+        problems.append(f"the CAD circuit is {stats['circuit']}: the CAD is failing")
+    if stats["dead"]:
+        problems.append(f"{stats['dead']} dead letter(s) wait for an operator")
+    return {
+        "status": "ok", "redis": True, "problems": problems,
+        "circuit": stats["circuit"],
+        "workers": {"alive": len(alive), "list": [w.to_json() for w in workers]},
+        "queued": stats["queued"], "scheduled": stats["scheduled"],
+        "in_flight": stats["in_flight"], "dead": stats["dead"],
+        "delivered": stats["delivered"], "oldest_age_s": stats["oldest_age_s"],
+        "rate_limit_pause_s": stats["rate_limit_pause_s"],
+        "redis_memory": None if memory is None else {"used_bytes": memory[0],
+                                                     "max_bytes": memory[1]},
+    }
 
 
 def registry_for(client: redis.Redis, prefix: str = "dispatcher") -> CollectorRegistry:
+    """A registry holding only our collector (no process or platform metrics)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DispatcherCollector(client, prefix))
     return registry

@@ -1,90 +1,397 @@
-"""Operations: the page at ``/``, ``/metrics`` (Prometheus) and ``/healthz``."""
+"""Operations: the page at ``/``, ``/metrics`` (Prometheus) and ``/healthz``.
+
+The page shows the figures at a glance, the last hour as a chart, the dead letters
+(filtered) with replay and purge, and a call lookup. It works without JavaScript.
+
+Security. With ``DISPATCHER_OPS_TOKEN`` set, the page and its actions need a session:
+``/login`` compares the token in constant time and sets a signed, HttpOnly,
+SameSite=Strict cookie that holds a random CSRF token (the signing key is derived from
+the operator token, so changing the token ends every session). Every state-changing
+route is POST only and checks the form's CSRF token against the session's in constant
+time *and* that Origin (or, without it, Referer) names this host. Without the token
+the page is read-only and says so; ``/metrics`` and ``/healthz`` are always open.
+Everything shown is escaped by Jinja (callers, locations and descriptions are user
+input), a strict Content-Security-Policy allows no script at all, and no secret is
+ever rendered.
+"""
 
 from __future__ import annotations
 
-import html
+import hashlib
+import hmac
 import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
-from flask import Blueprint, Response
+from flask import Blueprint, Request, Response, redirect, render_template, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dispatcher.deadletters import DeadLetters
-from dispatcher.metrics import registry_for
-from dispatcher.records import Records, iso
-from dispatcher.settings import Settings
+from dispatcher.broker import Publisher
+from dispatcher.deadletters import DeadLetters, Filter
+from dispatcher.heartbeat import Heartbeats
+from dispatcher.history import History, chart
+from dispatcher.metrics import KNOWN_REASONS, health_report, redis_memory, registry_for
+from dispatcher.records import CallRecord, Records
+from dispatcher.schedule import Pump
+from dispatcher.settings import Secret, Settings
+
+log = logging.getLogger("dispatcher.ops")
+
+#: Name of the operator's session cookie.
+SESSION_COOKIE = "dispatcher_ops"
+#: A session lasts a working shift; then the operator logs in again.
+SESSION_MAX_AGE_S = 12 * 3600
+#: Dead letters listed on the page (the count of all matching ones is shown too).
+PAGE_LIMIT = 100
+#: Query parameters the page keeps across an action (filters and the looked-up call).
+VIEW_PARAMS = ("reason", "since", "search", "call", "refresh")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
 
 
-def _text(body: str, status: int) -> Response:
-    return Response(body, status=status, mimetype="text/plain")
+class OperatorAuth:
+    """The operator credential, the session cookie and the CSRF check."""
+
+    def __init__(self, token: Secret | None) -> None:
+        self._digest = hashlib.sha256(token.reveal().encode()).digest() if token else None
+        key = hmac.new(self._digest or b"", b"dispatcher-ops-session-v1", "sha256").digest()
+        self._signer = URLSafeTimedSerializer(key, salt="dispatcher.ops.session")
+
+    @property
+    def enabled(self) -> bool:
+        return self._digest is not None
+
+    def token_ok(self, given: str) -> bool:
+        """Constant time, and over digests so the length does not leak either."""
+        if self._digest is None:
+            return False
+        return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._digest)
+
+    def new_session(self) -> str:
+        return self._signer.dumps({"csrf": secrets.token_urlsafe(32)})
+
+    def csrf_of(self, req: Request) -> str | None:
+        """The CSRF token of the request's valid session, or None (no or bad session)."""
+        if not self.enabled:
+            return None
+        cookie = req.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        try:
+            data = self._signer.loads(cookie, max_age=SESSION_MAX_AGE_S)
+        except BadSignature:
+            return None
+        csrf = data.get("csrf") if isinstance(data, dict) else None
+        return csrf if isinstance(csrf, str) else None
+
+    def action_allowed(self, req: Request) -> bool:
+        """A state-changing request: a session, its CSRF token, and our own origin."""
+        csrf = self.csrf_of(req)
+        given = req.form.get("csrf", "")
+        if csrf is None or not hmac.compare_digest(given.encode(), csrf.encode()):
+            return False
+        return same_origin(req)
+
+
+def same_origin(req: Request) -> bool:
+    """Origin (or Referer when a browser sent no Origin) names the host this request hit."""
+    source = req.headers.get("Origin")
+    if source is None:
+        source = req.headers.get("Referer")
+    if not source or source == "null":
+        return False
+    return urlsplit(source).netloc.lower() == req.host.lower()
+
+
+def parse_since(text: str, now: float) -> float:
+    """ISO 8601 (UTC unless it says otherwise) or a duration ago: 30m, 2h, 1d."""
+    match = _DURATION.match(text)
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2)]
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class View:
+    """The dead-letter filter as the operator typed it, and what it means."""
+
+    reason: str
+    since: str
+    search: str
+    error: str | None
+    flt: Filter
+
+    @classmethod
+    def from_args(cls, args: Any, now: float) -> View:
+        reason = str(args.get("reason", "")).strip()
+        since = str(args.get("since", "")).strip()
+        search = str(args.get("search", "")).strip()
+        error = None
+        since_ts = None
+        if since:
+            try:
+                since_ts = parse_since(since, now)
+            except ValueError:
+                error = "“since” is not a time: use ISO 8601 (2025-01-31T18:00Z) or 30m, 2h, 1d"
+        return cls(reason, since, search, error,
+                   Filter(reason or None, since_ts, None, search or None))
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.reason or self.since or self.search)
 
 
 def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
     """Routes for operators, reading state from Redis on each request."""
-    bp = Blueprint("ops", __name__)
+    bp = Blueprint("ops", __name__, static_folder="static", static_url_path="/ops/static")
     records = Records(client, settings.prefix)
     dead = DeadLetters(client, settings.prefix)
+    beats = Heartbeats(client, settings.prefix)
+    history = History(client, settings.prefix)
     registry = registry_for(client, settings.prefix)
+    auth = OperatorAuth(settings.ops_token)
+    kick = _Kick(settings, client)
+
+    @bp.after_request
+    def headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if resp.mimetype == "text/html":
+            resp.headers["Content-Security-Policy"] = _CSP
+            resp.headers["X-Frame-Options"] = "DENY"
+            resp.headers["Referrer-Policy"] = "same-origin"
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     @bp.get("/metrics")
     def metrics() -> Response:
         try:
             return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
         except redis.RedisError as exc:
-            return _text(f"redis unavailable: {type(exc).__name__}", 503)
+            return Response(f"redis unavailable: {type(exc).__name__}", status=503,
+                            mimetype="text/plain")
 
     @bp.get("/healthz")
     def healthz() -> Response:
         try:
             client.ping()
-            stats = records.stats()
+            body = health_report(records.stats(), beats.all(), redis_memory(client))
         except redis.RedisError as exc:
             body = {"status": "down", "redis": False, "error": type(exc).__name__}
-            return Response(json.dumps(body), status=503, mimetype="application/json")
-        body = {"status": "ok", "redis": True, "circuit": stats["circuit"],
-                "queued": stats["queued"], "oldest_age_s": stats["oldest_age_s"],
-                "dead": stats["dead"]}
-        return Response(json.dumps(body), status=200, mimetype="application/json")
+            return _json(body, 503)
+        return _json(body, 200)
+
+    @bp.get("/login")
+    def login_form() -> Response | Any:
+        if not auth.enabled:
+            return redirect("/", 303)
+        return _html(render_template("ops/login.html", error=None, next=_next_path()))
+
+    @bp.post("/login")
+    def login() -> Response | Any:
+        if not auth.enabled:
+            return redirect("/", 303)
+        if not same_origin(request):
+            return _html(render_template("ops/login.html", error="Refused: the form did not "
+                                         "come from this page.", next="/"), 403)
+        if not auth.token_ok(request.form.get("token", "")):
+            log.warning("ops: failed login from %s", request.remote_addr)
+            return _html(render_template("ops/login.html", error="Wrong operator token.",
+                                         next=_next_path()), 401)
+        log.info("ops: operator logged in from %s", request.remote_addr)
+        resp = redirect(_next_path(), 303)
+        resp.set_cookie(SESSION_COOKIE, auth.new_session(), max_age=SESSION_MAX_AGE_S,
+                        httponly=True, samesite="Strict", secure=_secure(request), path="/")
+        return resp
+
+    @bp.post("/logout")
+    def logout() -> Response | Any:
+        if not auth.action_allowed(request):
+            return _forbidden()
+        resp = redirect("/login", 303)
+        resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict",
+                           secure=_secure(request))
+        return resp
 
     @bp.get("/")
-    def ops_page() -> Response:
+    def page() -> Response | Any:
+        csrf = auth.csrf_of(request)
+        if auth.enabled and csrf is None:
+            return redirect("/login?" + urlencode({"next": request.full_path}), 303)
+        now = time.time()
+        view = View.from_args(request.args, now)
         try:
             stats = records.stats()
-            letters = dead.list(limit=50)
+            workers = beats.all()
+            letters, total = _matching(dead, view)
+            lookup_id = str(request.args.get("call", "")).strip()
+            lookup = records.get(lookup_id) if lookup_id else None
+            graph = chart(history.points(), now)
+            memory = redis_memory(client)
         except redis.RedisError as exc:
-            return _text(f"redis unavailable: {type(exc).__name__}", 503)
-        return Response(_render(stats, letters), mimetype="text/html")
+            return _html(render_template("ops/down.html", error=type(exc).__name__), 503)
+        reasons = sorted(set(KNOWN_REASONS) | set(stats["dead_by_reason"]))
+        query = _query_builder(request.args)
+        return _html(render_template(
+            "ops/page.html", stats=stats, workers=workers,
+            alive=sum(1 for w in workers if w.alive), letters=letters, total=total,
+            view=view, reasons=reasons, lookup_id=lookup_id, lookup=lookup,
+            lookup_json=lookup.to_json(settings.server_id) if lookup else None,
+            chart=graph, csrf=csrf, writable=auth.enabled, limit=PAGE_LIMIT,
+            back=query()[2:], query=query, notice=_notice(request.args),
+            refresh=request.args.get("refresh") == "on", when=_when, now=now,
+            memory_pct=memory[0] * 100 // memory[1] if memory and memory[1] else None))
+
+    @bp.post("/dead-letters/<call_id>/replay")
+    def replay_one(call_id: str) -> Response | Any:
+        if not auth.action_allowed(request):
+            return _forbidden()
+        outcome = dead.replay(call_id, actor=_actor())
+        if outcome == "replayed":
+            kick.tick()
+            return _back(done="replayed", n=1)
+        return _back(done=outcome, n=0)
+
+    @bp.post("/dead-letters/<call_id>/purge")
+    def purge_one(call_id: str) -> Response | Any:
+        if not auth.action_allowed(request):
+            return _forbidden()
+        done = dead.purge(call_id, actor=_actor())
+        return _back(done="purged" if done else "missing", n=1 if done else 0)
+
+    @bp.post("/dead-letters/replay")
+    def replay_matching() -> Response | Any:
+        if not auth.action_allowed(request):
+            return _forbidden()
+        view = View.from_args(request.form, time.time())
+        if view.error:
+            return _back(done="bad_filter", n=0)
+        ids = [r.id for r in dead.iter(view.flt)]
+        replayed = sum(1 for i in ids if dead.replay(i, actor=_actor()) == "replayed")
+        if replayed:
+            kick.tick()
+        log.info("ops: %s replayed %d dead letter(s) matching %s", _actor(), replayed, view.flt)
+        return _back(done="replayed", n=replayed)
 
     return bp
 
 
-def _render(stats: dict[str, Any], letters: list[Any]) -> str:
-    e = html.escape
-    cards = "".join(
-        f"<div class=card><b>{e(str(stats[k]))}</b><span>{e(label)}</span></div>"
-        for k, label in (("queued", "queued"), ("scheduled", "retrying"),
-                         ("in_flight", "in flight"), ("delivered", "delivered"),
-                         ("dead", "dead letters"), ("circuit", "CAD circuit"),
-                         ("oldest_age_s", "oldest age (s)"))
-    )
-    rows = "".join(
-        f"<tr><td><code>{e(r.id)}</code></td><td>{e(r.reason or '')}</td>"
-        f"<td>{e(str(r.status_code or ''))}</td><td>{e((r.response or r.last_error or '')[:80])}"
-        f"</td><td>{e(str(r.call.get('caller', '')))}</td>"
-        f"<td>{e(str(r.call.get('location', '')))}</td><td>{e(iso(r.dead_at) or '')}</td></tr>"
-        for r in letters
-    ) or "<tr><td colspan=7>No dead letters.</td></tr>"
-    return f"""<!doctype html><html><head><meta charset=utf-8>
-<meta http-equiv=refresh content=5><title>sonoran-dispatcher</title><style>
-body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
-.cards{{display:flex;gap:1em;flex-wrap:wrap}}
-.card{{border:1px solid #ccc;border-radius:6px;padding:.8em 1.2em;min-width:7em}}
-.card b{{display:block;font-size:1.6em}} table{{border-collapse:collapse;margin-top:1em}}
-td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}}</style></head>
-<body><h1>sonoran-dispatcher</h1><div class=cards>{cards}</div>
-<h2>Dead letters</h2><p>Replay with <code>dispatcher dlq replay ID</code>.</p>
-<table><tr><th>id</th><th>reason</th><th>status</th><th>answer</th><th>caller</th>
-<th>location</th><th>dead at</th></tr>{rows}</table></body></html>"""
+class _Kick:
+    """One schedule tick after a replay, so replayed calls get a message at once (as the
+    CLI does); the scheduler would release them within its next tick anyway."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.client = client
+        self._pump: Pump | None = None
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        try:
+            with self._lock:
+                if self._pump is None:
+                    self._pump = Pump(self.client, self.settings, Publisher(self.settings))
+                self._pump.tick()
+        except Exception as exc:  # the scheduler releases them on its own next tick
+            log.warning("ops: replayed calls wait for the scheduler (%s)", type(exc).__name__)
 
 
+def _matching(dead: DeadLetters, view: View) -> tuple[list[CallRecord], int]:
+    """The first PAGE_LIMIT dead letters of the view, and how many match in all."""
+    if view.error:
+        return [], 0
+    if not (view.reason or view.search):  # the time range alone is one ZCOUNT
+        low = "-inf" if view.flt.since is None else view.flt.since
+        return dead.list(view.flt, PAGE_LIMIT), int(dead.client.zcount(dead.keys.dead, low,
+                                                                       "+inf"))
+    letters: list[CallRecord] = []
+    total = 0
+    for record in dead.iter(view.flt):
+        total += 1
+        if len(letters) < PAGE_LIMIT:
+            letters.append(record)
+    return letters, total
+
+
+def _html(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _forbidden() -> Response:
+    return _html(render_template("ops/forbidden.html"), 403)
+
+
+def _secure(req: Request) -> bool:
+    # Behind a TLS proxy the cookie should still be Secure; a spoofed header over plain
+    # HTTP only costs the spoofer their own cookie.
+    return req.is_secure or req.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _actor() -> str:
+    return f"web:{request.remote_addr or '?'}"
+
+
+def _next_path() -> str:
+    """Where to go after login: a path on this site only (no open redirect)."""
+    target = str(request.values.get("next", "/"))
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _query_builder(args: Any) -> Callable[..., str]:
+    """For links: "/?" and the current view, some parameters changed (None drops one)."""
+    def query(**changes: str | None) -> str:
+        kept = {k: v for k, v in args.items() if k in VIEW_PARAMS and v} | changes
+        return "/?" + urlencode([(k, v) for k, v in kept.items() if v])
+    return query
+
+
+def _back(done: str, n: int) -> Response | Any:
+    """Post/redirect/get: back to the view the form came from, with a notice."""
+    kept = [(k, v) for k, v in parse_qsl(request.form.get("back", "")) if k in VIEW_PARAMS]
+    return redirect("/?" + urlencode([*kept, ("done", done), ("n", str(n))]), 303)
+
+
+_NOTICES = {
+    "replayed": "Replayed {n} dead letter(s): back in line, oldest first, sent with the "
+                "credentials configured now.",
+    "purged": "Purged {n} dead letter(s) for good.",
+    "missing": "Nothing done: that call is no longer a dead letter.",
+    "not_dead": "Nothing done: that call is not a dead letter (any more).",
+    "unreplayable": "Not replayed: an invalid entry has no call to send; purge it instead.",
+    "bad_filter": "Nothing replayed: the filter is not valid.",
+}
+
+
+def _notice(args: Any) -> str | None:
+    template = _NOTICES.get(str(args.get("done", "")))
+    if template is None:
+        return None
+    n = str(args.get("n", "0"))
+    return template.format(n=int(n) if n.isdigit() else 0)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "–"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")

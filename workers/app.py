@@ -15,6 +15,7 @@ from celery import signals
 
 from dispatcher.broker import make_celery
 from dispatcher.errors import ConfigError
+from dispatcher.heartbeat import Heartbeats, HeartbeatThread, worker_name
 from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.worker")
@@ -49,3 +50,29 @@ def _check_configuration(**_: Any) -> None:
         log.warning("could not check Redis settings: %s", type(exc).__name__)
     finally:
         client.close()
+
+
+# The heartbeat that tells /healthz and /metrics this worker is alive: a daemon thread of
+# its own with its own Redis client, so it shares nothing with the task threads.
+_heartbeat: HeartbeatThread | None = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    global _heartbeat
+    if _heartbeat is not None:  # worker_ready fires once per consumer start
+        return
+    from dispatcher.redisconn import connect
+
+    controller = getattr(sender, "controller", None)
+    _heartbeat = HeartbeatThread(
+        Heartbeats(connect(settings), settings.prefix),
+        worker_name(getattr(sender, "hostname", None)),
+        concurrency=getattr(controller, "concurrency", None),
+    ).start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
