@@ -1,54 +1,291 @@
 """The ``web`` process: HTTP ingest (the seed's own request), metrics, health, ops page.
 
-``POST /emergency/call_911`` takes the seed's request body byte for byte: ``id``,
-``key`` and ``type`` are checked against our configuration and refused with the
-seed's own 400 texts, then each call in ``data`` is queued and the answer is
-``EMERGENCY CALL QUEUED ID: <ids>``. Scripts that parse ``ID:`` then digits keep working
-for the first id. The v2 shape is served too, with problem+json errors.
+Two doors put calls in the queue; both answer only after every call is recorded in Redis.
+
+``POST /emergency/call_911`` (v1, the seed) takes the seed's request body byte for byte
+(``{"id", "key", "type": "CALL_911", "data": [call, ...]}``). ``type``, ``id`` and ``key``
+are checked in that order against our configuration and refused with the seed's own
+400 texts (``INVALID REQUEST TYPE``, ``INVALID COMMUNITY ID``, ``INVALID API KEY``).
+Then every call in ``data`` is validated (`Call.parse`: the seed's call object or the
+flat form; ``metaData.postal`` may be a number and is kept as its text) and only when
+all are valid are they queued, in order. The answer is 200
+``EMERGENCY CALL QUEUED ID: <id>[,<id>...]``: scripts that read ``ID:`` then the first
+token keep working (our ids are ULIDs, not digits: see docs).
+
+``POST /v2/emergency/servers/{serverId}/calls/911`` (v2) takes one call with
+``Authorization: Bearer <key>``; ``metaData`` values are strings, as the v2 API wants.
+Errors are ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
+``status``, ``detail``, ``instance`` and ``traceId`` (also ``field`` when one field is
+wrong); success is 200 JSON with ``callId`` (our id) and ``status: "queued"``.
+
+Decisions (also in the OpenAPI description served at ``/openapi.json``):
+
+- Content-Type is not checked (the official resource sends ``application/json``;
+  others send none or ``text/plain``); the body must be UTF-8 JSON (a BOM is allowed),
+  one object, no duplicate names at any level, no ``NaN``/``Infinity``, integers within
+  +-(2**53-1) and finite floats (I-JSON, RFC 7493), nesting at most `MAX_JSON_DEPTH`.
+  Compressed bodies (``Content-Encoding``) get 415. Anything else wrong with the body
+  gets 400 ``INVALID REQUEST BODY: <why>``.
+- Limits: `MAX_BODY_BYTES` per request (413), `MAX_CALLS_PER_REQUEST` calls (400), and
+  the per-call limits of `dispatcher.call`. Unknown top-level members of a v1 body are
+  ignored (the CAD ignores them too); unknown members of a call are refused.
+- One invalid call refuses the whole request (400 naming ``data[i]`` and the field),
+  and nothing of it is queued: every call is validated before the first is queued.
+- Redis failing part-way through a multi-call request: the calls queued before the
+  failure stay queued (each is durable once recorded); the answer is 503 with
+  ``Retry-After`` and names them. A retry queues them again unless the calls carry
+  ``idempotencyKey`` or the request an ``Idempotency-Key`` header (call ``i`` of a v1
+  request then gets the key ``<header>/<i>``; a v2 call gets ``<header>``): with either,
+  a retry returns the same ids and the CAD gets each call once.
+- The API key is compared in constant time and never appears in an answer or a log
+  line (answers and logged texts pass through a redaction of the configured key). A
+  call that contains the key anywhere (a field, a metaData name or value) is refused
+  with 400, since storing it would put the key in Redis, `dispatcher status` and the
+  dead letters.
 """
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import hmac
 import json
 import logging
-from typing import Any
+import math
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import redis
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Response as BaseResponse
 
 from dispatcher.call import Call
 from dispatcher.errors import InvalidCall, QueueUnavailable
+from dispatcher.openapi import openapi_document
 from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.web")
 
-#: Largest request body accepted (413 beyond it).
+V1_PATH = "/emergency/call_911"
+V2_PATH = "/v2/emergency/servers/<server_id>/calls/911"
+
+#: Largest request body accepted (413 beyond it). 50 calls of a few KiB fit easily.
 MAX_BODY_BYTES = 256 * 1024
-#: Most calls in one request's ``data`` array.
+#: Most calls in one v1 request's ``data`` array (400 beyond it).
 MAX_CALLS_PER_REQUEST = 50
+#: Deepest nesting of arrays/objects in a body (the seed's shape needs 4).
+MAX_JSON_DEPTH = 32
+#: Largest integer magnitude in a body: what every JSON parser (the CAD's JavaScript
+#: too) represents exactly (I-JSON, RFC 7493).
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Longest ``Idempotency-Key`` header (the per-call key adds ``/<index>``).
+MAX_IDEMPOTENCY_HEADER = 128
 #: What a client should wait before retrying when the queue is unreachable.
 RETRY_AFTER_S = 5
+#: The WSGI server's own cap on a body (it buffers bodies before the app runs); bodies
+#: between MAX_BODY_BYTES and this get our 413 text, larger ones the server's 413.
+SERVER_MAX_BODY_BYTES = 4 * MAX_BODY_BYTES
+#: Longest error detail in an answer (names of unknown fields can be long).
+MAX_DETAIL_CHARS = 300
+
+#: Why a call that contains the API key is refused (the contract: nothing stores it).
+KEY_IN_CALL = ("the call contains the API key; it would be stored and shown with the call, "
+               "so it is refused: remove it")
+
+_TEXT = "text/plain"
+_PROBLEM = "application/problem+json"
+_JSON = "application/json"
+
+
+class BadBody(ValueError):
+    """The request body is not a JSON document we accept; the message says why."""
+
+
+class _Unsupported(Exception):
+    """A Content-Encoding we do not decode."""
+
+
+# -- reading the body -------------------------------------------------------------------
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise BadBody(f"duplicate member name {_short(name)!r}")
+        obj[name] = value
+    return obj
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise BadBody(f"{name} is not a JSON number")
+
+
+def _int(text: str) -> int:
+    # Checked on the text first: converting a 100,000-digit string to int is slow.
+    if len(text.lstrip("-")) > 16 or abs(int(text)) > MAX_SAFE_INTEGER:
+        raise BadBody(f"a number is out of range (integers must be within +-{MAX_SAFE_INTEGER})")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadBody("a number is out of range (too large for a double)")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Deepest nesting of arrays/objects in a parsed JSON value (iterative)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Parse a request body into a JSON object, or raise BadBody saying why."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadBody(f"the body is not valid UTF-8 (at byte {exc.start})") from None
+    if not text.strip():
+        raise BadBody("the body is empty; send a JSON object")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                           parse_int=_int, parse_float=_float)
+    except BadBody:
+        raise
+    except RecursionError:
+        raise BadBody(f"the body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"the body is not valid JSON ({exc.msg} at line {exc.lineno} "
+                      f"column {exc.colno})") from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise BadBody("the body holds a number out of range") from None
+    if not isinstance(value, dict):
+        raise BadBody("the body must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise BadBody(f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _short(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- answers ------------------------------------------------------------------------------
+
+class _Redactor:
+    """Makes any text safe to answer or log: no API key, valid UTF-8, one short line."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def __call__(self, text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        # Unpaired surrogates (from "\\ud800" escapes) cannot be encoded; control
+        # characters would break a header-like text line.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = "".join(ch if ch >= " " or ch == "\t" else " " for ch in text)
+        if len(text) > limit:
+            text = text[:limit] + "..."
+        for secret in self.secrets:  # a cut could not re-create it, but be sure
+            text = text.replace(secret, "***")
+        return text
 
 
 def _text(body: str, status: int, **headers: str) -> Response:
-    return Response(body, status=status, mimetype="text/plain", headers=headers)
-
-
-def _problem(status: int, title: str, detail: str, **headers: str) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "instance": request.path}
-    return Response(json.dumps(body), status=status, mimetype="application/problem+json",
-                    headers=headers)
+    return Response(body, status=status, mimetype=_TEXT, headers=headers)
 
 
 def _same(given: Any, expected: str | None) -> bool:
+    """Constant-time comparison of a presented credential with the configured one."""
     if not isinstance(given, str) or not expected:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    try:
+        presented = given.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate cannot equal a configured value
+        return False
+    return hmac.compare_digest(presented, expected.encode("utf-8"))
 
+
+def _idempotency_header() -> str | None:
+    """The request's ``Idempotency-Key`` header, checked; None when absent."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    value = value.strip().strip('"')
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_HEADER or not all(
+        "!" <= ch <= "~" for ch in value
+    ):
+        raise BadBody(f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_HEADER} "
+                      "printable ASCII characters without spaces")
+    return value
+
+
+def _holds(value: Any, secret: str) -> bool:
+    """Whether any string (member name or value) in a parsed JSON value contains secret."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if secret in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _with_key(call: Call, key: str | None) -> Call:
+    """The call with the header-derived idempotency key, unless it carries its own."""
+    if key is None or call.idempotency_key is not None:
+        return call
+    return dataclasses.replace(call, idempotency_key=key)
+
+
+#: Members of a v2 body (``serverId`` is accepted and ignored: the path's is used).
+V2_FIELDS = frozenset({"isEmergency", "caller", "location", "description", "metaData",
+                       "deleteAfterMinutes", "idempotencyKey", "serverId"})
+
+
+def _v2_check(body: dict[str, Any]) -> None:
+    """What v2 asks beyond `Call.parse`: its own members only, metaData values strings."""
+    unknown = sorted(name for name in body if name not in V2_FIELDS)
+    if unknown:
+        hint = " (v2 takes it in metaData)" if unknown[0] in ("postal", "plate") else ""
+        raise InvalidCall(f"unknown field {_short(unknown[0])!r}{hint}", _short(unknown[0]))
+    meta = body.get("metaData")
+    if isinstance(meta, dict):
+        for name, value in meta.items():
+            if not isinstance(value, str):
+                field = f"metaData.{_short(name)}"
+                raise InvalidCall(f"{field} must be a string (v2 metaData values are strings)",
+                                  field)
+
+
+# -- the app -------------------------------------------------------------------------------
 
 def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     """The Flask app; one Producer (one Redis pool, one Celery publisher) per process."""
@@ -57,81 +294,188 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     prod = producer or Producer(settings)
     client: redis.Redis = prod.client
     key = settings.api_key.reveal() if settings.api_key else None
+    community = settings.community_id
+    safe = _Redactor([key or ""])
+    document = openapi_document(
+        max_body_bytes=MAX_BODY_BYTES, max_calls=MAX_CALLS_PER_REQUEST,
+        max_depth=MAX_JSON_DEPTH, retry_after_s=RETRY_AFTER_S,
+        max_idempotency_header=MAX_IDEMPOTENCY_HEADER, server_max_body_bytes=SERVER_MAX_BODY_BYTES,
+    )
+    document_bytes = json.dumps(document, indent=2).encode()
 
-    def queue_calls(calls: list[Call]) -> list[str]:
-        return [prod.enqueue(c, "http") for c in calls]
+    def client_addr() -> str:
+        return request.remote_addr or "-"
 
-    @app.post("/emergency/call_911")
+    def problem(status: int, title: str, detail: str, field: str | None = None,
+                **headers: str) -> Response:
+        trace = uuid.uuid4().hex
+        body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                                "detail": safe(detail), "instance": safe(request.path),
+                                "traceId": trace}
+        if field is not None:
+            body["field"] = safe(field, 100)
+        log.info("http v2: %d %s from %s (trace %s)", status, body["detail"], client_addr(),
+                 trace)
+        return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=_PROBLEM,
+                        headers=headers)
+
+    def refuse(text: str, status: int = 400, **headers: str) -> Response:
+        text = safe(text, MAX_DETAIL_CHARS + 40)
+        log.info("http v1: %d %s from %s", status, text, client_addr())
+        return _text(text, status, **headers)
+
+    def enqueue_all(calls: list[Call]) -> tuple[list[str], QueueUnavailable | None]:
+        """Queue calls in order; stop at the first failure (returns the ids queued)."""
+        ids: list[str] = []
+        for call in calls:
+            try:
+                ids.append(prod.enqueue(call, "http"))
+            except QueueUnavailable as exc:
+                return ids, exc
+            except redis.RedisError as exc:  # bounded() translates the usual ones
+                return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
+        return ids, None
+
+    def read_body() -> bytes:
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise _Unsupported(encoding)
+        return request.get_data(cache=False)
+
+    @app.post(V1_PATH)
     def call_911() -> Response:
-        if not settings.community_id or not key:
-            return _text("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
-                         "MUST BE SET", 503)
+        if not community or not key:
+            return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
+                          "MUST BE SET", 503)
         try:
-            body = json.loads(request.get_data(cache=False) or b"")
-        except ValueError:
-            return _text("INVALID REQUEST TYPE", 400)
-        if not isinstance(body, dict) or body.get("type") != "CALL_911":
-            return _text("INVALID REQUEST TYPE", 400)
-        if not _same(body.get("id"), settings.community_id):
-            return _text("INVALID COMMUNITY ID", 400)
+            body = parse_body(read_body())
+            header_key = _idempotency_header()
+        except BadBody as exc:
+            return refuse(f"INVALID REQUEST BODY: {exc}")
+        if body.get("type") != "CALL_911":
+            return refuse("INVALID REQUEST TYPE")
+        if not _same(body.get("id"), community):
+            return refuse("INVALID COMMUNITY ID")
         if not _same(body.get("key"), key):
-            return _text("INVALID API KEY", 400)
+            return refuse("INVALID API KEY")
         data = body.get("data")
         if not isinstance(data, list) or not data:
-            return _text("INVALID CALL: data must be a non-empty array of call objects", 400)
+            return refuse("INVALID CALL: data must be a non-empty array of call objects")
         if len(data) > MAX_CALLS_PER_REQUEST:
-            return _text(f"INVALID CALL: at most {MAX_CALLS_PER_REQUEST} calls per request", 400)
-        calls = []
-        for i, obj in enumerate(data):
+            return refuse(f"INVALID CALL: data holds {len(data)} calls; at most "
+                          f"{MAX_CALLS_PER_REQUEST} calls per request")
+        calls: list[Call] = []
+        for i, obj in enumerate(data):  # all are validated before any is queued
             try:
-                calls.append(Call.parse(obj))
+                call = Call.parse(obj)
             except InvalidCall as exc:
-                return _text(f"INVALID CALL: data[{i}]: {exc}", 400)
-        try:
-            ids = queue_calls(calls)
-        except QueueUnavailable as exc:
-            return _text(f"QUEUE UNAVAILABLE: {exc}", 503, **{"Retry-After": str(RETRY_AFTER_S)})
+                return refuse(f"INVALID CALL: data[{i}]: {exc}")
+            if _holds(obj, key):
+                return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
+            calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
+        ids, failure = enqueue_all(calls)
+        if failure is not None:
+            text = f"QUEUE UNAVAILABLE: {_sentence(failure)} Retry in {RETRY_AFTER_S} s."
+            if ids:
+                text += (f" {len(ids)} of {len(calls)} calls were queued before the failure "
+                         f"(data[0..{len(ids) - 1}], ID: {','.join(ids)}); the others were not."
+                         " A retry queues those again unless the calls carry idempotencyKey"
+                         " or the request an Idempotency-Key header.")
+            else:
+                text += " No call of this request was queued."
+            text = safe(text, 4000)  # room for 50 ids
+            log.warning("http v1: 503 %s", text)
+            return _text(text, 503, **{"Retry-After": str(RETRY_AFTER_S)})
+        log.info("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
+                 ",".join(ids))
         return _text("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
 
-    @app.post("/v2/emergency/servers/<server_id>/calls/911")
+    @app.post(V2_PATH)
     def call_911_v2(server_id: str) -> Response:
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        if not key or not _same(token, key):
-            return _problem(401, "Unauthorized", "Invalid or missing API key")
+        if not key:
+            return problem(503, "Service Unavailable",
+                           "the dispatcher is not configured: SONORAN_API_KEY must be set")
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not _same(token.strip(), key):
+            return problem(401, "Unauthorized", "Invalid or missing API key",
+                           **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
         try:
-            body = json.loads(request.get_data(cache=False) or b"")
-        except ValueError:
-            return _problem(400, "Bad Request", "the body is not valid JSON")
-        if not isinstance(body, dict):
-            return _problem(400, "Bad Request", "the body must be a JSON object")
+            body = parse_body(read_body())
+            header_key = _idempotency_header()
+        except BadBody as exc:
+            return problem(400, "Bad Request", str(exc))
         try:
+            _v2_check(body)
             call = Call.parse({**body, "serverId": server_id})
         except InvalidCall as exc:
-            return _problem(400, "Bad Request", str(exc))
-        try:
-            (call_id,) = queue_calls([call])
-        except QueueUnavailable as exc:
-            return _problem(503, "Service Unavailable", str(exc),
-                            **{"Retry-After": str(RETRY_AFTER_S)})
-        return Response(json.dumps({"callId": call_id, "status": "queued"}), status=200,
-                        mimetype="application/json")
+            return problem(400, "Bad Request", str(exc), field=exc.field)
+        if _holds(body, key):
+            return problem(400, "Bad Request", KEY_IN_CALL)
+        ids, failure = enqueue_all([_with_key(call, header_key)])
+        if failure is not None:
+            return problem(503, "Service Unavailable",
+                           f"{_sentence(failure)} The call was not queued; retry in "
+                           f"{RETRY_AFTER_S} s.",
+                           **{"Retry-After": str(RETRY_AFTER_S)})
+        (call_id,) = ids
+        log.info("http v2: queued 1 call from %s: %s", client_addr(), call_id)
+        answer = {"callId": call_id, "status": "queued", **call.to_cad()}
+        answer["serverId"] = server_id
+        return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(document_bytes, mimetype=_JSON)
 
     app.register_blueprint(ops_blueprint(settings, client))
 
-    @app.errorhandler(413)
-    def too_large(_: Any) -> Response:
-        return _text(f"REQUEST TOO LARGE: at most {MAX_BODY_BYTES} bytes", 413)
+    def error_for(status: int, text: str) -> Callable[[Any], Response]:
+        def handler(exc: Any) -> Response:
+            if request.path.startswith("/v2/"):
+                return problem(status, _title(exc, status), text)
+            return _text(text, status)
+        return handler
 
-    @app.errorhandler(404)
-    def not_found(_: Any) -> Response:
-        return _text("NOT FOUND", 404)
+    app.register_error_handler(
+        413, error_for(413, f"REQUEST TOO LARGE: at most {MAX_BODY_BYTES} bytes"))
+    app.register_error_handler(404, error_for(404, "NOT FOUND"))
 
     @app.errorhandler(405)
-    def not_allowed(_: Any) -> Response:
-        return _text("METHOD NOT ALLOWED", 405)
+    def not_allowed(exc: MethodNotAllowed) -> Response:
+        allow = ", ".join(sorted(exc.valid_methods or []))
+        if request.path.startswith("/v2/"):
+            return problem(405, "Method Not Allowed", f"use {allow}", Allow=allow)
+        return _text("METHOD NOT ALLOWED", 405, Allow=allow)
+
+    @app.errorhandler(_Unsupported)
+    def unsupported(exc: _Unsupported) -> Response:
+        text = f"UNSUPPORTED CONTENT ENCODING {exc}: send the body uncompressed"
+        if request.path.startswith("/v2/"):
+            return problem(415, "Unsupported Media Type", safe(text))
+        return _text(safe(text), 415)
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> BaseResponse:
+        if isinstance(exc, HTTPException):  # other 4xx raised by Flask/Werkzeug
+            return exc.get_response()
+        trace = uuid.uuid4().hex
+        detail = "".join(traceback.format_exception(exc))
+        log.error("http: internal error (trace %s): %s", trace, safe(detail, 20_000))
+        if request.path.startswith("/v2/"):
+            return problem(500, "Internal Server Error", f"internal error (trace {trace})")
+        return _text(f"INTERNAL ERROR (trace {trace})", 500)
 
     return app
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text if text.endswith(".") else text + "."
+
+
+def _title(exc: Any, status: int) -> str:
+    name = getattr(exc, "name", None)
+    return str(name) if name else str(status)
 
 
 def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
@@ -141,4 +485,4 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
     app = create_app(settings)
     log.info("web: listening on http://%s:%d", host, settings.port)
     waitress_serve(app, host=host, port=settings.port, threads=threads, ident="dispatcher",
-                   _quiet=True)
+                   max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True)

@@ -1,0 +1,345 @@
+"""The OpenAPI 3.1 description of the ``web`` process, served at ``GET /openapi.json``.
+
+Built from the same constants the code enforces (`dispatcher.call` limits and the web
+limits passed in), so the description cannot drift from the behaviour. Schemas are
+JSON Schema 2020-12 (OpenAPI 3.1's dialect); the tests validate requests and answers
+against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher import call as limits
+
+#: Characters refused in every text field: control characters other than tab, LF, CR.
+_NO_CONTROL = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F]*$"
+#: A call id: a 26-character ULID (Crockford base32).
+_ID = "[0-9A-HJKMNP-TV-Z]{26}"
+
+
+def _text(limit: int, description: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": _NO_CONTROL,
+            "not": {"pattern": "^\\s*$"}, "description": description}
+
+
+def _call_properties(v2: bool) -> dict[str, Any]:
+    if v2:
+        postal_type: dict[str, Any] = {"type": "string"}
+        plate_type: dict[str, Any] = {"type": "string"}
+        values: dict[str, Any] = {"type": "string"}
+        note = "every value is a string (v2)"
+    else:
+        postal_type = {"type": ["string", "integer", "null"]}
+        plate_type = {"type": ["string", "null"]}
+        values = {}
+        note = ("`postal` and `plate` are strings in practice (`\"2000\"`, `\"7015a\"`); "
+                "a number as postal is kept as its text")
+    return {
+        "caller": _text(limits.MAX_CALLER, "Name of the caller."),
+        "location": _text(limits.MAX_LOCATION, "Street(s) name."),
+        "description": _text(limits.MAX_DESCRIPTION, "Call description."),
+        "isEmergency": {"type": "boolean", "default": True,
+                        "description": "EMERGENCY (true) or CIVIL (false) in the CAD."},
+        "metaData": {
+            "type": ["object", "null"],
+            "maxProperties": limits.MAX_META_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": limits.MAX_META_KEY},
+            "properties": {
+                "postal": {**postal_type, "maxLength": limits.MAX_POSTAL,
+                           "pattern": _NO_CONTROL},
+                "plate": {**plate_type, "maxLength": limits.MAX_PLATE, "pattern": _NO_CONTROL},
+            },
+            "additionalProperties": values,
+            "description": "Free key/values sent to the CAD as given; " + note + ". Custom "
+                           "keys (priority, block, code, x, y, ...) pass through.",
+        },
+        "deleteAfterMinutes": {"type": ["integer", "null"], "minimum": 0,
+                               "maximum": limits.MAX_DELETE_AFTER_MINUTES},
+        "idempotencyKey": {
+            "type": ["string", "null"], "minLength": 1, "maxLength": limits.MAX_IDEMPOTENCY_KEY,
+            "pattern": _NO_CONTROL,
+            "description": "Ours, not the CAD's: the same key (within a day) yields the same "
+                           "call id and one CAD call, so a client may retry safely.",
+        },
+    }
+
+
+def _call_schema() -> dict[str, Any]:
+    props = _call_properties(v2=False)
+    props["serverId"] = {
+        "type": ["integer", "string", "null"], "minimum": 0, "maximum": 2**31 - 1,
+        "minLength": 1,
+        "maxLength": limits.MAX_SERVER_ID, "pattern": _NO_CONTROL,
+        "description": "The official resource sends the string \"1\"; kept as given. "
+                       "Default: SONORAN_SERVER_ID.",
+    }
+    props["postal"] = {"type": ["string", "integer", "null"], "maxLength": limits.MAX_POSTAL,
+                       "pattern": _NO_CONTROL,
+                       "description": "Flat form: the same as metaData.postal."}
+    props["plate"] = {"type": ["string", "null"], "maxLength": limits.MAX_PLATE,
+                      "pattern": _NO_CONTROL,
+                      "description": "Flat form: the same as metaData.plate."}
+    return {
+        "type": "object",
+        "description": "A call object exactly as the seed sends it in `data`, or the flat "
+                       "form (`postal`/`plate` beside the other fields). null means absent in "
+                       "serverId, metaData, postal, plate, deleteAfterMinutes and "
+                       "idempotencyKey (not in isEmergency). At most "
+                       f"{limits.MAX_CALL_BYTES} bytes of JSON as sent to the CAD.",
+        "required": ["caller", "location", "description"],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _v2_call_schema() -> dict[str, Any]:
+    props = _call_properties(v2=True)
+    props["serverId"] = {"description": "Ignored: the path's serverId is used."}
+    return {
+        "type": "object",
+        "description": "One call, v2 shape: metaData values are strings.",
+        "required": ["caller", "location", "description"],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def _text_answer(description: str, example: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"text/plain": {"schema": {"type": "string", **extra},
+                                       "example": example}}}
+
+
+def _problem(description: str, example_status: int, **headers: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"},
+            "example": {"type": "about:blank", "title": "Bad Request",
+                        "status": example_status, "detail": "caller is required",
+                        "instance": "/v2/emergency/servers/1/calls/911",
+                        "traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "field": "caller"}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _with_text(answer: dict[str, Any]) -> dict[str, Any]:
+    answer["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return answer
+
+
+def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
+                     retry_after_s: int, max_idempotency_header: int,
+                     server_max_body_bytes: int) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (a JSON-ready dict)."""
+    beyond = (f" Beyond {server_max_body_bytes} bytes the HTTP server itself refuses the "
+              "body, with a short text/plain answer.")
+    retry_after = {"Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "const": retry_after_s}}}
+    idem_header = {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "Makes a retry safe: calls without their own idempotencyKey get "
+                       "`<header>/<index>` (v1) or `<header>` (v2) as their key.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": max_idempotency_header,
+                   "pattern": "^[!-~]+$"},
+    }
+    body_rules = (
+        f"The body: at most {max_body_bytes} bytes (413 beyond), UTF-8 JSON (a BOM is "
+        "allowed), one object, no duplicate member names, no NaN/Infinity, integers within "
+        f"+-(2^53-1), nesting at most {max_depth} levels; any Content-Type (the official "
+        "resource sends application/json); no Content-Encoding (415)."
+    )
+    v1_errors = [
+        "INVALID REQUEST BODY: <why>", "INVALID REQUEST TYPE", "INVALID COMMUNITY ID",
+        "INVALID API KEY", "INVALID CALL: data must be a non-empty array of call objects",
+        f"INVALID CALL: data holds <n> calls; at most {max_calls} calls per request",
+        "INVALID CALL: data[<i>]: <field> <why>",
+    ]
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "sonoran-dispatcher",
+            "version": "1",
+            "summary": "A durable queue in front of the Sonoran CAD 911-call API.",
+            "description": (
+                "Drop-in doors for game servers: the same requests as the Sonoran CAD "
+                "API's own 911-call endpoints, answered as soon as the calls are durably "
+                "queued. A worker then delivers each call to the CAD exactly once, with "
+                "retries, rate limiting and dead letters.\n\n" + body_rules + "\n\n"
+                "One invalid call refuses the whole request and nothing of it is queued. "
+                "If the queue fails part-way through a multi-call request, the 503 names "
+                "the calls already queued; use idempotency keys to retry safely."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "paths": {
+            "/emergency/call_911": {"post": {
+                "operationId": "call911V1",
+                "summary": "Queue 911 calls (v1, the seed's request byte for byte)",
+                "description": "`type`, `id` and `key` are checked in that order against "
+                               "SONORAN_COMMUNITY_ID and SONORAN_API_KEY. " + body_rules,
+                "parameters": [idem_header],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/CallRequestV1"},
+                        "example": {
+                            "id": "my-community", "key": "<api key>", "type": "CALL_911",
+                            "data": [{"serverId": "1", "isEmergency": True,
+                                      "caller": "Jane Doe",
+                                      "location": "Route 68 / Joshua Rd",
+                                      "description": "Two-car collision",
+                                      "metaData": {"plate": "8ABC123", "postal": "350"}}]}},
+                }},
+                "responses": {
+                    "200": _text_answer(
+                        "Every call is queued; ids in the order of `data`.",
+                        "EMERGENCY CALL QUEUED ID: 01J9Z8K2W4Q6N0V5B3X7C1D2E3",
+                        pattern=f"^EMERGENCY CALL QUEUED ID: {_ID}(,{_ID})*$"),
+                    "400": _text_answer(
+                        "Refused; nothing was queued. The seed's own texts for type, "
+                        "community id and key; otherwise one of: " + "; ".join(v1_errors),
+                        "INVALID API KEY",
+                        pattern="^(INVALID REQUEST BODY: .*|INVALID REQUEST TYPE|INVALID "
+                                "COMMUNITY ID|INVALID API KEY|INVALID CALL: .*)$"),
+                    "413": _text_answer(f"The body is larger than {max_body_bytes} bytes."
+                                        + beyond,
+                                        f"REQUEST TOO LARGE: at most {max_body_bytes} bytes"),
+                    "415": _text_answer("A Content-Encoding was given; send plain JSON.",
+                                        "UNSUPPORTED CONTENT ENCODING gzip: send the body "
+                                        "uncompressed"),
+                    "503": {**_text_answer(
+                        "The queue (Redis) is unreachable, or the dispatcher is not "
+                        "configured (then without Retry-After). Calls named in the text "
+                        "were queued before the failure; the others were not.",
+                        "QUEUE UNAVAILABLE: the queue (Redis) could not be reached within "
+                        "3s: Connection refused. Retry in 5 s. No call of this request was "
+                        "queued.", pattern="^(QUEUE UNAVAILABLE|DISPATCHER NOT CONFIGURED)"),
+                        "headers": retry_after},
+                },
+            }},
+            "/v2/emergency/servers/{serverId}/calls/911": {"post": {
+                "operationId": "call911V2",
+                "summary": "Queue one 911 call (v2 shape)",
+                "description": "Bearer auth with SONORAN_API_KEY; errors are RFC 9457 "
+                               "problem details. " + body_rules,
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "serverId", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1,
+                                "maxLength": limits.MAX_SERVER_ID,
+                                "pattern": "^[^\\u0000-\\u001F/]+$"},
+                     "description": "The CAD server id the call is for."},
+                    idem_header,
+                ],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/CallV2"},
+                    "example": {"isEmergency": True, "caller": "Jane Doe",
+                                "location": "Route 68 / Joshua Rd",
+                                "description": "Two-car collision",
+                                "metaData": {"postal": "350", "plate": "8ABC123"}}}}},
+                "responses": {
+                    "200": {"description": "Queued.", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/QueuedV2"}}}},
+                    "400": _problem("The body is invalid; `field` names the field when one "
+                                    "is wrong. Nothing was queued.", 400),
+                    "401": {**_problem("Missing or wrong bearer key.", 401),
+                            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+                    "413": _with_text(_problem(f"The body is larger than {max_body_bytes} "
+                                               "bytes." + beyond, 413)),
+                    "415": _problem("A Content-Encoding was given; send plain JSON.", 415),
+                    "503": _problem("The queue (Redis) is unreachable (with Retry-After), or "
+                                    "the dispatcher is not configured.", 503, **retry_after),
+                },
+            }},
+            "/healthz": {"get": {
+                "operationId": "health", "summary": "Health: 200 when Redis answers",
+                "responses": {
+                    "200": {"description": "Redis answers.", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["status", "redis"],
+                                   "properties": {"status": {"const": "ok"},
+                                                  "redis": {"const": True},
+                                                  "circuit": {"enum": ["closed", "open",
+                                                                       "half_open"]},
+                                                  "queued": {"type": "integer"},
+                                                  "oldest_age_s": {"type": ["number",
+                                                                            "null"]},
+                                                  "dead": {"type": "integer"}}}}}},
+                    "503": {"description": "Redis does not answer.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["status", "redis"],
+                                "properties": {"status": {"const": "down"},
+                                               "redis": {"const": False},
+                                               "error": {"type": "string"}}}}}},
+                }}},
+            "/metrics": {"get": {
+                "operationId": "metrics", "summary": "Prometheus metrics (text format)",
+                "responses": {
+                    "200": {"description": "Prometheus text exposition format 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "503": _text_answer("Redis does not answer.", "redis unavailable: "
+                                        "ConnectionError"),
+                }}},
+            "/openapi.json": {"get": {
+                "operationId": "openapi", "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1.",
+                                      "content": {"application/json": {}}}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "SONORAN_API_KEY"}},
+            "schemas": {
+                "Call": _call_schema(),
+                "CallV2": _v2_call_schema(),
+                "CallRequestV1": {
+                    "type": "object",
+                    "required": ["id", "key", "type", "data"],
+                    "properties": {
+                        "id": {"type": "string", "description": "SONORAN_COMMUNITY_ID."},
+                        "key": {"type": "string", "writeOnly": True,
+                                "description": "SONORAN_API_KEY; never echoed or logged."},
+                        "type": {"const": "CALL_911"},
+                        "data": {"type": "array", "minItems": 1, "maxItems": max_calls,
+                                 "items": {"$ref": "#/components/schemas/Call"}},
+                    },
+                    "description": "Other members are ignored.",
+                },
+                "QueuedV2": {
+                    "type": "object",
+                    "required": ["callId", "status", "serverId", "isEmergency", "caller",
+                                 "location", "description", "metaData"],
+                    "properties": {
+                        "callId": {"type": "string", "pattern": f"^{_ID}$",
+                                   "description": "Our id: `dispatcher status <callId>`."},
+                        "status": {"const": "queued"},
+                        "serverId": {"type": "string"},
+                        "isEmergency": {"type": "boolean"},
+                        "caller": {"type": "string"},
+                        "location": {"type": "string"},
+                        "description": {"type": "string"},
+                        "metaData": {"type": "object",
+                                     "additionalProperties": {"type": "string"}},
+                        "deleteAfterMinutes": {"type": "integer"},
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail", "instance", "traceId"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "instance": {"type": "string"},
+                        "traceId": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                        "field": {"type": ["string", "null"],
+                                  "description": "The field that is wrong, when one is."},
+                    },
+                },
+            },
+        },
+    }
