@@ -97,15 +97,17 @@ class Bridge:
         take = (self.processing, raw)
         try:
             call = parse_entry(raw)
+            self.producer.enqueue(call, "inbox", take_from=take)  # type: ignore[arg-type]
+        except QueueUnavailable:
+            raise  # Redis trouble: the entry stays in the processing list, recovered later
         except Exception as exc:  # any entry that is not a call must not block the inbox
             message = str(exc) if isinstance(exc, InvalidCall) else (
                 f"entry could not be read as a call ({type(exc).__name__})")
             text = redact_key(raw.decode("utf-8", errors="replace"), self.key)
             self.dead.bury_invalid(text, message, "inbox", take_from=take)  # type: ignore[arg-type]
             self.invalid += 1
-            log.warning("inbox entry is not a valid call (%s); kept as a dead letter", exc)
+            log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)
             return
-        self.producer.enqueue(call, "inbox", take_from=take)  # type: ignore[arg-type]
         self.moved += 1
 
     def run(self, stop: threading.Event) -> None:
@@ -114,7 +116,8 @@ class Bridge:
         while not stop.is_set():
             try:
                 self.step()
-            except (redis.ConnectionError, redis.TimeoutError, QueueUnavailable) as exc:
+            except (redis.RedisError, QueueUnavailable) as exc:
+                # Down or refusing writes (full): the entry is safe in the processing list.
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
                 with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):

@@ -37,11 +37,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _since(value: str) -> float:
+    """ISO 8601 time, or a duration back from now: 30m, 2h, 1d, 90s."""
+    text = value.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if len(text) > 1 and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
     try:
         text = value.strip().replace("Z", "+00:00")
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time or a duration like 30m: {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
@@ -108,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def filters(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--reason")
-        sp.add_argument("--since", type=_since, metavar="ISO8601")
-        sp.add_argument("--until", type=_since, metavar="ISO8601")
+        sp.add_argument("--since", type=_since, metavar="WHEN",
+                        help="ISO 8601 time or a duration ago (30m, 2h, 1d)")
+        sp.add_argument("--until", type=_since, metavar="WHEN")
         sp.add_argument("--search", help="text in caller, location or description")
 
     dl = dsub.add_parser("list", help="list dead letters, newest first")
@@ -494,9 +501,11 @@ def _scheduler(settings: Settings) -> int:
             try:
                 report = pump.tick()
                 history.tick()  # one sample per 10 s for the operations page's chart
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except redis.RedisError as exc:
+                # Down, or refusing writes (OOM under noeviction, READONLY): every step is
+                # atomic, so waiting and trying again is always safe.
                 logging.getLogger("dispatcher.scheduler").warning(
-                    "Redis unavailable (%s); retrying", type(exc).__name__)
+                    "Redis unavailable (%s: %s); retrying", type(exc).__name__, _first(exc))
                 stop.wait(1.0)
                 continue
             if report.total() == 0:

@@ -31,6 +31,13 @@ T = TypeVar("T")
 REASON_REJECTED = "rejected"
 
 
+def _transient(exc: BaseException) -> bool:
+    """Redis errors worth waiting out: down, slow, or refusing writes while full."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("OOM", "LOADING"))
+
+
 class Deliverer:
     """Sends one claimed call and records what happened."""
 
@@ -114,7 +121,7 @@ class Deliverer:
 
     def _record(self, fn: Callable[[], T]) -> T:
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            retry=tenacity.retry_if_exception(_transient),
             stop=tenacity.stop_after_delay(self._record_for_s),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2),
             sleep=self.sleep,

@@ -10,6 +10,7 @@ re-publishes it, so we return its id rather than invite a duplicate.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
-from dispatcher.errors import QueueUnavailable
+from dispatcher.errors import InvalidCall, QueueUnavailable
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.redisconn import QUEUE_WAIT_S, bounded, connect
 from dispatcher.settings import Settings
@@ -69,6 +70,7 @@ class Producer:
 
         Raises QueueUnavailable when Redis cannot take the record within the bounded wait.
         """
+        self._refuse_secret(call)
         now = self.clock()
         stamped = call.with_envelope(new_call_id(now), now)
         if self.spool is None or take_from is not None:
@@ -80,6 +82,15 @@ class Producer:
         except QueueUnavailable as exc:
             log.warning("queue unavailable (%s); call spooled locally", exc)
             return self._to_spool(stamped, source)
+
+    def _refuse_secret(self, call: Call) -> None:
+        # Storing a call that carries the API key would put the key in Redis, in dead
+        # letters and in status output; no real 911 call needs it.
+        key = self.settings.api_key.reveal() if self.settings.api_key else ""
+        if len(key) >= 8:
+            text = json.dumps([call.to_cad(), call.idempotency_key], ensure_ascii=False)
+            if key in text or json.dumps(key)[1:-1] in text:
+                raise InvalidCall("the call contains the API key; it was not queued")
 
     def _to_spool(self, stamped: Call, source: str) -> str:
         assert self.spool is not None and self.flusher is not None
