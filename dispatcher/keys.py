@@ -14,6 +14,10 @@ Layout (prefix ``dispatcher`` by default):
     {p}:rate          hash  the shared rate limiter (next slot, 429 pause)
     {p}:counters      hash  monotonic counters (survive restarts, shared by processes)
     {p}:audit         list  operator actions on dead letters (replay, purge)
+    {p}:rate:granted  zset  send times granted by the rate limiter (recent only)
+    {p}:latency       hash  CAD request latency histogram (dispatcher.telemetry)
+    {p}:heartbeats    hash  worker -> last heartbeat (dispatcher.heartbeat)
+    {p}:history       list  one sample per 10 s for the page's chart (dispatcher.history)
 
 A call is in exactly one of held/queued/scheduled/inflight/dead (or delivered, in
 none). Every transition is one Lua script, so a crash leaves each call in one place.
