@@ -203,3 +203,22 @@ def test_api_key_never_reaches_logs_redis_or_cli_output(
     assert not any(secret in b for b in blob), "the API key is stored in Redis"
     assert API_KEY not in logs, "the API key reached a log"
     assert not any(API_KEY in o for o in outputs), "the API key reached CLI output"
+
+
+def test_a_call_older_than_max_age_becomes_an_expired_dead_letter(
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc], version: int
+) -> None:
+    env = venv(redis_url, sim, version, DISPATCHER_MAX_AGE_S=3,
+               DISPATCHER_CIRCUIT_COOLDOWN_S=30, DISPATCHER_CIRCUIT_MAX_COOLDOWN_S=30)
+    sim.set_fault("refuse")
+    _start(procs, env)
+    producer = Producer(Settings.from_env(env))
+    try:
+        ids = [producer.enqueue(_call(i)) for i in range(8)]
+        wait_for(lambda: _stats(env)["dead"] == 8, 60, message="eight expired calls")
+    finally:
+        producer.close()
+    sim.clear_faults()
+    listed = json.loads(run_cli(["dlq", "list", "--json", "--reason", "expired"], env).stdout)
+    assert sorted(r["id"] for r in listed) == sorted(ids)
+    assert sim.calls() == [], "a stale call is never sent"
