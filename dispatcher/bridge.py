@@ -31,6 +31,23 @@ log = logging.getLogger("dispatcher.bridge")
 MAX_ENTRY_BYTES = 64 * 1024
 #: How long one blocking read waits before the loop checks for shutdown.
 BLOCK_S = 1.0
+#: Most entries moved and recorded in one round trip each way.
+BATCH = 200
+
+# Move up to ARGV[1] more entries to the processing list in one step (oldest first).
+_TAKE = r"""
+local out = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not v then break end
+  out[#out + 1] = v
+end
+return out
+"""
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def parse_entry(raw: bytes) -> Call:
@@ -71,6 +88,7 @@ class Bridge:
         self.inbox = inbox_key
         self.processing = f"{inbox_key}:processing"
         self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock)
+        self._take = self.client.register_script(_TAKE)
         self.moved = 0
         self.invalid = 0
         key = producer.settings.api_key
@@ -86,29 +104,54 @@ class Bridge:
         return n
 
     def step(self, block_s: float = BLOCK_S) -> bool:
-        """Move one entry; False when the inbox stayed empty for ``block_s``."""
-        raw = self.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
-        if raw is None:
+        """Move a batch of entries; False when the inbox stayed empty for ``block_s``."""
+        first = self.client.blmove(self.inbox, self.processing, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
+        if first is None:
             return False
-        self.handle(raw if isinstance(raw, bytes) else str(raw).encode())
+        more = self._take(keys=[self.inbox, self.processing], args=[BATCH - 1])
+        self.handle_many([_bytes(first), *(_bytes(v) for v in more)])
         return True
 
     def handle(self, raw: bytes) -> None:
-        take = (self.processing, raw)
-        try:
-            call = parse_entry(raw)
-            self.producer.enqueue(call, "inbox", take_from=take)  # type: ignore[arg-type]
-        except QueueUnavailable:
-            raise  # Redis trouble: the entry stays in the processing list, recovered later
-        except Exception as exc:  # any entry that is not a call must not block the inbox
-            message = str(exc) if isinstance(exc, InvalidCall) else (
-                f"entry could not be read as a call ({type(exc).__name__})")
-            text = redact_key(raw.decode("utf-8", errors="replace"), self.key)
-            self.dead.bury_invalid(text, message, "inbox", take_from=take)  # type: ignore[arg-type]
-            self.invalid += 1
-            log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)
+        """Move one entry (already in the processing list)."""
+        self.handle_many([raw])
+
+    def handle_many(self, raws: list[bytes]) -> None:
+        """Record the valid entries in one round trip; keep the others as dead letters."""
+        valid: list[tuple[bytes, Call]] = []
+        for raw in raws:
+            try:
+                valid.append((raw, parse_entry(raw)))
+            except Exception as exc:  # any entry that is not a call must not block the inbox
+                self._bury(raw, exc)
+        if not valid:
             return
-        self.moved += 1
+        try:
+            self.producer.enqueue_many(
+                [call for _, call in valid], "inbox",
+                take_from=[(self.processing, raw) for raw, _ in valid],  # type: ignore[misc]
+            )
+        except QueueUnavailable:
+            raise  # Redis trouble: the entries stay in the processing list, recovered later
+        except InvalidCall:
+            # One call of the batch was refused whole (it carries the API key): sort the
+            # batch out entry by entry.
+            for raw, call in valid:
+                try:
+                    self.producer.enqueue(call, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
+                    self.moved += 1
+                except InvalidCall as exc:
+                    self._bury(raw, exc)
+            return
+        self.moved += len(valid)
+
+    def _bury(self, raw: bytes, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, InvalidCall) else (
+            f"entry could not be read as a call ({type(exc).__name__})")
+        text = redact_key(raw.decode("utf-8", errors="replace"), self.key)
+        self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
+        self.invalid += 1
+        log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; rides out Redis outages."""

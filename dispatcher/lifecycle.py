@@ -288,16 +288,26 @@ class Lifecycle:
         recorded and ``gone`` is true. ``message=(queue_key, json)`` is the call's first
         Celery message, pushed in the same step when the call may go at once.
         """
-        res = self._enqueue(
-            args=[self.keys.prefix, call.id, json.dumps(call.to_cad(), ensure_ascii=False),
-                  repr(call.enqueued_at), call.idempotency_key or "", IDEMPOTENCY_TTL_S,
-                  source, *self.flow.argv(), *(take_from or ("", "")), *(message or ("", ""))]
-        )
-        call_id = _s(res[0])
-        kind = _s(res[1])
-        out = kind in ("publish", "pushed")
-        return Enqueued(call_id, kind == "publish", int(_s(res[2])) if out else 0,
-                        kind == "duplicate", kind == "gone", kind == "pushed")
+        return _enqueued(self._enqueue(args=self._enqueue_args(call, source, take_from, message)))
+
+    def enqueue_pipelined(
+        self, pipe: redis.client.Pipeline, call: Call, source: str,
+        take_from: tuple[str, str] | None = None, message: tuple[str, str] | None = None,
+    ) -> None:
+        """Queue the same script on a pipeline; parse its reply with `enqueued_from`."""
+        self._enqueue(args=self._enqueue_args(call, source, take_from, message), client=pipe)
+
+    @staticmethod
+    def enqueued_from(reply: Any) -> Enqueued:
+        return _enqueued(reply)
+
+    def _enqueue_args(
+        self, call: Call, source: str, take_from: tuple[str, str] | None,
+        message: tuple[str, str] | None,
+    ) -> list[Any]:
+        return [self.keys.prefix, call.id, json.dumps(call.to_cad(), ensure_ascii=False),
+                repr(call.enqueued_at), call.idempotency_key or "", IDEMPOTENCY_TTL_S,
+                source, *self.flow.argv(), *(take_from or ("", "")), *(message or ("", ""))]
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
@@ -359,6 +369,14 @@ class Lifecycle:
             args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), reason,
                   "" if status is None else status, response or "", error]
         ))
+
+
+def _enqueued(res: Any) -> Enqueued:
+    call_id = _s(res[0])
+    kind = _s(res[1])
+    out = kind in ("publish", "pushed")
+    return Enqueued(call_id, kind == "publish", int(_s(res[2])) if out else 0,
+                    kind == "duplicate", kind == "gone", kind == "pushed")
 
 
 def _s(value: Any) -> str:
