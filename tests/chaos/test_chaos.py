@@ -316,3 +316,32 @@ def _counter(url: str, name: str) -> int:
         return int(client.hget("dispatcher:counters", name) or 0)
     finally:
         client.close()
+
+
+def test_sigkill_bridge_mid_move_neither_loses_nor_doubles(
+    redis_url: str, procs: Callable[..., Proc], version: int,
+) -> None:
+    n = 4000
+    env = base_env(redis_url, None, SONORAN_API_VERSION=version)
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.lpush("dispatcher:inbox", json.dumps(
+            {"caller": f"Caller {i}", "location": "Route 68", "description": "Crash"}))
+    pipe.execute()
+    bridge = procs(["bridge"], env, name="bridge")
+    kills = 0
+    for _ in range(5):
+        wait_for(lambda: client.llen("dispatcher:inbox") < n - 300 * (kills + 1) or
+                 client.llen("dispatcher:inbox") == 0, 60, 0.005, message="progress")
+        bridge.kill()
+        kills += 1
+        bridge = procs(["bridge"], env, name="bridge")
+    wait_for(lambda: client.llen("dispatcher:inbox") == 0 and
+             client.llen("dispatcher:inbox:processing") == 0, 120, message="inbox drained")
+    records = Records(client).get_many([i.decode() for i in client.zrange(
+        "dispatcher:pending", 0, -1)])
+    callers = Counter(r.call["caller"] for r in records)
+    report(f"sigkill_bridge_v{version}", entries=n, kills=kills, lost=n - len(callers),
+           doubled=sum(v - 1 for v in callers.values() if v > 1))
+    assert len(callers) == n and sum(callers.values()) == n
