@@ -331,8 +331,9 @@ def test_sigkill_bridge_mid_move_neither_loses_nor_doubles(
     pipe.execute()
     bridge = procs(["bridge"], env, name="bridge")
     kills = 0
-    for _ in range(5):
-        wait_for(lambda: client.llen("dispatcher:inbox") < n - 300 * (kills + 1) or
+    for round_ in range(5):
+        target = n - 300 * (round_ + 1)
+        wait_for(lambda t=target: client.llen("dispatcher:inbox") < t or  # type: ignore[misc]
                  client.llen("dispatcher:inbox") == 0, 60, 0.005, message="progress")
         bridge.kill()
         kills += 1
