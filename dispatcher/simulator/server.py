@@ -1,0 +1,357 @@
+"""The fake CAD itself: CadSimulator, its state and lifecycle, and serve() for the CLI.
+
+A request on the API port is recorded and given its fault and rate-limit decision on
+arrival, under the lock, so arrival order decides; then it waits out the latency and is
+answered by its fault, by the rate limit or by the v1/v2 API.
+"""
+
+import copy
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any
+
+from dispatcher.simulator.answers import Outcome, answer_text, answer_too_many
+from dispatcher.simulator.api import ApiHandler, Request, answer_v1, answer_v2
+from dispatcher.simulator.control import ControlHandler
+from dispatcher.simulator.faults import Fault, check_fault, fault_answer
+from dispatcher.simulator.ratelimit import RateLimit
+from dispatcher.simulator.records import Records, request_entry
+from dispatcher.simulator.transport import POLL_S, Server, shut, spawn
+
+
+@dataclass
+class _Plan:
+    """What was decided on arrival, under the lock, so arrival order decides."""
+
+    entry: dict[str, Any]
+    fault: Fault | None
+    epoch: int
+    limited: tuple[str, int] | None  # (Retry-After value, seconds until the window frees)
+
+
+class CadSimulator:
+    """A fake Sonoran CAD API with switchable faults and a record of what it received."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        community_id: str = "demo-community",
+        api_key: str = "demo-key",
+        server_ids: tuple[str, ...] = ("1",),
+        control_port: int = 0,
+        latency_ms: float = 0.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._control_port = control_port
+        self._community_id = community_id
+        self._api_key = api_key
+        self._server_ids = tuple(str(s) for s in server_ids)
+        self._initial_latency_s = latency_ms / 1000.0
+        self._latency_s = self._initial_latency_s
+        self._lock = threading.Lock()  # guards records, faults, limits and credentials
+        self._admin = threading.RLock()  # serialises start/stop and listener rebinding
+        self._stopping = threading.Event()
+        self._fault: Fault | None = None
+        # Bumped when a fault is set or cleared explicitly; a hang ends when it changes.
+        self._fault_epoch = 0
+        self._rate_limit: RateLimit | None = None
+        self._records = Records()
+        self._api: tuple[Server, threading.Thread] | None = None
+        self._control: tuple[Server, threading.Thread] | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> "CadSimulator":
+        """Start serving in background daemon threads."""
+        with self._admin:
+            if self._started:
+                return self
+            self._stopping.clear()
+            self._open_api()
+            try:
+                self._control = spawn(
+                    Server((self._host, self._control_port), ControlHandler, self), "control"
+                )
+            except OSError:
+                self._close_api()
+                raise
+            self._control_port = self._control[0].server_port
+            self._started = True
+            self._sync_listener()
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers and cut every connection, hanging ones included."""
+        with self._admin:
+            if not self._started:
+                return
+            self._stopping.set()
+            with self._lock:
+                self._fault_epoch += 1
+            # Both accept loops wind down at once rather than one poll interval after another.
+            servers = [s for s in (self._api, self._control) if s is not None]
+            for server, _ in servers:
+                threading.Thread(target=server.shutdown, daemon=True).start()
+            for server, thread in servers:
+                shut(server, thread)
+            self._api = self._control = None
+            self._started = False
+
+    def __enter__(self) -> "CadSimulator":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the fake CAD API."""
+        return f"http://{self._url_host()}:{self._port}"
+
+    @property
+    def control_url(self) -> str:
+        """Base URL of the control server."""
+        return f"http://{self._url_host()}:{self._control_port}"
+
+    @property
+    def port(self) -> int:
+        """Port of the API server (the bound one once started)."""
+        return self._port
+
+    @property
+    def control_port(self) -> int:
+        """Port of the control server (the bound one once started)."""
+        return self._control_port
+
+    # -- configuration -----------------------------------------------------------------
+
+    def set_fault(self, kind: str, *, count: int | None = None, **params: Any) -> None:
+        """Misbehave on the next count API requests (None: until cleared), replacing any fault."""
+        check_fault(kind, count, params)
+        with self._admin:
+            with self._lock:
+                self._fault = Fault(kind, count, dict(params))
+                self._fault_epoch += 1
+            self._sync_listener()
+
+    def clear_faults(self) -> None:
+        """Behave normally again; re-bind the API port if it was refusing."""
+        with self._admin:
+            with self._lock:
+                self._fault = None
+                self._fault_epoch += 1
+            self._sync_listener()
+
+    def set_credentials(self, community_id: str | None = None, api_key: str | None = None) -> None:
+        """Change the community id and/or API key the fake CAD accepts."""
+        for name, value in (("community_id", community_id), ("api_key", api_key)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string")
+        with self._lock:
+            if community_id is not None:
+                self._community_id = community_id
+            if api_key is not None:
+                self._api_key = api_key
+
+    def set_latency(self, ms: float) -> None:
+        """Delay every API answer by ms milliseconds."""
+        if ms < 0:
+            raise ValueError("latency must not be negative")
+        with self._lock:
+            self._latency_s = ms / 1000.0
+
+    def set_rate_limit(
+        self, max_requests: int | None, window_s: float = 1.0, retry_after: int | None = None
+    ) -> None:
+        """Answer 429 once max_requests arrived within window_s seconds; None disables."""
+        if max_requests is not None and (max_requests < 0 or window_s <= 0):
+            raise ValueError("max_requests must be >= 0 and window_s > 0")
+        with self._lock:
+            self._rate_limit = (
+                None if max_requests is None else RateLimit(max_requests, window_s, retry_after)
+            )
+
+    def reset(self) -> None:
+        """Forget records, faults, rate limit and latency changes; keep credentials."""
+        with self._admin:
+            with self._lock:
+                self._records.clear()
+                self._fault = None
+                self._fault_epoch += 1
+                self._rate_limit = None
+                self._latency_s = self._initial_latency_s
+            self._sync_listener()
+
+    # -- records -----------------------------------------------------------------------
+
+    def received(self) -> list[dict[str, Any]]:
+        """Return a copy of every request that reached a handler, in arrival order."""
+        with self._lock:
+            return copy.deepcopy(self._records.received)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Return a copy of every call the fake CAD created, in order."""
+        with self._lock:
+            return copy.deepcopy(self._records.calls)
+
+    def stats(self) -> dict[str, Any]:
+        """Summarise the records: counts, answers by status and duplicate calls."""
+        with self._lock:
+            return self._records.stats()
+
+    # -- internals: listeners ----------------------------------------------------------
+
+    def _url_host(self) -> str:
+        """Return a host a client can connect to, even when bound to every interface."""
+        if self._host in ("", "0.0.0.0"):
+            return "127.0.0.1"
+        if self._host == "::":
+            return "[::1]"
+        return f"[{self._host}]" if ":" in self._host else self._host
+
+    def _open_api(self) -> None:
+        """Bind the API port; a re-bind retries briefly while the old socket lets go."""
+        attempts = 1 if self._port == 0 else 40
+        for attempt in range(attempts):
+            try:
+                server = Server((self._host, self._port), ApiHandler, self)
+                break
+            except OSError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(POLL_S)
+        self._port = server.server_port
+        self._api = spawn(server, "api")
+
+    def _close_api(self) -> None:
+        """Close the API port so clients get connection refused."""
+        if self._api is not None:
+            shut(*self._api)
+            self._api = None
+
+    def _sync_listener(self) -> None:
+        """Make the API port listen exactly when no refuse fault is active."""
+        if not self._started:
+            return
+        with self._lock:
+            refusing = self._fault is not None and self._fault.kind == "refuse"
+        if refusing:
+            self._close_api()
+        elif self._api is None:
+            self._open_api()
+
+    # -- internals: handling (called by the API handler threads) -----------------------
+
+    def _arrive(self, req: Request) -> _Plan:
+        """Record a request and take its fault and rate-limit decision in arrival order."""
+        with self._lock:
+            api_key = self._api_key
+        entry = request_entry(req, api_key)
+        with self._lock:
+            self._records.add(entry)
+            fault = self._take_fault()
+            entry["fault"] = fault.kind if fault else None
+            limited = None
+            if fault is None or fault.kind in ("slow", "commit_then_drop"):
+                limited = self._rate_limit.admit(req) if self._rate_limit is not None else None
+            return _Plan(entry, fault, self._fault_epoch, limited)
+
+    def _take_fault(self) -> Fault | None:
+        """Consume one use of the active fault (caller holds the lock)."""
+        fault = self._fault
+        if fault is None or fault.kind == "refuse":
+            return None
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._fault = None
+        return Fault(fault.kind, None, dict(fault.params))
+
+    def _respond(self, req: Request, plan: _Plan) -> Outcome:
+        """Decide the answer: latency first, then the fault, the rate limit, the API."""
+        with self._lock:
+            latency_s = self._latency_s
+        self._pause(latency_s)
+        fault = plan.fault
+        if fault is not None and fault.kind not in ("slow", "commit_then_drop"):
+            return fault_answer(req, fault)
+        if fault is not None and fault.kind == "slow":
+            self._pause(float(fault.params.get("ms", 0.0)) / 1000.0)
+        if plan.limited is not None:
+            outcome = answer_too_many(req.version, *plan.limited)
+        elif req.version in (1, 2):
+            with self._lock:
+                community_id, api_key = self._community_id, self._api_key
+            if req.version == 1:
+                outcome = answer_v1(req, community_id, api_key, self._create)
+            else:
+                outcome = answer_v2(req, api_key, self._server_ids, self._create)
+        else:
+            outcome = answer_text(404, "NOT FOUND")
+        if fault is not None and fault.kind == "commit_then_drop":
+            outcome.action = "rst"
+        return outcome
+
+    def _create(self, calls: list[dict[str, Any]], version: int) -> list[tuple[int, float]]:
+        """Create calls in the fake CAD; return their ids and creation times."""
+        with self._lock:
+            return self._records.create(calls, version)
+
+    def _settle(self, entry: dict[str, Any], status: int | None) -> None:
+        """Record the status actually sent (None when nothing was)."""
+        with self._lock:
+            entry["status"] = status
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep in the handler thread, cut short by stop()."""
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _hang_over(self, epoch: int) -> bool:
+        """Tell a hanging handler whether the fault was cleared or the simulator stopped."""
+        with self._lock:
+            return self._stopping.is_set() or self._fault_epoch != epoch
+
+
+def serve(
+    host: str, port: int, community_id: str, api_key: str, control_port: int | None = None
+) -> None:
+    """Run a simulator in the foreground until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    # Signal handlers can only be installed from the main thread.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    sim = CadSimulator(
+        host, port, community_id=community_id, api_key=api_key, control_port=control_port or 0
+    )
+    try:
+        sim.start()
+        print(
+            f"Sonoran CAD simulator: API {sim.url} (community {community_id}), "
+            f"control {sim.control_url}; Ctrl+C to stop",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
