@@ -69,10 +69,8 @@ class Deliverer:
         if claim.wait_s > 0:
             # Sleep to the slot's absolute start, so our own latency does not shift it.
             self.sleep(max(0.0, claim.start_at - self.clock()))
-            # A 429 may have paused every sender while we waited for our slot.
-            if self._record(self.lifecycle.paused_until) > self.clock():
-                self._record(lambda: self.lifecycle.unclaim(call_id, gen))
-                return "held"
+        if self.lifecycle.flow.send_gap_s > 0 and not self._pass_gate(call_id, gen):
+            return "held"
         call = claim.call
         sent_at = time.monotonic()
         try:
@@ -87,6 +85,20 @@ class Deliverer:
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
                  result.cad_call_id or "?", result.elapsed_s * 1000)
         return "delivered"
+
+    def _pass_gate(self, call_id: str, gen: int) -> bool:
+        """Wait at the send gate; False (call back in line) on a 429 pause or a long wait."""
+        waited = 0.0
+        while True:
+            verdict = self._record(self.lifecycle.gate)
+            if verdict == "go":
+                return True
+            if verdict == "paused" or waited > self.lifecycle.flow.max_wait_s:
+                self._record(lambda: self.lifecycle.unclaim(call_id, gen))
+                return False
+            assert isinstance(verdict, float)
+            self.sleep(verdict)
+            waited += verdict
 
     def _failed(self, call_id: str, gen: int, failures: int, exc: DeliveryError) -> str:
         """Record a failed send: pause on 429, schedule a retry, or bury."""

@@ -134,6 +134,17 @@ redis.call('ZADD', k('inflight'), start + lease, id)
 return {'claimed', r[5], r[6] or '0', tostring(start - now), r[4]}
 """
 
+_GATE = LUA_COMMON + r"""
+-- The last check before a request leaves: never two sends closer than the interval,
+-- measured on the sends themselves (a thread may wake late from its slot wait).
+local now, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
+if num(redis.call('HGET', k('rate'), 'pause_until'), 0) > now then return 'paused' end
+local last = num(redis.call('HGET', k('rate'), 'last_send'), 0)
+if now < last + interval then return tostring(last + interval - now) end
+redis.call('HSET', k('rate'), 'last_send', now)
+return 'go'
+"""
+
 _DELIVERED = LUA_COMMON + r"""
 local id, now = ARGV[2], tonumber(ARGV[3])
 local st = redis.call('HGET', ck(id), 'state')
@@ -212,14 +223,16 @@ class Flow:
     interval_s: float
     max_wait_s: float
     window: int
+    #: Least time between two actual sends (the interval, margin included).
+    send_gap_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, circuit: CircuitPolicy) -> Flow:
         interval = 0.0
         if settings.max_rate > 0:
-            base = 1 / settings.max_rate
-            interval = base * RATE_MARGIN + min(RATE_MARGIN_S, base / 100)
-        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW)
+            gap = 1 / settings.max_rate
+            interval = gap * RATE_MARGIN + min(RATE_MARGIN_S, gap / 100)
+        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW, interval)
 
     def argv(self) -> list[Any]:
         return [repr(self.interval_s), repr(self.max_wait_s), self.window]
@@ -276,6 +289,7 @@ class Lifecycle:
         self._retry = client.register_script(_RETRY)
         self._dead = client.register_script(_DEAD)
         self._unclaim = client.register_script(_UNCLAIM)
+        self._gate = client.register_script(_GATE)
 
     def enqueue(
         self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None,
@@ -350,6 +364,12 @@ class Lifecycle:
                   "ratelimit" if rate_limited else "error", repr(pause),
                   c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s)]
         ))
+
+    def gate(self) -> str | float:
+        """"go" (send now), "paused" (a 429 pause began), or seconds to wait first."""
+        res = _s(self._gate(args=[self.keys.prefix, repr(self.clock()),
+                                  repr(self.flow.send_gap_s)]))
+        return res if res in ("go", "paused") else float(res)
 
     def paused_until(self) -> float:
         """End of the current 429 pause (0 when none)."""

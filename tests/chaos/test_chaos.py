@@ -214,7 +214,7 @@ def test_outage_longer_than_the_visibility_timeout(
 ) -> None:
     n = 100
     env = base_env(redis_url, sim, SONORAN_API_VERSION=version,
-                   DISPATCHER_VISIBILITY_TIMEOUT_S=3, DISPATCHER_MAX_RATE=50,
+                   DISPATCHER_VISIBILITY_TIMEOUT_S=3, DISPATCHER_MAX_RATE=10,
                    DISPATCHER_CIRCUIT_COOLDOWN_S=1, DISPATCHER_CIRCUIT_MAX_COOLDOWN_S=2,
                    DISPATCHER_ORPHAN_AFTER_S=5)
     procs(["scheduler"], env)
