@@ -17,22 +17,29 @@ from dispatcher.keys import Keys
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+_OBSERVE = r"""
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':count', 1)
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. ':sum', ARGV[3])
+return 1
+"""
+
+
 class Telemetry:
     """Records observations into Redis hashes."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
         self.client = client
         self.key = Keys(prefix).prefix + ":latency"
+        # One script call, not a pipeline: a redis-py pipeline object costs more CPU to
+        # build than the three commands take to run (the worker profile showed it).
+        self._observe = client.register_script(_OBSERVE)
 
     def observe_latency(self, seconds: float, outcome: str) -> None:
         """One CAD request's duration; ``outcome`` is delivered/retryable/permanent."""
         i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         bucket = "+Inf" if i == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[i])
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(self.key, f"{outcome}:{bucket}", 1)
-        pipe.hincrby(self.key, f"{outcome}:count", 1)
-        pipe.hincrbyfloat(self.key, f"{outcome}:sum", seconds)
-        pipe.execute()
+        self._observe(keys=[self.key], args=[outcome, bucket, repr(seconds)])
 
     def latency(self) -> dict[str, dict[str, float]]:
         """{outcome: {"<le>": n (non-cumulative), "count": n, "sum": s}}."""
