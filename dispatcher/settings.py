@@ -35,8 +35,10 @@ DEFAULT_READ_TIMEOUT_S = 10.0
 #: Kombu redelivers an unacked message after this long. Our own leases recover calls
 #: far sooner; this only needs to exceed the longest task (a few seconds).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
-#: Threads per worker process: the work is waiting on the CAD, not CPU.
-DEFAULT_CONCURRENCY = 8
+#: Threads per worker process: the work is waiting on the CAD, not CPU. 32 is the
+#: smallest count that drained more than 150 calls/s from a CAD answering in 100 ms on
+#: 2 cores (bench/drain.py; docs/PERFORMANCE.md); with the default rate limit it idles.
+DEFAULT_CONCURRENCY = 32
 
 
 class Secret:

@@ -27,6 +27,11 @@ except ConfigError as exc:  # a one-line error, not a traceback, even under `cel
     sys.exit(2)
 
 app = make_celery(settings)
+
+# Celery logs two INFO lines per task ("received", "succeeded"); our delivery log line
+# says what happened to the call, so these only cost CPU on the hot path.
+for _name in ("celery.worker.strategy", "celery.app.trace"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 app.conf.imports = ("workers.tasks",)
 
 
