@@ -19,10 +19,9 @@ import redis
 import tenacity
 
 from dispatcher.cad import CadClient
-from dispatcher.errors import DeliveryError, PermanentError, RateLimited, RetryableError
+from dispatcher.errors import DeliveryError, RateLimited, RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import RetryPolicy
-from dispatcher.telemetry import Telemetry
 
 log = logging.getLogger("dispatcher.delivery")
 T = TypeVar("T")
@@ -48,9 +47,7 @@ class Deliverer:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        telemetry: Telemetry | None = None,
     ) -> None:
-        self.telemetry = telemetry
         self.lifecycle = lifecycle
         self.cad = cad
         self.policy = policy or RetryPolicy()
@@ -76,12 +73,9 @@ class Deliverer:
         try:
             result = self.cad.send(call)
         except DeliveryError as exc:
-            self._observe(time.monotonic() - sent_at,
-                          "permanent" if isinstance(exc, PermanentError) else "retryable")
-            return self._failed(call_id, gen, claim.failures, exc)
-        self._observe(result.elapsed_s, "delivered")
+            return self._failed(call_id, gen, claim.failures, exc, time.monotonic() - sent_at)
         self._record(lambda: self.lifecycle.delivered(
-            call_id, result.cad_call_id, result.status_code, result.response))
+            call_id, result.cad_call_id, result.status_code, result.response, result.elapsed_s))
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
                  result.cad_call_id or "?", result.elapsed_s * 1000)
         return "delivered"
@@ -100,18 +94,20 @@ class Deliverer:
             self.sleep(verdict)
             waited += verdict
 
-    def _failed(self, call_id: str, gen: int, failures: int, exc: DeliveryError) -> str:
+    def _failed(self, call_id: str, gen: int, failures: int, exc: DeliveryError,
+                elapsed: float) -> str:
         """Record a failed send: pause on 429, schedule a retry, or bury."""
         if isinstance(exc, RateLimited):
             self._record(lambda: self.lifecycle.retry(
                 call_id, gen, self.clock(), str(exc), exc.status_code, exc.response,
-                rate_limited=True, retry_after=exc.retry_after))
+                rate_limited=True, retry_after=exc.retry_after, elapsed_s=elapsed))
             log.warning("call %s: %s; every sender pauses", call_id, exc)
             return "rate_limited"
         if isinstance(exc, RetryableError):
             delay = self.policy.delay(failures + 1, exc.retry_after)
             placed = self._record(lambda: self.lifecycle.retry(
-                call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response))
+                call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response,
+                elapsed_s=elapsed))
             if placed == "held":
                 log.warning("call %s: %s; the CAD looks down, held until it recovers",
                             call_id, exc)
@@ -119,17 +115,9 @@ class Deliverer:
                 log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
             return placed
         self._record(lambda: self.lifecycle.dead(
-            call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc)))
+            call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc), elapsed))
         log.error("call %s is a dead letter: %s", call_id, exc)
         return "dead"
-
-    def _observe(self, seconds: float, outcome: str) -> None:
-        if self.telemetry is None:
-            return
-        try:
-            self.telemetry.observe_latency(seconds, outcome)
-        except redis.RedisError:  # telemetry must never cost a call
-            log.debug("could not record latency", exc_info=True)
 
     def _record(self, fn: Callable[[], T]) -> T:
         retrying = tenacity.Retrying(

@@ -82,6 +82,15 @@ local function bury(id, now, reason, status, response, err)
   redis.call('HINCRBY', k('counters'), 'dead:' .. reason, 1)
 end
 
+-- One CAD request's duration into the latency histogram (dispatcher.telemetry).
+local function observe(outcome, bucket, seconds)
+  if not bucket or bucket == '' then return end
+  local key = k('latency')
+  redis.call('HINCRBY', key, outcome .. ':' .. bucket, 1)
+  redis.call('HINCRBY', key, outcome .. ':count', 1)
+  redis.call('HINCRBYFLOAT', key, outcome .. ':sum', seconds)
+end
+
 local function release_probe(id)
   if redis.call('HGET', k('circuit'), 'probe') == id then
     redis.call('HSET', k('circuit'), 'probe', '', 'probe_until', 0)

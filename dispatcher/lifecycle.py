@@ -27,6 +27,7 @@ from dispatcher.errors import InvalidCall
 from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, LUA_COMMON, Keys
 from dispatcher.policy import CircuitPolicy
 from dispatcher.settings import Settings
+from dispatcher.telemetry import bucket_for
 
 #: Extra spacing over 1/rate (2 % plus up to 10 ms), so scheduling and network jitter
 #: of a few ms never lets two requests land closer than the limit allows at the CAD.
@@ -147,6 +148,7 @@ return 'go'
 
 _DELIVERED = LUA_COMMON + r"""
 local id, now = ARGV[2], tonumber(ARGV[3])
+observe('delivered', ARGV[8], ARGV[9])
 local st = redis.call('HGET', ck(id), 'state')
 if not st then return 'missing' end
 if st == 'delivered' then return 'already' end
@@ -162,6 +164,7 @@ return 'delivered'
 
 _RETRY = LUA_COMMON + r"""
 local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+observe('retryable', ARGV[14], ARGV[15])
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'enqueued_at')
 if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
 redis.call('ZREM', k('inflight'), id)
@@ -206,6 +209,7 @@ return 'held'
 
 _DEAD = LUA_COMMON + r"""
 local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+observe('permanent', ARGV[9], ARGV[10])
 local r = redis.call('HMGET', ck(id), 'state', 'gen')
 if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
 redis.call('HINCRBY', ck(id), 'attempts', 1)
@@ -344,16 +348,18 @@ class Lifecycle:
         wait = float(_s(res[3]))
         return Claim(kind, call, int(_s(res[2]) or 0), wait, start_at=now + wait)
 
-    def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str) -> str:
+    def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str,
+                  elapsed_s: float | None = None) -> str:
         """Record a delivery; always wins, whoever else touched the call meanwhile."""
         return _s(self._delivered(
             args=[self.keys.prefix, call_id, repr(self.clock()), cad_call_id or "", status,
-                  response, DELIVERED_TTL_S]
+                  response, DELIVERED_TTL_S, *_latency(elapsed_s)]
         ))
 
     def retry(
         self, call_id: str, gen: int, due: float, error: str, status: int | None,
         response: str | None, rate_limited: bool = False, retry_after: float | None = None,
+        elapsed_s: float | None = None,
     ) -> str:
         """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold."""
         c = self.circuit
@@ -362,7 +368,8 @@ class Lifecycle:
             args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), repr(due), error,
                   "" if status is None else status, response or "",
                   "ratelimit" if rate_limited else "error", repr(pause),
-                  c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s)]
+                  c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s),
+                  *_latency(elapsed_s)]
         ))
 
     def gate(self) -> str | float:
@@ -382,13 +389,21 @@ class Lifecycle:
 
     def dead(
         self, call_id: str, gen: int, reason: str, status: int | None, response: str | None,
-        error: str,
+        error: str, elapsed_s: float | None = None,
     ) -> str:
         """Record a permanent failure: the call becomes a dead letter."""
         return _s(self._dead(
             args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), reason,
-                  "" if status is None else status, response or "", error]
+                  "" if status is None else status, response or "", error,
+                  *_latency(elapsed_s)]
         ))
+
+
+def _latency(elapsed_s: float | None) -> tuple[str, str]:
+    """Histogram bucket and duration for the outcome scripts ("" = nothing to record)."""
+    if elapsed_s is None:
+        return ("", "0")
+    return (bucket_for(elapsed_s), repr(elapsed_s))
 
 
 def _enqueued(res: Any) -> Enqueued:

@@ -17,6 +17,12 @@ from dispatcher.keys import Keys
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def bucket_for(seconds: float) -> str:
+    """The histogram bucket (upper bound) a duration falls in."""
+    i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+    return "+Inf" if i == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[i])
+
+
 _OBSERVE = r"""
 redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 1)
 redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':count', 1)
@@ -36,10 +42,12 @@ class Telemetry:
         self._observe = client.register_script(_OBSERVE)
 
     def observe_latency(self, seconds: float, outcome: str) -> None:
-        """One CAD request's duration; ``outcome`` is delivered/retryable/permanent."""
-        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-        bucket = "+Inf" if i == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[i])
-        self._observe(keys=[self.key], args=[outcome, bucket, repr(seconds)])
+        """One CAD request's duration; ``outcome`` is delivered/retryable/permanent.
+
+        The worker records its observations inside the outcome scripts instead
+        (`Lifecycle.delivered` and friends); this is for other callers and tests.
+        """
+        self._observe(keys=[self.key], args=[outcome, bucket_for(seconds), repr(seconds)])
 
     def latency(self) -> dict[str, dict[str, float]]:
         """{outcome: {"<le>": n (non-cumulative), "count": n, "sum": s}}."""

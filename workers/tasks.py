@@ -24,7 +24,6 @@ from dispatcher.cad import CadClient
 from dispatcher.delivery import Deliverer
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.redisconn import connect
-from dispatcher.telemetry import Telemetry
 from workers.app import app, settings
 
 _lock = threading.Lock()
@@ -37,8 +36,7 @@ def deliverer() -> Deliverer:
     with _lock:
         if _deliverer is None:
             client = connect(settings)
-            _deliverer = Deliverer(Lifecycle(client, settings), CadClient(settings),
-                                   telemetry=Telemetry(client, settings.prefix))
+            _deliverer = Deliverer(Lifecycle(client, settings), CadClient(settings))
         return _deliverer
 
 
