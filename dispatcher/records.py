@@ -66,6 +66,8 @@ class CallRecord:
     replayed_at: float | None
     source: str | None
     idempotency_key: str | None
+    #: The raw text of an inbox entry that was not a valid call (reason ``invalid``).
+    raw: str | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CallRecord:
@@ -93,6 +95,7 @@ class CallRecord:
             replayed_at=_f(h.get("replayed_at")),
             source=h.get("source") or None,
             idempotency_key=h.get("idempotency_key") or None,
+            raw=h.get("raw") or None,
         )
 
     @property
@@ -123,6 +126,7 @@ class CallRecord:
             "replayed_at": iso(self.replayed_at),
             "source": self.source,
             "idempotency_key": self.idempotency_key,
+            **({"raw": self.raw} if self.raw is not None else {}),
         }
 
 
