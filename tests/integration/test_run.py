@@ -75,3 +75,28 @@ def test_embedded_redis_keeps_calls_on_disk_across_a_restart(tmp_path: Path) -> 
         assert any(folder.rglob("*.aof*")), "an append-only file on disk"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("missing", ["SONORAN_COMMUNITY_ID", "SONORAN_API_KEY"])
+def test_worker_refuses_to_start_without_credentials(redis_url: str, missing: str) -> None:
+    env = base_env(redis_url)
+    env.pop(missing)
+    done = run_cli(["worker"], env, timeout=60)
+    assert done.returncode == 2
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and missing in lines[0], lines
+
+
+def test_plain_celery_command_also_refuses_without_credentials(redis_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = base_env(redis_url)
+    env.pop("SONORAN_API_KEY")
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "worker"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "SONORAN_API_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
