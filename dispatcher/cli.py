@@ -4,30 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import redis
 
+from dispatcher import processes
+from dispatcher.console import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    CliError,
+    UsageError,
+    client_for,
+    emit,
+    first_line,
+)
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
 from dispatcher.settings import Settings
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A one-line error for the user."""
-
-
-class UsageError(CliError):
-    """The command line itself is wrong (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,10 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
         return EXIT_USAGE if usage else EXIT_ERROR
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        print(f"dispatcher: error: cannot reach Redis: {_first(exc)}", file=sys.stderr)
+        print(f"dispatcher: error: cannot reach Redis: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except redis.RedisError as exc:
-        print(f"dispatcher: error: Redis error: {_first(exc)}", file=sys.stderr)
+        print(f"dispatcher: error: Redis error: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # a port in use, a folder we cannot write
         print(f"dispatcher: error: {exc.strerror or exc}"
@@ -181,10 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def _first(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -197,7 +189,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "stats":
         return _stats(settings, args)
     if command == "dlq":
-        return _dlq(settings, args)
+        from dispatcher import dlq
+
+        return dlq.run(settings, args)
     if command == "simulate-cad":
         from dispatcher.simulator import serve
 
@@ -210,45 +204,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run(settings, demo=args.demo, calls=args.calls)
     if command == "worker":
-        return _worker(settings, args)
+        return processes.worker(settings, args)
     if command == "scheduler":
-        return _scheduler(settings)
+        return processes.scheduler(settings)
     if command == "bridge":
-        return _bridge(settings)
+        return processes.bridge(settings)
     if command == "web":
-        _setup_logging()
+        processes.setup_logging()
         from dispatcher.web import serve as web_serve
 
-        _ping(settings)
-        _port_free(settings.web_host, settings.port, "PORT")
+        processes.ping(settings)
+        processes.port_free(settings.web_host, settings.port, "PORT")
         web_serve(settings, host=settings.web_host)
         return 0
     raise CliError(f"unknown command {command!r}")
-
-
-def _client(settings: Settings) -> redis.Redis:
-    from dispatcher.redisconn import connect
-
-    return connect(settings)
-
-
-def _ping(settings: Settings) -> None:
-    try:
-        _client(settings).ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
-                       f"{_first(exc)}") from None
-
-
-def _port_free(host: str, port: int, variable: str) -> None:
-    from dispatcher.embedded import port_free
-
-    if not port_free(port, host):
-        raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")
-
-
-def _emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
@@ -267,7 +236,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         producer.close()
     if args.json:
-        _emit({"id": call_id})
+        emit({"id": call_id})
     else:
         print(call_id)
     return 0
@@ -276,12 +245,12 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from dispatcher.records import Records
 
-    record = Records(_client(settings), settings.prefix).get(args.id)
+    record = Records(client_for(settings), settings.prefix).get(args.id)
     if record is None:
         raise CliError(f"no call with id {args.id!r} (delivered calls are kept for 7 days)")
     data = record.to_json(settings.server_id)
     if args.json:
-        _emit(data)
+        emit(data)
         return 0
     line = f"{record.id}  {record.status}"
     if record.status == "delivered":
@@ -307,7 +276,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 def _stats(settings: Settings, args: argparse.Namespace) -> int:
     from dispatcher.records import Records
 
-    records = Records(_client(settings), settings.prefix)
+    records = Records(client_for(settings), settings.prefix)
     while True:
         s = records.stats()
         if args.json:
@@ -323,205 +292,6 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         time.sleep(max(0.2, args.interval))
 
-
-def _dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.deadletters import DeadLetters, Filter
-
-    client = _client(settings)
-    dead = DeadLetters(client, settings.prefix)
-    sub = args.dlq_command
-    flt = Filter(getattr(args, "reason", None), getattr(args, "since", None),
-                 getattr(args, "until", None), getattr(args, "search", None))
-    if sub == "list":
-        letters = dead.list(flt, args.limit)
-        if args.json:
-            _emit([r.to_json(settings.server_id) for r in letters])
-            return 0
-        if not letters:
-            print("No dead letters.")
-            return 0
-        print(f"{'ID':26}  {'REASON':9}  {'STATUS':6}  {'DEAD AT':19}  ANSWER / CALLER")
-        for r in letters:
-            dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
-            what = (r.response or r.last_error or "").strip().splitlines()
-            print(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
-                  f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
-                  f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
-        print(f"{len(letters)} dead letter(s)")
-        return 0
-    if sub == "show":
-        record = dead.get(args.id)
-        if record is None:
-            raise CliError(f"no dead letter with id {args.id!r}")
-        data = record.to_json(settings.server_id)
-        raw = dead.raw(args.id)
-        if raw is not None:
-            data["raw"] = raw
-        if args.json:
-            _emit(data)
-        else:
-            for key, value in data.items():
-                if value not in (None, "", {}):
-                    shown = json.dumps(value, ensure_ascii=False) if isinstance(
-                        value, (dict, list)) else value
-                    print(f"{key:>15}: {shown}")
-        return 0
-    if sub == "export":
-        for record in dead.iter(flt):
-            print(json.dumps(record.to_json(settings.server_id), ensure_ascii=False))
-        return 0
-    ids = _select(dead, args, flt)
-    if sub == "replay":
-        return _replay(settings, client, dead, ids, args.json)
-    if sub == "purge":
-        if not args.yes and not _confirm(f"Delete {len(ids)} dead letter(s) for good?"):
-            raise UsageError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
-        purged = [i for i in ids if dead.purge(i)]
-        missing = sorted(set(ids) - set(purged))
-        if missing and not purged and ids:
-            raise CliError(f"not a dead letter: {', '.join(missing)}")
-        if args.json:
-            _emit({"purged": len(purged), "not_found": missing})
-        else:
-            print(f"Purged {len(purged)} dead letter(s).")
-        for i in missing:
-            print(f"dispatcher: warning: {i} is not a dead letter", file=sys.stderr)
-        return 0
-    raise CliError(f"unknown dlq command {sub!r}")
-
-
-def _confirm(question: str) -> bool:
-    """Ask on a terminal; never when a script runs us (no tty means no)."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return False
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
-def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
-    has_filter = any(getattr(args, n, None) for n in ("reason", "since", "until", "search"))
-    if args.ids and (args.all or has_filter):
-        raise UsageError("give either ids or --all/filters, not both")
-    if args.ids:
-        return list(dict.fromkeys(args.ids))
-    if not (args.all or has_filter):
-        raise UsageError("name the dead letters: ids, --all, or a filter such as --reason")
-    return [r.id for r in dead.iter(flt)]
-
-
-def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
-            as_json: bool) -> int:
-    from dispatcher.broker import Publisher
-    from dispatcher.schedule import Pump
-
-    outcomes: dict[str, list[str]] = {}
-    show = sys.stderr.isatty() and len(ids) > 20
-    for n, call_id in enumerate(ids, 1):
-        outcomes.setdefault(dead.replay(call_id), []).append(call_id)
-        if show and (n % 50 == 0 or n == len(ids)):
-            print(f"\rreplaying {n}/{len(ids)}", end="", file=sys.stderr, flush=True)
-    if show:
-        print(file=sys.stderr)
-    replayed = outcomes.get("replayed", [])
-    if replayed:
-        # Put the first of them in play now; the scheduler releases the rest in order.
-        publisher = Publisher(settings)
-        try:
-            Pump(client, settings, publisher).tick()
-        except Exception as exc:
-            print(f"dispatcher: warning: replayed calls wait for the scheduler "
-                  f"({type(exc).__name__})", file=sys.stderr)
-        finally:
-            publisher.close()
-    failed = {k: v for k, v in outcomes.items() if k != "replayed"}
-    labels = {"missing": "no such call", "not_dead": "not a dead letter",
-              "unreplayable": "an invalid entry (no call to send)"}
-    if failed and not replayed and ids:
-        raise CliError("nothing replayed: " + "; ".join(
-            f"{i}: {labels.get(kind, kind)}" for kind, group in failed.items() for i in group))
-    if as_json:
-        _emit({"replayed": len(replayed), "ids": replayed,
-               "not_replayed": {k: v for k, v in failed.items()}})
-    else:
-        print(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
-              "and will be sent with the credentials configured now.")
-    for kind, failed_ids in failed.items():
-        for i in failed_ids:
-            print(f"dispatcher: warning: {i}: {labels.get(kind, kind)}", file=sys.stderr)
-    return 0
-
-
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _stop_event() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, _: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
-def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    settings.require_credentials()
-    from workers.app import app
-
-    concurrency = args.concurrency or settings.concurrency
-    app.worker_main([
-        "worker", "-Q", settings.queue_name, "--pool", "threads", "-c", str(concurrency),
-        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-n", "dispatcher@%h-%i",
-    ])
-    return 0
-
-
-def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]) -> int:
-    _setup_logging()
-    _ping(settings)
-    stop = _stop_event()
-    logging.getLogger("dispatcher").info("%s: started", name)
-    body(stop)
-    logging.getLogger("dispatcher").info("%s: stopped", name)
-    return 0
-
-
-def _scheduler(settings: Settings) -> int:
-    from dispatcher.broker import Publisher
-    from dispatcher.history import History
-    from dispatcher.schedule import TICK_S, Pump
-
-    def body(stop: threading.Event) -> None:
-        pump = Pump(_client(settings), settings, Publisher(settings))
-        history = History(pump.client, settings.prefix)
-        while not stop.is_set():
-            try:
-                report = pump.tick()
-                history.tick()  # one sample per 10 s for the operations page's chart
-            except redis.RedisError as exc:
-                # Down, or refusing writes (OOM under noeviction, READONLY): every step is
-                # atomic, so waiting and trying again is always safe.
-                logging.getLogger("dispatcher.scheduler").warning(
-                    "Redis unavailable (%s: %s); retrying", type(exc).__name__, _first(exc))
-                stop.wait(1.0)
-                continue
-            if report.total() == 0:
-                stop.wait(TICK_S)
-
-    return _loop("scheduler", settings, body)
-
-
-def _bridge(settings: Settings) -> int:
-    from dispatcher.bridge import main_loop
-    from dispatcher.producer import Producer
-
-    def body(stop: threading.Event) -> None:
-        main_loop(Producer(settings), settings.inbox_key, stop)
-
-    return _loop("bridge", settings, body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,141 @@
+"""The ``dispatcher dlq`` command: list, show, replay, purge and export dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from dispatcher.console import CliError, UsageError, client_for, emit
+from dispatcher.settings import Settings
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.deadletters import DeadLetters, Filter
+
+    client = client_for(settings)
+    dead = DeadLetters(client, settings.prefix)
+    sub = args.dlq_command
+    flt = Filter(getattr(args, "reason", None), getattr(args, "since", None),
+                 getattr(args, "until", None), getattr(args, "search", None))
+    if sub == "list":
+        letters = dead.list(flt, args.limit)
+        if args.json:
+            emit([r.to_json(settings.server_id) for r in letters])
+            return 0
+        if not letters:
+            print("No dead letters.")
+            return 0
+        print(f"{'ID':26}  {'REASON':9}  {'STATUS':6}  {'DEAD AT':19}  ANSWER / CALLER")
+        for r in letters:
+            dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
+            what = (r.response or r.last_error or "").strip().splitlines()
+            print(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
+                  f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
+                  f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    if sub == "show":
+        record = dead.get(args.id)
+        if record is None:
+            raise CliError(f"no dead letter with id {args.id!r}")
+        data = record.to_json(settings.server_id)
+        raw = dead.raw(args.id)
+        if raw is not None:
+            data["raw"] = raw
+        if args.json:
+            emit(data)
+        else:
+            for key, value in data.items():
+                if value not in (None, "", {}):
+                    shown = json.dumps(value, ensure_ascii=False) if isinstance(
+                        value, (dict, list)) else value
+                    print(f"{key:>15}: {shown}")
+        return 0
+    if sub == "export":
+        for record in dead.iter(flt):
+            print(json.dumps(record.to_json(settings.server_id), ensure_ascii=False))
+        return 0
+    ids = _select(dead, args, flt)
+    if sub == "replay":
+        return _replay(settings, client, dead, ids, args.json)
+    if sub == "purge":
+        if not args.yes and not _confirm(f"Delete {len(ids)} dead letter(s) for good?"):
+            raise UsageError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
+        purged = [i for i in ids if dead.purge(i)]
+        missing = sorted(set(ids) - set(purged))
+        if missing and not purged and ids:
+            raise CliError(f"not a dead letter: {', '.join(missing)}")
+        if args.json:
+            emit({"purged": len(purged), "not_found": missing})
+        else:
+            print(f"Purged {len(purged)} dead letter(s).")
+        for i in missing:
+            print(f"dispatcher: warning: {i} is not a dead letter", file=sys.stderr)
+        return 0
+    raise CliError(f"unknown dlq command {sub!r}")
+
+
+def _confirm(question: str) -> bool:
+    """Ask on a terminal; never when a script runs us (no tty means no)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
+    has_filter = any(getattr(args, n, None) for n in ("reason", "since", "until", "search"))
+    if args.ids and (args.all or has_filter):
+        raise UsageError("give either ids or --all/filters, not both")
+    if args.ids:
+        return list(dict.fromkeys(args.ids))
+    if not (args.all or has_filter):
+        raise UsageError("name the dead letters: ids, --all, or a filter such as --reason")
+    return [r.id for r in dead.iter(flt)]
+
+
+def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
+            as_json: bool) -> int:
+    from dispatcher.broker import Publisher
+    from dispatcher.schedule import Pump
+
+    outcomes: dict[str, list[str]] = {}
+    show = sys.stderr.isatty() and len(ids) > 20
+    for n, call_id in enumerate(ids, 1):
+        outcomes.setdefault(dead.replay(call_id), []).append(call_id)
+        if show and (n % 50 == 0 or n == len(ids)):
+            print(f"\rreplaying {n}/{len(ids)}", end="", file=sys.stderr, flush=True)
+    if show:
+        print(file=sys.stderr)
+    replayed = outcomes.get("replayed", [])
+    if replayed:
+        # Put the first of them in play now; the scheduler releases the rest in order.
+        publisher = Publisher(settings)
+        try:
+            Pump(client, settings, publisher).tick()
+        except Exception as exc:
+            print(f"dispatcher: warning: replayed calls wait for the scheduler "
+                  f"({type(exc).__name__})", file=sys.stderr)
+        finally:
+            publisher.close()
+    failed = {k: v for k, v in outcomes.items() if k != "replayed"}
+    labels = {"missing": "no such call", "not_dead": "not a dead letter",
+              "unreplayable": "an invalid entry (no call to send)"}
+    if failed and not replayed and ids:
+        raise CliError("nothing replayed: " + "; ".join(
+            f"{i}: {labels.get(kind, kind)}" for kind, group in failed.items() for i in group))
+    if as_json:
+        emit({"replayed": len(replayed), "ids": replayed,
+               "not_replayed": {k: v for k, v in failed.items()}})
+    else:
+        print(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
+              "and will be sent with the credentials configured now.")
+    for kind, failed_ids in failed.items():
+        for i in failed_ids:
+            print(f"dispatcher: warning: {i}: {labels.get(kind, kind)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,103 @@
+"""The long-running processes of the Procfile: worker, scheduler, bridge and web."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from dispatcher.console import CliError, client_for, first_line
+from dispatcher.settings import Settings
+
+
+def ping(settings: Settings) -> None:
+    try:
+        client_for(settings).ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
+                       f"{first_line(exc)}") from None
+
+
+def port_free(host: str, port: int, variable: str) -> None:
+    from dispatcher.embedded import port_free
+
+    if not port_free(port, host):
+        raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require_credentials()
+    from workers.app import app
+
+    concurrency = args.concurrency or settings.concurrency
+    app.worker_main([
+        "worker", "-Q", settings.queue_name, "--pool", "threads", "-c", str(concurrency),
+        "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-n", "dispatcher@%h-%i",
+    ])
+    return 0
+
+
+def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]) -> int:
+    setup_logging()
+    ping(settings)
+    stop = _stop_event()
+    logging.getLogger("dispatcher").info("%s: started", name)
+    body(stop)
+    logging.getLogger("dispatcher").info("%s: stopped", name)
+    return 0
+
+
+def scheduler(settings: Settings) -> int:
+    from dispatcher.broker import Publisher
+    from dispatcher.history import History
+    from dispatcher.schedule import TICK_S, Pump
+
+    def body(stop: threading.Event) -> None:
+        pump = Pump(client_for(settings), settings, Publisher(settings))
+        history = History(pump.client, settings.prefix)
+        while not stop.is_set():
+            try:
+                report = pump.tick()
+                history.tick()  # one sample per 10 s for the operations page's chart
+            except redis.RedisError as exc:
+                # Down, or refusing writes (OOM under noeviction, READONLY): every step is
+                # atomic, so waiting and trying again is always safe.
+                logging.getLogger("dispatcher.scheduler").warning(
+                    "Redis unavailable (%s: %s); retrying", type(exc).__name__, first_line(exc))
+                stop.wait(1.0)
+                continue
+            if report.total() == 0:
+                stop.wait(TICK_S)
+
+    return _loop("scheduler", settings, body)
+
+
+def bridge(settings: Settings) -> int:
+    from dispatcher.bridge import main_loop
+    from dispatcher.producer import Producer
+
+    def body(stop: threading.Event) -> None:
+        main_loop(Producer(settings), settings.inbox_key, stop)
+
+    return _loop("bridge", settings, body)
