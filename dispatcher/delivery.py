@@ -120,6 +120,11 @@ class Deliverer:
         return "dead"
 
     def _record(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()  # the common case, without building a retry loop (worker profile)
+        except Exception as exc:
+            if not _transient(exc):
+                raise
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_transient),
             stop=tenacity.stop_after_delay(self._record_for_s),

@@ -39,6 +39,12 @@ def bounded(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``fn``, retrying Redis connection errors for up to ``wait_s``; then QueueUnavailable."""
+    try:
+        return fn()  # the common case, without building a retry loop (producer profile)
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass
+    except redis.ResponseError as exc:
+        raise QueueUnavailable(f"the queue (Redis) refused the write: {_why(exc)}") from None
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
         stop=tenacity.stop_after_delay(wait_s),

@@ -386,7 +386,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
             text = safe(text, 4000)  # room for 50 ids
             log.warning("http v1: 503 %s", text)
             return _text(text, 503, **{"Retry-After": str(RETRY_AFTER_S)})
-        log.info("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
+        log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
                  ",".join(ids))
         return _text("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
 
@@ -418,7 +418,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
                            f"{RETRY_AFTER_S} s.",
                            **{"Retry-After": str(RETRY_AFTER_S)})
         (call_id,) = ids
-        log.info("http v2: queued 1 call from %s: %s", client_addr(), call_id)
+        log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
         answer = {"callId": call_id, "status": "queued", **call.to_cad()}
         answer["serverId"] = server_id
         return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)
@@ -483,6 +483,8 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
     from waitress import serve as waitress_serve
 
     app = create_app(settings)
+    # Waitress warns on every request once its queue backs up: costly exactly when busy.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     log.info("web: listening on http://%s:%d", host, settings.port)
     waitress_serve(app, host=host, port=settings.port, threads=threads, ident="dispatcher",
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True)
