@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 import tenacity
 from tenacity.wait import wait_base
 
-from dispatcher.settings import Settings
+from dispatcher.settings import (
+    DEFAULT_CIRCUIT_COOLDOWN_S,
+    DEFAULT_CIRCUIT_MAX_COOLDOWN_S,
+    Settings,
+)
 
 #: First retry after about a second: most network blips last less.
 BACKOFF_INITIAL_S = 1.0
@@ -25,10 +29,6 @@ BACKOFF_MAX_S = 60.0
 BACKOFF_JITTER_S = 1.0
 #: Consecutive retryable failures (any call, any worker) that open the breaker.
 CIRCUIT_FAILURE_THRESHOLD = 5
-#: First pause of an open breaker before one probe; doubles on each failed probe.
-CIRCUIT_COOLDOWN_S = 5.0
-#: Longest pause between probes of an open breaker.
-CIRCUIT_MAX_COOLDOWN_S = 60.0
 #: Pause of every sender after a 429 without a Retry-After header.
 DEFAULT_RATE_LIMIT_PAUSE_S = 30.0
 #: Longest a worker slot waits for its turn under the rate limit; past it the call goes
@@ -63,8 +63,8 @@ class CircuitPolicy:
     """When the shared breaker opens and how long it stays open."""
 
     failure_threshold: int = CIRCUIT_FAILURE_THRESHOLD
-    cooldown_s: float = CIRCUIT_COOLDOWN_S
-    max_cooldown_s: float = CIRCUIT_MAX_COOLDOWN_S
+    cooldown_s: float = DEFAULT_CIRCUIT_COOLDOWN_S
+    max_cooldown_s: float = DEFAULT_CIRCUIT_MAX_COOLDOWN_S
     rate_limit_pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
     max_slot_wait_s: float = MAX_SLOT_WAIT_S
 

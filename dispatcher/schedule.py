@@ -4,7 +4,8 @@ One `Pump.tick` does, each step one atomic script over a bounded batch:
 
 1. due retries (``scheduled`` by due time) go back in line (``held``, by enqueue time);
 2. calls whose worker died mid-send (lease expired in ``inflight``) go back in line;
-3. calls whose message was lost (``queued`` longer than ORPHAN_AFTER_S) go back in line;
+3. calls whose message was lost (``queued`` longer than DISPATCHER_ORPHAN_AFTER_S) go back
+   in line;
 4. after the breaker closes, every call still on backoff goes back in line;
 5. with DISPATCHER_MAX_AGE_S set, calls too old become dead letters ``expired``;
 6. the oldest held calls get a Celery message, as many as the breaker and the rate
@@ -32,10 +33,6 @@ from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: A call whose message has been out this long without being claimed is assumed lost
-#: (a publish that failed after the record was written, a worker killed holding a
-#: prefetched message). Re-publishing is safe: a stale generation is dropped.
-ORPHAN_AFTER_S = 60.0
 #: Most calls one script moves per tick, so no script blocks Redis for long.
 BATCH = 1000
 #: How often the scheduler process ticks.

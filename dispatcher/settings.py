@@ -35,6 +35,14 @@ DEFAULT_READ_TIMEOUT_S = 10.0
 #: Kombu redelivers an unacked message after this long. Our own leases recover calls
 #: far sooner; this only needs to exceed the longest task (a few seconds).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+#: First pause of an open circuit breaker before one probe; doubles per failed probe.
+DEFAULT_CIRCUIT_COOLDOWN_S = 5.0
+#: Longest pause between probes of an open breaker.
+DEFAULT_CIRCUIT_MAX_COOLDOWN_S = 60.0
+#: A call whose message has been out this long without being claimed is assumed lost
+#: (a publish that failed after the record, a worker killed holding a prefetched
+#: message) and is given a new one; a stale generation makes that harmless.
+DEFAULT_ORPHAN_AFTER_S = 60.0
 #: Threads per worker process: the work is waiting on the CAD, not CPU. 32 is the
 #: smallest count that drained more than 150 calls/s from a CAD answering in 100 ms on
 #: 2 cores (bench/drain.py; docs/PERFORMANCE.md); with the default rate limit it idles.
@@ -89,12 +97,9 @@ class Settings:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     concurrency: int = DEFAULT_CONCURRENCY
-    #: First pause of an open circuit breaker before a probe (doubles per failed probe).
-    circuit_cooldown_s: float = 5.0
-    #: Longest pause between probes of an open breaker.
-    circuit_max_cooldown_s: float = 60.0
-    #: A call whose Celery message has been out this long unclaimed is re-published.
-    orphan_after_s: float = 60.0
+    circuit_cooldown_s: float = DEFAULT_CIRCUIT_COOLDOWN_S
+    circuit_max_cooldown_s: float = DEFAULT_CIRCUIT_MAX_COOLDOWN_S
+    orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S
     #: Folder of the producer's local spool for Redis outages (unset: off).
     spool_dir: str | None = None
     #: Address the web process listens on.
@@ -165,9 +170,11 @@ class Settings:
             ),
             concurrency=concurrency,
             read_timeout_s=_positive(get, "DISPATCHER_READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S),
-            circuit_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_COOLDOWN_S", 5.0),
-            circuit_max_cooldown_s=_positive(get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", 60.0),
-            orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", 60.0),
+            circuit_cooldown_s=_positive(
+                get, "DISPATCHER_CIRCUIT_COOLDOWN_S", DEFAULT_CIRCUIT_COOLDOWN_S),
+            circuit_max_cooldown_s=_positive(
+                get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", DEFAULT_CIRCUIT_MAX_COOLDOWN_S),
+            orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", DEFAULT_ORPHAN_AFTER_S),
             ops_token=Secret(ops) if (ops := get("DISPATCHER_OPS_TOKEN")) else None,
         )
 

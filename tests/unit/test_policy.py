@@ -10,12 +10,16 @@ from dispatcher.policy import (
     BACKOFF_INITIAL_S,
     BACKOFF_JITTER_S,
     BACKOFF_MAX_S,
-    CIRCUIT_COOLDOWN_S,
     CIRCUIT_FAILURE_THRESHOLD,
-    CIRCUIT_MAX_COOLDOWN_S,
     MAX_SLOT_WAIT_S,
     CircuitPolicy,
     RetryPolicy,
+)
+from dispatcher.settings import (
+    DEFAULT_CIRCUIT_COOLDOWN_S as CIRCUIT_COOLDOWN_S,
+)
+from dispatcher.settings import (
+    DEFAULT_CIRCUIT_MAX_COOLDOWN_S as CIRCUIT_MAX_COOLDOWN_S,
 )
 
 DRAWS = 300
