@@ -28,6 +28,38 @@ except ConfigError as exc:  # a one-line error, not a traceback, even under `cel
 
 app = make_celery(settings)
 
+def _reuse_ack_client() -> None:
+    """Make kombu reuse one Redis client per channel for acks instead of one per ack.
+
+    kombu's Redis channel builds a new ``redis.Redis`` (over the same connection pool)
+    for every ack; its constructor copies ~200 response callbacks, the single largest
+    cost in the worker's profile (docs/PERFORMANCE.md). A client is thread-safe over its
+    pool, so one per channel is enough; a new pool (after a reconnect) gets a new client.
+    tests/integration/test_broker.py checks the method this replaces still exists.
+    """
+    from contextlib import contextmanager
+
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    if not hasattr(channel, "conn_or_acquire") or not hasattr(channel, "_create_client"):
+        return  # a kombu without this internal: keep its own behaviour
+
+    @contextmanager
+    def conn_or_acquire(self: Any, client: Any = None) -> Any:
+        if client:
+            yield client
+            return
+        cached = self.__dict__.get("_dispatcher_client")
+        if cached is None or cached.connection_pool is not self.pool:
+            cached = self.__dict__["_dispatcher_client"] = self._create_client()
+        yield cached
+
+    channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]
+
+
+_reuse_ack_client()
+
 # Celery logs two INFO lines per task ("received", "succeeded"); our delivery log line
 # says what happened to the call, so these only cost CPU on the hot path.
 for _name in ("celery.worker.strategy", "celery.app.trace"):

@@ -81,7 +81,9 @@ def test_sigkill_worker_mid_post_repeatedly_loses_nothing(
 ) -> None:
     n, kills = 1000, 8
     sim.set_latency(25)  # a POST stays open long enough to be killed in the middle of
-    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_READ_TIMEOUT_S=2)
+    # 8 threads: a kill strands at most the 8 calls whose POST is open at that moment.
+    env = base_env(redis_url, sim, SONORAN_API_VERSION=version, DISPATCHER_READ_TIMEOUT_S=2,
+                   DISPATCHER_CONCURRENCY=8)
     procs(["scheduler"], env)
     worker = procs(["worker"], env, name="worker")
     producer = producer_for(env)

@@ -36,3 +36,14 @@ def test_our_message_has_celerys_shape_and_body(redis_url: str, rclient: redis.R
     decode = lambda m: json.loads(base64.b64decode(m["body"]))  # noqa: E731
     assert decode(ours)[:2] == decode(theirs)[:2] == [[payload, 3], {}]
     assert "caller" not in ours["headers"]["argsrepr"], "logs show the id, not the call"
+
+
+def test_the_kombu_internal_our_worker_patches_is_still_there() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    import workers.app  # noqa: F401  (applies the patch)
+
+    channel = kombu_redis.Channel
+    assert hasattr(channel, "_create_client"), "kombu changed: review workers/app.py"
+    assert channel.conn_or_acquire.__qualname__.endswith("conn_or_acquire")
+    assert "workers.app" in channel.conn_or_acquire.__module__
