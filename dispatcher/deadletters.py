@@ -19,6 +19,7 @@ import redis
 
 from dispatcher.call import new_call_id
 from dispatcher.keys import LUA_COMMON, Keys
+from dispatcher.lifecycle import as_text
 from dispatcher.records import CallRecord, Records
 
 #: Dead-letter reason of an entry that is not a valid call (kept with its raw text).
@@ -115,7 +116,7 @@ class DeadLetters:
             if not ids:
                 return
             offset += len(ids)
-            for record in self.records.get_many([_text(i) for i in ids]):
+            for record in self.records.get_many([as_text(i) for i in ids]):
                 if record.state == "dead" and flt.matches(record):
                     yield record
 
@@ -134,7 +135,7 @@ class DeadLetters:
     def raw(self, call_id: str) -> str | None:
         """The raw text kept for an invalid entry."""
         value = self.client.hget(self.keys.call(call_id), "raw")
-        return _text(value) if value else None
+        return as_text(value) if value else None
 
     def replay(self, call_id: str, actor: str = "cli") -> str:
         """Put one dead letter back in line; returns replayed, missing, not_dead or unreplayable."""
@@ -176,6 +177,3 @@ class DeadLetters:
         pipe.ltrim(self.keys.audit, 0, AUDIT_KEEP - 1)
         pipe.execute()
 
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -16,6 +16,7 @@ Celery message is dropped harmlessly. A delivered call is never claimed again.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -278,8 +279,6 @@ class Lifecycle:
         circuit: CircuitPolicy | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -335,23 +334,24 @@ class Lifecycle:
                   repr(self.settings.max_age_s or 0), repr(self.lease_s),
                   repr(self.flow.interval_s), repr(self.flow.max_wait_s)]
         )
-        kind = _s(res[0])
+        kind = as_text(res[0])
         if kind != "claimed":
-            return Claim(kind, detail=_s(res[1]) if len(res) > 1 and res[1] else "")
+            return Claim(kind, detail=as_text(res[1]) if len(res) > 1 and res[1] else "")
         try:
-            call = Call.parse(json.loads(_s(res[1]))).with_envelope(call_id, float(_s(res[4])))
+            call = Call.parse(json.loads(as_text(res[1])))
+            call = call.with_envelope(call_id, float(as_text(res[4])))
         except (InvalidCall, ValueError) as exc:
             # A record that no longer validates (limits tightened by an upgrade, a hand
             # edit) would loop forever; it becomes a dead letter an operator can see.
             self.dead(call_id, gen, "invalid", None, None, f"stored call is not valid: {exc}")
             return Claim("invalid", detail=str(exc))
-        wait = float(_s(res[3]))
-        return Claim(kind, call, int(_s(res[2]) or 0), wait, start_at=now + wait)
+        wait = float(as_text(res[3]))
+        return Claim(kind, call, int(as_text(res[2]) or 0), wait, start_at=now + wait)
 
     def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str,
                   elapsed_s: float | None = None) -> str:
         """Record a delivery; always wins, whoever else touched the call meanwhile."""
-        return _s(self._delivered(
+        return as_text(self._delivered(
             args=[self.keys.prefix, call_id, repr(self.clock()), cad_call_id or "", status,
                   response, DELIVERED_TTL_S, *_latency(elapsed_s)]
         ))
@@ -364,7 +364,7 @@ class Lifecycle:
         """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold."""
         c = self.circuit
         pause = retry_after if retry_after is not None else c.rate_limit_pause_s
-        return _s(self._retry(
+        return as_text(self._retry(
             args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), repr(due), error,
                   "" if status is None else status, response or "",
                   "ratelimit" if rate_limited else "error", repr(pause),
@@ -374,7 +374,7 @@ class Lifecycle:
 
     def gate(self) -> str | float:
         """"go" (send now), "paused" (a 429 pause began), or seconds to wait first."""
-        res = _s(self._gate(args=[self.keys.prefix, repr(self.clock()),
+        res = as_text(self._gate(args=[self.keys.prefix, repr(self.clock()),
                                   repr(self.flow.send_gap_s)]))
         return res if res in ("go", "paused") else float(res)
 
@@ -385,14 +385,15 @@ class Lifecycle:
 
     def unclaim(self, call_id: str, gen: int) -> str:
         """Give a claimed call back to the line unsent (no attempt counted)."""
-        return _s(self._unclaim(args=[self.keys.prefix, call_id, str(gen), repr(self.clock())]))
+        now = repr(self.clock())
+        return as_text(self._unclaim(args=[self.keys.prefix, call_id, str(gen), now]))
 
     def dead(
         self, call_id: str, gen: int, reason: str, status: int | None, response: str | None,
         error: str, elapsed_s: float | None = None,
     ) -> str:
         """Record a permanent failure: the call becomes a dead letter."""
-        return _s(self._dead(
+        return as_text(self._dead(
             args=[self.keys.prefix, call_id, str(gen), repr(self.clock()), reason,
                   "" if status is None else status, response or "", error,
                   *_latency(elapsed_s)]
@@ -407,12 +408,13 @@ def _latency(elapsed_s: float | None) -> tuple[str, str]:
 
 
 def _enqueued(res: Any) -> Enqueued:
-    call_id = _s(res[0])
-    kind = _s(res[1])
+    call_id = as_text(res[0])
+    kind = as_text(res[1])
     out = kind in ("publish", "pushed")
-    return Enqueued(call_id, kind == "publish", int(_s(res[2])) if out else 0,
+    return Enqueued(call_id, kind == "publish", int(as_text(res[2])) if out else 0,
                     kind == "duplicate", kind == "gone", kind == "pushed")
 
 
-def _s(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes or not) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -27,7 +27,7 @@ import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.keys import LUA_COMMON, Keys
-from dispatcher.lifecycle import Flow, _s
+from dispatcher.lifecycle import Flow, as_text
 from dispatcher.policy import CircuitPolicy
 from dispatcher.settings import Settings
 
@@ -198,7 +198,7 @@ class Pump:
         out = self._release(args=[p, repr(now), BATCH, *self.flow.argv()])
         items = []
         for i in range(0, len(out), 5):
-            call_id, gen, call_json, enq, idem = (_s(v) for v in out[i:i + 5])
+            call_id, gen, call_json, enq, idem = (as_text(v) for v in out[i:i + 5])
             payload = {"v": 1, "id": call_id, "call": json.loads(call_json),
                        "idempotency_key": idem or None, "enqueued_at": float(enq)}
             items.append((payload, int(gen)))

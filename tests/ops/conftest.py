@@ -122,3 +122,19 @@ def status(env: dict[str, str], call_id: str) -> dict[str, Any]:
     result = run_cli(["status", call_id, "--json"], env)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
+
+
+class Clock:
+    """A clock the heartbeat and history tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+

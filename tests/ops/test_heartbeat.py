@@ -7,6 +7,7 @@ import threading
 import fakeredis
 import pytest
 import redis
+from conftest import Clock
 
 from dispatcher.heartbeat import (
     ALIVE_INTERVALS,
@@ -15,19 +16,6 @@ from dispatcher.heartbeat import (
     HeartbeatThread,
     worker_name,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

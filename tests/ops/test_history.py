@@ -5,6 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 import redis
+from conftest import Clock
 
 from dispatcher.history import (
     KEEP,
@@ -15,19 +16,6 @@ from dispatcher.history import (
     nice_ceiling,
     points,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
