@@ -73,7 +73,37 @@ hold(id, now, now)
 return {id, 'held'}
 """
 
-_CLAIM = LUA_COMMON + r"""
+#: A slot this far in the past (or one interval, if longer) means the call's message
+#: waited for a worker; its claim re-slots the whole line (see ``reslot`` below).
+STALE_SLOT_S = 1.0
+
+_CLAIM = LUA_COMMON + f"local STALE_SLOT_S = {STALE_SLOT_S}\n" + r"""
+-- Messages that waited long past their slots (workers busy, restarting or reconnecting
+-- to Redis) would otherwise reach the CAD in whatever order the threads happen to claim
+-- them. The first such claim gives every call still in line, itself included, fresh
+-- slots in line order after the last granted send; the others then find their turn.
+local function reslot(id, slot, now, interval)
+  local line = {{slot, id}}
+  for _, other in ipairs(redis.call('ZRANGE', k('queued'), 0, -1)) do
+    table.insert(line, {num(redis.call('HGET', ck(other), 'slot'), 0), other})
+  end
+  table.sort(line, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local base = math.max(now, num(redis.call('HGET', k('rate'), 'pause_until'), 0))
+  local last = redis.call('ZRANGE', k('rate:granted'), -1, -1, 'WITHSCORES')
+  if #last > 0 then base = math.max(base, tonumber(last[2]) + interval) end
+  local mine = base
+  for i, entry in ipairs(line) do
+    local s = base + (i - 1) * interval
+    if entry[2] == id then mine = s else redis.call('HSET', ck(entry[2]), 'slot', s) end
+  end
+  redis.call('HSET', k('rate'), 'tat', base + #line * interval)
+  redis.call('HINCRBY', k('counters'), 'reslotted', 1)
+  return mine
+end
+
 local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local lease, max_age, probe_lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local interval, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -112,11 +142,15 @@ end
 local start = now
 if interval > 0 then
   local slot = num(r[7], 0)
-  if slot <= 0 then slot = reserve_slot(now, interval) end
+  if slot <= 0 then slot = reserve_slot(now, interval)
+  elseif slot < now - math.max(interval, STALE_SLOT_S) then slot = reslot(id, slot, now, interval)
+  end
   start = math.max(slot, now)
   local cal = k('rate:granted')
   redis.call('ZREMRANGEBYSCORE', cal, '-inf', now - interval)
-  local gap = interval * 0.999999
+  -- Redis keeps these times to 14 significant digits (0.1 ms for epoch seconds), so
+  -- two grants count as one interval apart within a millisecond of it.
+  local gap = interval - math.min(0.001, interval / 2)
   for _ = 1, 1000 do
     local hit = redis.call('ZRANGEBYSCORE', cal, '(' .. (start - gap), '(' .. (start + gap),
       'WITHSCORES', 'LIMIT', 0, 1)

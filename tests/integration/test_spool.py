@@ -45,9 +45,10 @@ def test_calls_made_while_redis_is_down_are_spooled_and_delivered_in_order_once(
         order = [int(c["call"]["caller"].split()[1]) for c in sim.calls()]
         assert sorted(order) == list(range(16)), "each call exactly once"
         # Flushed oldest first, behind the calls made before and ahead of those made
-        # after. Worker threads that wake late for their rate slot may swap places with
-        # a neighbour under load, never by more than the worker's concurrency.
-        assert max(abs(v - i) for i, v in enumerate(order)) <= 8, order
+        # after. The worker reconnects to the restarted Redis after the calls' slots have
+        # passed; the first late claim re-slots the line in order. A thread that claims
+        # less than a second late moves back by at most a second of sends (5 at 5/s).
+        assert max(abs(v - i) for i, v in enumerate(order)) <= 6, order
         assert len(set(before + during + after)) == 16
         producer.close()
     finally:
