@@ -85,7 +85,8 @@ _CLAIM = LUA_COMMON + f"local STALE_SLOT_S = {STALE_SLOT_S}\n" + r"""
 local function reslot(id, slot, now, interval)
   local line = {{slot, id}}
   for _, other in ipairs(redis.call('ZRANGE', k('queued'), 0, -1)) do
-    table.insert(line, {num(redis.call('HGET', ck(other), 'slot'), 0), other})
+    local s = redis.call('HGET', ck(other), 'slot')
+    if s then table.insert(line, {num(s, 0), other}) end
   end
   table.sort(line, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
