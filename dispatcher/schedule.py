@@ -97,9 +97,12 @@ return #ids
 
 _EXPIRE = LUA_COMMON + r"""
 local now, max_age, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local offset = tonumber(ARGV[5])
 local n = 0
--- pending is ordered by enqueue time; a replayed call counts its age from the replay.
-local ids = redis.call('ZRANGEBYSCORE', k('pending'), '-inf', now - max_age, 'LIMIT', 0, limit)
+-- pending is ordered by enqueue time; a replayed call counts its age from the replay,
+-- so old replayed calls can fill a page without expiring: the caller pages through.
+local ids = redis.call('ZRANGEBYSCORE', k('pending'), '-inf', now - max_age, 'LIMIT', offset,
+  limit)
 for _, id in ipairs(ids) do
   local r = redis.call('HMGET', ck(id), 'state', 'age_from')
   if (r[1] == 'held' or r[1] == 'scheduled') and now - num(r[2], now) > max_age then
@@ -107,7 +110,7 @@ for _, id in ipairs(ids) do
     n = n + 1
   end
 end
-return n
+return {n, #ids}
 """
 
 _RELEASE = LUA_COMMON + r"""
@@ -179,6 +182,7 @@ class Pump:
         self._reap_orphans = client.register_script(_REAP_ORPHANS)
         self._flush = client.register_script(_FLUSH)
         self._expire = client.register_script(_EXPIRE)
+        self._expire_offset = 0
         self._release = client.register_script(_RELEASE)
 
     def tick(self) -> TickReport:
@@ -193,8 +197,7 @@ class Pump:
         )
         report.flushed = int(self._flush(args=[p, repr(now), BATCH]))
         if self.settings.max_age_s:
-            report.expired = int(self._expire(args=[p, repr(now), repr(self.settings.max_age_s),
-                                                    BATCH]))
+            report.expired = self._expire_page(now, self.settings.max_age_s)
         out = self._release(args=[p, repr(now), BATCH, *self.flow.argv()])
         items = []
         for i in range(0, len(out), 5):
@@ -210,6 +213,14 @@ class Pump:
             log.warning("could not publish %d calls (%s); they will be retried", len(items),
                         type(exc).__name__)
         return report
+
+    def _expire_page(self, now: float, max_age_s: float) -> int:
+        """Expire what is too old in one page of ``pending``; the next tick reads the next."""
+        expired, seen = (int(v) for v in self._expire(
+            args=[self.keys.prefix, repr(now), repr(max_age_s), BATCH, self._expire_offset]))
+        # Expired calls left ``pending``; the ones kept (replayed, in flight) are skipped.
+        self._expire_offset = 0 if seen < BATCH else self._expire_offset + seen - expired
+        return expired
 
     def drain(self, max_ticks: int = 1000) -> TickReport:
         """Tick until nothing moves (tests and one-shot CLI use)."""

@@ -628,6 +628,32 @@ def test_a_replayed_expired_call_counts_its_age_from_the_replay(
     assert w.lc.claim(call_id, 2).kind == "claimed"
 
 
+def test_old_replayed_calls_at_the_head_do_not_hide_younger_expired_ones(
+    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More replayed calls than one sweep page sit at the head of `pending` (their enqueue
+    # time is old, their age counts from the replay): the sweep pages past them.
+    monkeypatch.setattr("dispatcher.schedule.BATCH", 3)
+    w = world(max_age_s=100.0)
+    replayed = [w.add(f"replayed {i}").call_id for i in range(7)]
+    w.clock.advance(200)
+    for call_id in replayed:
+        w.lc.claim(call_id, 1)  # expired at claim
+        assert w.dead.replay(call_id) == "replayed"
+    young = w.add("young").call_id
+    w.lc.claim(young, 1)
+    w.lc.retry(young, 1, w.clock() + 1000, "timeout", None, None)
+    w.clock.advance(150)  # young is now too old; the replayed ones too, from their replay
+    for call_id in replayed:
+        w.r.hset(w.keys.call(call_id), "age_from", w.clock())  # replayed again just now
+
+    expired = sum(w.pump.tick().expired for _ in range(4))
+
+    assert expired == 1
+    assert w.state(young) == "dead"
+    assert all(w.state(call_id) != "dead" for call_id in replayed)
+
+
 # -- dead letters ------------------------------------------------------------------------
 
 
