@@ -46,16 +46,14 @@ Decisions (also in the OpenAPI description served at ``/openapi.json``):
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import hmac
 import json
 import logging
-import math
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import redis
 from flask import Flask, Response, request
@@ -64,6 +62,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from dispatcher.call import Call
 from dispatcher.errors import InvalidCall, QueueUnavailable
+from dispatcher.jsonbody import MAX_JSON_DEPTH, BadBody, parse_body, short
 from dispatcher.openapi import openapi_document
 from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
@@ -78,11 +77,6 @@ V2_PATH = "/v2/emergency/servers/<server_id>/calls/911"
 MAX_BODY_BYTES = 256 * 1024
 #: Most calls in one v1 request's ``data`` array (400 beyond it).
 MAX_CALLS_PER_REQUEST = 50
-#: Deepest nesting of arrays/objects in a body (the seed's shape needs 4).
-MAX_JSON_DEPTH = 32
-#: Largest integer magnitude in a body: what every JSON parser (the CAD's JavaScript
-#: too) represents exactly (I-JSON, RFC 7493).
-MAX_SAFE_INTEGER = 2**53 - 1
 #: Longest ``Idempotency-Key`` header (the per-call key adds ``/<index>``).
 MAX_IDEMPOTENCY_HEADER = 128
 #: What a client should wait before retrying when the queue is unreachable.
@@ -102,93 +96,8 @@ _PROBLEM = "application/problem+json"
 _JSON = "application/json"
 
 
-class BadBody(ValueError):
-    """The request body is not a JSON document we accept; the message says why."""
-
-
 class _Unsupported(Exception):
     """A Content-Encoding we do not decode."""
-
-
-# -- reading the body -------------------------------------------------------------------
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
-            raise BadBody(f"duplicate member name {_short(name)!r}")
-        obj[name] = value
-    return obj
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise BadBody(f"{name} is not a JSON number")
-
-
-def _int(text: str) -> int:
-    # Checked on the text first: converting a 100,000-digit string to int is slow.
-    if len(text.lstrip("-")) > 16 or abs(int(text)) > MAX_SAFE_INTEGER:
-        raise BadBody(f"a number is out of range (integers must be within +-{MAX_SAFE_INTEGER})")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadBody("a number is out of range (too large for a double)")
-    return value
-
-
-def _depth(value: Any) -> int:
-    """Deepest nesting of arrays/objects in a parsed JSON value (iterative)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_JSON_DEPTH:
-            return depth
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Parse a request body into a JSON object, or raise BadBody saying why."""
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadBody(f"the body is not valid UTF-8 (at byte {exc.start})") from None
-    if not text.strip():
-        raise BadBody("the body is empty; send a JSON object")
-    try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                           parse_int=_int, parse_float=_float)
-    except BadBody:
-        raise
-    except RecursionError:
-        raise BadBody(f"the body is nested more than {MAX_JSON_DEPTH} levels deep") from None
-    except json.JSONDecodeError as exc:
-        raise BadBody(f"the body is not valid JSON ({exc.msg} at line {exc.lineno} "
-                      f"column {exc.colno})") from None
-    except ValueError:  # e.g. an integer beyond Python's digit limit
-        raise BadBody("the body holds a number out of range") from None
-    if not isinstance(value, dict):
-        raise BadBody("the body must be a JSON object")
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise BadBody(f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
-    return value
-
-
-def _short(text: str, limit: int = 64) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -275,12 +184,12 @@ def _v2_check(body: dict[str, Any]) -> None:
     unknown = sorted(name for name in body if name not in V2_FIELDS)
     if unknown:
         hint = " (v2 takes it in metaData)" if unknown[0] in ("postal", "plate") else ""
-        raise InvalidCall(f"unknown field {_short(unknown[0])!r}{hint}", _short(unknown[0]))
+        raise InvalidCall(f"unknown field {short(unknown[0])!r}{hint}", short(unknown[0]))
     meta = body.get("metaData")
     if isinstance(meta, dict):
         for name, value in meta.items():
             if not isinstance(value, str):
-                field = f"metaData.{_short(name)}"
+                field = f"metaData.{short(name)}"
                 raise InvalidCall(f"{field} must be a string (v2 metaData values are strings)",
                                   field)
 
