@@ -16,16 +16,10 @@ from dispatcher.errors import InvalidCall
 from dispatcher.producer import Producer
 from dispatcher.records import CallRecord, Records
 from dispatcher.settings import Secret, Settings
+from tests.unit.conftest import SEED_CALL
 
 INBOX = "dispatcher:inbox"
-SEED_CALL: dict[str, Any] = {
-    "serverId": "1",
-    "isEmergency": True,
-    "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd",
-    "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
+
 FLAT: dict[str, Any] = {
     "caller": "John Roe",
     "location": "Alta St",

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Any
 
 import pytest
 
@@ -23,15 +22,7 @@ from dispatcher.errors import (
 )
 from dispatcher.settings import Settings
 from dispatcher.simulator import FIRST_CALL_ID, CadSimulator
-
-SEED_CALL: dict[str, Any] = {
-    "serverId": "1",
-    "isEmergency": True,
-    "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd",
-    "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
+from tests.unit.conftest import SEED_CALL
 
 
 @pytest.fixture

@@ -27,16 +27,8 @@ from dispatcher.call import (
     new_call_id,
 )
 from dispatcher.errors import InvalidCall
+from tests.unit.conftest import SEED_CALL
 
-#: The call object exactly as the seed's example sends it in ``data``.
-SEED: dict[str, Any] = {
-    "serverId": "1",
-    "isEmergency": True,
-    "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd",
-    "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
 FLAT: dict[str, Any] = {
     "caller": "Jane Doe",
     "location": "Route 68 / Joshua Rd",
@@ -65,7 +57,7 @@ _DROP = object()
 
 
 def test_flat_and_seed_forms_parse_to_the_same_call() -> None:
-    assert Call.parse(FLAT) == Call.parse(SEED)
+    assert Call.parse(FLAT) == Call.parse(SEED_CALL)
 
 
 def test_the_producer_shape_is_the_flat_form() -> None:
@@ -73,16 +65,16 @@ def test_the_producer_shape_is_the_flat_form() -> None:
                        description="Two-car collision", postal="350", plate="8ABC123",
                        server_id="1", is_emergency=True)
 
-    assert made == Call.parse(SEED)
+    assert made == Call.parse(SEED_CALL)
 
 
 def test_to_cad_is_exactly_the_seed_call_object() -> None:
     body = Call.parse(FLAT).to_cad()
 
-    assert body == SEED
+    assert body == SEED_CALL
     assert list(body) == ["serverId", "isEmergency", "caller", "location", "description",
                           "metaData"]
-    assert json.loads(json.dumps(body)) == SEED
+    assert json.loads(json.dumps(body)) == SEED_CALL
 
 
 def test_to_cad_uses_the_configured_server_id_only_when_the_call_has_none() -> None:
@@ -94,15 +86,15 @@ def test_to_cad_uses_the_configured_server_id_only_when_the_call_has_none() -> N
 
 
 def test_server_id_keeps_the_type_it_was_given() -> None:
-    assert Call.parse(with_(SEED, serverId=1)).to_cad()["serverId"] == 1
-    assert Call.parse(with_(SEED, serverId="1")).to_cad()["serverId"] == "1"
+    assert Call.parse(with_(SEED_CALL, serverId=1)).to_cad()["serverId"] == 1
+    assert Call.parse(with_(SEED_CALL, serverId="1")).to_cad()["serverId"] == "1"
 
 
 def test_custom_metadata_keys_are_kept() -> None:
     meta = {"postal": "7015a", "callerPlayerId": 12, "silentAlert": False, "uuid": "ab-12",
             "priority": 2, "x": 101.5, "y": -33.25}
 
-    body = Call.parse(with_(SEED, metaData=meta)).to_cad()
+    body = Call.parse(with_(SEED_CALL, metaData=meta)).to_cad()
 
     assert body["metaData"] == meta
 
@@ -115,7 +107,8 @@ def test_flat_postal_and_plate_join_the_custom_metadata() -> None:
 
 @pytest.mark.parametrize("form", ["flat", "seed"])
 def test_an_integer_postal_becomes_a_string(form: str) -> None:
-    obj = with_(FLAT, postal=2000) if form == "flat" else with_(SEED, metaData={"postal": 2000})
+    obj = (with_(FLAT, postal=2000) if form == "flat"
+           else with_(SEED_CALL, metaData={"postal": 2000}))
 
     assert Call.parse(obj).to_cad()["metaData"]["postal"] == "2000"
 
@@ -129,14 +122,14 @@ def test_optional_fields_have_defaults() -> None:
 
 
 def test_civil_calls_and_delete_after_minutes() -> None:
-    body = Call.parse(with_(SEED, isEmergency=False, deleteAfterMinutes=30)).to_cad()
+    body = Call.parse(with_(SEED_CALL, isEmergency=False, deleteAfterMinutes=30)).to_cad()
 
     assert body["isEmergency"] is False
     assert body["deleteAfterMinutes"] == 30
 
 
 def test_tab_and_newline_are_allowed() -> None:
-    assert Call.parse(with_(SEED, description="line one\n\tline two\r\n")).description
+    assert Call.parse(with_(SEED_CALL, description="line one\n\tline two\r\n")).description
 
 
 def test_the_same_postal_given_twice_is_fine() -> None:
@@ -159,23 +152,23 @@ def _field_of(obj: Any) -> str | None:
 @pytest.mark.parametrize("name", ["caller", "location", "description"])
 @pytest.mark.parametrize("value", [_DROP, None, "", "   ", 5, True, ["x"], {"a": 1}])
 def test_required_text_fields(name: str, value: Any) -> None:
-    assert _field_of(with_(SEED, **{name: value})) == name
+    assert _field_of(with_(SEED_CALL, **{name: value})) == name
 
 
 @pytest.mark.parametrize("value", ["yes", 1, 0, None, "true"])
 def test_is_emergency_must_be_a_boolean(value: Any) -> None:
-    assert _field_of(with_(SEED, isEmergency=value)) == "isEmergency"
+    assert _field_of(with_(SEED_CALL, isEmergency=value)) == "isEmergency"
 
 
 @pytest.mark.parametrize("value", [True, -1, 2**31, "", "   ", "x" * (MAX_SERVER_ID + 1), 1.5,
                                    [1], {"id": 1}, "1\x00"])
 def test_bad_server_ids(value: Any) -> None:
-    assert _field_of(with_(SEED, serverId=value)) == "serverId"
+    assert _field_of(with_(SEED_CALL, serverId=value)) == "serverId"
 
 
 @pytest.mark.parametrize("form", ["flat", "seed"])
 def test_an_unknown_top_level_field_is_named(form: str) -> None:
-    base = FLAT if form == "flat" else SEED
+    base = FLAT if form == "flat" else SEED_CALL
     assert _field_of(with_(base, priority=1)) == "priority"
     assert _field_of(with_(base, key="k")) == "key"
 
@@ -192,9 +185,9 @@ def test_too_long_fields(name: str, limit: int) -> None:
 
 def test_too_many_metadata_keys() -> None:
     ok = {f"k{i}": i for i in range(MAX_META_KEYS)}
-    assert Call.parse(with_(SEED, metaData=ok))
+    assert Call.parse(with_(SEED_CALL, metaData=ok))
 
-    assert _field_of(with_(SEED, metaData={**ok, "one_more": 1})) == "metaData"
+    assert _field_of(with_(SEED_CALL, metaData={**ok, "one_more": 1})) == "metaData"
 
 
 @pytest.mark.parametrize(
@@ -203,13 +196,13 @@ def test_too_many_metadata_keys() -> None:
      {"v": float("inf")}, {"v": object()}],
 )
 def test_bad_metadata(meta: Any) -> None:
-    assert _field_of(with_(SEED, metaData=meta)) == "metaData"
+    assert _field_of(with_(SEED_CALL, metaData=meta)) == "metaData"
 
 
 @pytest.mark.parametrize("value", [1.5, True, ["350"], {"p": 1}])
 def test_bad_postal(value: Any) -> None:
     assert _field_of(with_(FLAT, postal=value)) == "postal"
-    assert _field_of(with_(SEED, metaData={"postal": value})) == "postal"
+    assert _field_of(with_(SEED_CALL, metaData={"postal": value})) == "postal"
 
 
 def test_postal_given_twice_differently() -> None:
@@ -226,7 +219,7 @@ def test_control_characters_are_refused(name: str, char: str) -> None:
 
 @pytest.mark.parametrize("value", ["10", -1, True, 1.0, 525_601])
 def test_bad_delete_after_minutes(value: Any) -> None:
-    assert _field_of(with_(SEED, deleteAfterMinutes=value)) == "deleteAfterMinutes"
+    assert _field_of(with_(SEED_CALL, deleteAfterMinutes=value)) == "deleteAfterMinutes"
 
 
 @pytest.mark.parametrize("value", ["", "  ", 5, ["k"]])
@@ -234,7 +227,7 @@ def test_bad_idempotency_key(value: Any) -> None:
     assert _field_of(with_(FLAT, idempotencyKey=value)) == "idempotencyKey"
 
 
-@pytest.mark.parametrize("value", [None, [], "call", 5, True, [SEED]])
+@pytest.mark.parametrize("value", [None, [], "call", 5, True, [SEED_CALL]])
 def test_a_call_must_be_an_object(value: Any) -> None:
     with pytest.raises(InvalidCall, match="JSON object"):
         Call.parse(value)
@@ -243,7 +236,7 @@ def test_a_call_must_be_an_object(value: Any) -> None:
 def _oversized() -> dict[str, Any]:
     # Every field within its own limit, but the call as a whole is too big.
     meta = {f"note{i}": "n" * 400 for i in range(45)}
-    obj = with_(SEED, metaData=meta)
+    obj = with_(SEED_CALL, metaData=meta)
     assert len(json.dumps(obj).encode()) > MAX_CALL_BYTES
     return obj
 
@@ -255,7 +248,7 @@ def test_a_whole_call_over_the_byte_limit_is_refused() -> None:
 
 def test_the_byte_limit_counts_utf8_bytes_not_characters() -> None:
     # 4-byte characters: each text field is within its character limit.
-    obj = with_(SEED, caller="\U0001f6a8" * MAX_CALLER, location="\U0001f6a8" * MAX_LOCATION,
+    obj = with_(SEED_CALL, caller="\U0001f6a8" * MAX_CALLER, location="\U0001f6a8" * MAX_LOCATION,
                 description="\U0001f6a8" * MAX_DESCRIPTION)
 
     with pytest.raises(InvalidCall, match=str(MAX_CALL_BYTES)):
@@ -280,7 +273,7 @@ def test_deeply_nested_metadata_is_an_invalid_call() -> None:
         cur.append(nxt)
         cur = nxt
 
-    assert _field_of(with_(SEED, metaData={"x": deep})) == "metaData"
+    assert _field_of(with_(SEED_CALL, metaData={"x": deep})) == "metaData"
 
 
 # -- envelope ----------------------------------------------------------------------------
@@ -299,7 +292,7 @@ def test_to_dict_from_dict_round_trip_through_json() -> None:
 
 
 def test_from_dict_refuses_another_schema_version() -> None:
-    data = Call.parse(SEED).to_dict()
+    data = Call.parse(SEED_CALL).to_dict()
     data["v"] = SCHEMA_VERSION + 1
 
     with pytest.raises(InvalidCall) as info:
@@ -308,7 +301,7 @@ def test_from_dict_refuses_another_schema_version() -> None:
 
 
 def test_from_dict_validates_the_call_again() -> None:
-    data = Call.parse(SEED).to_dict()
+    data = Call.parse(SEED_CALL).to_dict()
     data["call"]["caller"] = ""
 
     with pytest.raises(InvalidCall) as info:
@@ -317,7 +310,7 @@ def test_from_dict_validates_the_call_again() -> None:
 
 
 def test_the_envelope_never_holds_credentials() -> None:
-    data = Call.parse(SEED).with_envelope("id1", 1.0).to_dict()
+    data = Call.parse(SEED_CALL).with_envelope("id1", 1.0).to_dict()
 
     assert set(data) == {"v", "id", "call", "idempotency_key", "enqueued_at"}
     assert "key" not in data["call"]
