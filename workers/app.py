@@ -29,17 +29,20 @@ except ConfigError as exc:  # a one-line error, not a traceback, even under `cel
 app = make_celery(settings)
 
 def _reuse_ack_client() -> None:
-    """Make kombu reuse one Redis client per channel for acks instead of one per ack.
+    """Make kombu reuse one Redis client per channel for acks, and survive broker loss.
 
     kombu's Redis channel builds a new ``redis.Redis`` (over the same connection pool)
     for every ack; its constructor copies ~200 response callbacks, the single largest
     cost in the worker's profile (docs/PERFORMANCE.md). A client is thread-safe over its
     pool, so one per channel is enough; a new pool (after a reconnect) gets a new client.
-    tests/integration/test_broker.py checks the method this replaces still exists.
+    The same method is where kombu 5.7 stops the worker when Redis goes away while a
+    message is unacked (see below). tests/integration/test_broker.py checks the method
+    this replaces still exists, and that a worker survives a Redis restart mid-call.
     """
     from contextlib import contextmanager
 
     from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     channel = kombu_redis.Channel
     if not hasattr(channel, "conn_or_acquire") or not hasattr(channel, "_create_client"):
@@ -50,8 +53,18 @@ def _reuse_ack_client() -> None:
         if client:
             yield client
             return
+        try:
+            pool = self.pool
+        except AttributeError:
+            # The broker connection was lost and kombu has already closed the transport
+            # under this channel (it then asks for a client to restore unacked messages).
+            # kombu would crash here with an AttributeError that Celery treats as fatal,
+            # stopping the worker; as a connection error it is ignored, Celery reconnects,
+            # and the unacked message comes back with the visibility timeout (the call
+            # itself is safe in our records either way).
+            raise RedisConnectionError("broker connection closed") from None
         cached = self.__dict__.get("_dispatcher_client")
-        if cached is None or cached.connection_pool is not self.pool:
+        if cached is None or cached.connection_pool is not pool:
             cached = self.__dict__["_dispatcher_client"] = self._create_client()
         yield cached
 

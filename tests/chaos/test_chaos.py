@@ -167,8 +167,8 @@ def test_redis_killed_and_restarted_mid_run(
     server = RedisServer(appendonly=True, fsync="always").start()
     try:
         env = base_env(server.url, sim, SONORAN_API_VERSION=version, DISPATCHER_MAX_RATE=50)
-        procs(["scheduler"], env)
-        procs(["worker"], env)
+        scheduler = procs(["scheduler"], env)
+        worker = procs(["worker"], env)
         producer = producer_for(env)
         n = 300
         ids: dict[int, str] = {}
@@ -206,6 +206,9 @@ def test_redis_killed_and_restarted_mid_run(
                producer_retries=failures["queue_unavailable"])
         assert len(got) == n
         assert len(set(ids.values())) == n
+        # Nobody restarted them: each process rode out both Redis restarts by itself.
+        assert worker.alive() and scheduler.alive()
+        assert "Unrecoverable error" not in worker.output()
     finally:
         server.stop()
 
