@@ -107,7 +107,7 @@ end
 
 local id, gen, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local lease, max_age, probe_lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local interval, max_wait = tonumber(ARGV[8]), tonumber(ARGV[9])
+local interval, max_wait, limit_gap = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'age_from', 'enqueued_at', 'call',
   'failures', 'slot')
 if not r[1] then return {'missing'} end
@@ -149,9 +149,13 @@ if interval > 0 then
   start = math.max(slot, now)
   local cal = k('rate:granted')
   redis.call('ZREMRANGEBYSCORE', cal, '-inf', now - interval)
-  -- Redis keeps these times to 14 significant digits (0.1 ms for epoch seconds), so
-  -- two grants count as one interval apart within a millisecond of it.
-  local gap = interval - math.min(0.001, interval / 2)
+  -- Two grants conflict only when closer than the limit itself (1/DISPATCHER_MAX_RATE,
+  -- less a millisecond for float rounding). The interval's margin above it absorbs a
+  -- claim that comes a few ms after its slot (the first call of a backlog always does):
+  -- the send gate then spaces the actual sends by the full interval, instead of the
+  -- late grant pushing every later grant a whole interval on, until one is held and its
+  -- slot goes unused.
+  local gap = limit_gap - math.min(0.001, limit_gap / 2)
   for _ = 1, 1000 do
     local hit = redis.call('ZRANGEBYSCORE', cal, '(' .. (start - gap), '(' .. (start + gap),
       'WITHSCORES', 'LIMIT', 0, 1)
@@ -265,14 +269,16 @@ class Flow:
     window: int
     #: Least time between two actual sends (the interval, margin included).
     send_gap_s: float = 0.0
+    #: The limit itself, 1/DISPATCHER_MAX_RATE: the least time between two grants.
+    limit_gap_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, circuit: CircuitPolicy) -> Flow:
-        interval = 0.0
+        interval = gap = 0.0
         if settings.max_rate > 0:
             gap = 1 / settings.max_rate
             interval = gap * RATE_MARGIN + min(RATE_MARGIN_S, gap / 100)
-        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW, interval)
+        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW, interval, gap)
 
     def argv(self) -> list[Any]:
         return [repr(self.interval_s), repr(self.max_wait_s), self.window]
@@ -367,7 +373,8 @@ class Lifecycle:
         res = self._claim(
             args=[self.keys.prefix, call_id, str(gen), repr(now), repr(self.lease_s),
                   repr(self.settings.max_age_s or 0), repr(self.lease_s),
-                  repr(self.flow.interval_s), repr(self.flow.max_wait_s)]
+                  repr(self.flow.interval_s), repr(self.flow.max_wait_s),
+                  repr(self.flow.limit_gap_s)]
         )
         kind = as_text(res[0])
         if kind != "claimed":

@@ -200,8 +200,10 @@ def test_the_rate_slot_is_waited_for_with_the_injected_sleep(
 
     assert rg.deliver_all() == ["delivered", "delivered"]
 
-    assert len(rg.sleeps) == 1
-    assert 1.0 <= rg.sleeps[0] <= rg.lc.flow.max_wait_s
+    # B sleeps to its slot, then (when A went out a moment after its own slot) at the
+    # send gate for the rest of the interval: all through the injected sleep.
+    assert 1 <= len(rg.sleeps) <= 2
+    assert rg.lc.flow.interval_s - 0.01 <= sum(rg.sleeps) <= rg.lc.flow.max_wait_s
     assert len(sim.calls()) == 2
 
 

@@ -515,7 +515,30 @@ def test_no_two_granted_sends_are_closer_than_the_interval(
     starts.sort()
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert len(starts) >= 2
-    assert min(gaps) >= w.lc.flow.interval_s - 0.0011, gaps
+    # Grants keep the limit itself; the send gate adds the margin between actual sends.
+    assert min(gaps) >= w.lc.flow.limit_gap_s - 0.0011, gaps
+
+
+def test_a_backlogs_first_claim_coming_late_leaves_no_slot_unused(
+    world: Callable[..., World],
+) -> None:
+    # A backlog starts: six calls get slots at once, the first at the enqueue time itself,
+    # so its claim always comes a little after it. Threads then claim out of order. Every
+    # call must still be granted (none held for a later slot, which would leave its own
+    # slot unused: a gap in the pacing).
+    w = world(max_rate=2.0)
+    ids = []
+    for i in range(6):
+        ids.append(w.add(f"c{i}").call_id)
+        w.clock.advance(-1.0)  # all enqueued at the same instant
+    w.clock.advance(0.012)
+    kinds = {}
+    for i in (0, 1, 3, 2, 4, 5):
+        claim = w.lc.claim(ids[i], 1)
+        kinds[i] = claim.kind
+        w.clock.advance(0.002)
+    assert set(kinds.values()) == {"claimed"}, kinds
+    assert w.records.stats()["in_flight"] == 6
 
 
 # -- recovery ----------------------------------------------------------------------------
