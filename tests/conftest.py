@@ -28,6 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DB = 11
 COMMUNITY = "test-community"
 API_KEY = "sk-test-SECRET-0123456789abcdef"
+#: The call object exactly as the seed's example sends it in ``data``.
+SEED_CALL: dict[str, Any] = {
+    "serverId": "1",
+    "isEmergency": True,
+    "caller": "Jane Doe",
+    "location": "Route 68 / Joshua Rd",
+    "description": "Two-car collision",
+    "metaData": {"postal": "350", "plate": "8ABC123"},
+}
 
 
 def free_port() -> int:

@@ -18,19 +18,13 @@ import pytest
 import requests
 
 from dispatcher.simulator import FIRST_CALL_ID, CadSimulator
+from tests.conftest import SEED_CALL
 
 COMMUNITY = "test-community"
 KEY = "s3cr3t-Key-9f8e7d"
 WRONG_KEY = "old-Key-1a2b3c4d"
 TIMEOUT = 5.0
-CALL: dict[str, Any] = {
-    "serverId": "1",
-    "isEmergency": True,
-    "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd",
-    "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
+CALL: dict[str, Any] = SEED_CALL
 V2_CALL: dict[str, Any] = {
     "isEmergency": False,
     "caller": "John Roe",

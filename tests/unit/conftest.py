@@ -15,15 +15,6 @@ from dispatcher.simulator import CadSimulator
 COMMUNITY = "unit-community"
 #: Distinctive enough that finding it anywhere means it leaked.
 API_KEY = "UNIT-api-key-7f3c9d1e5b"
-#: The call object exactly as the seed's example sends it in ``data``.
-SEED_CALL: dict[str, Any] = {
-    "serverId": "1",
-    "isEmergency": True,
-    "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd",
-    "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
 
 
 class FakeClock:

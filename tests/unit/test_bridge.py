@@ -16,7 +16,7 @@ from dispatcher.errors import InvalidCall
 from dispatcher.producer import Producer
 from dispatcher.records import CallRecord, Records
 from dispatcher.settings import Secret, Settings
-from tests.unit.conftest import SEED_CALL
+from tests.conftest import SEED_CALL
 
 INBOX = "dispatcher:inbox"
 

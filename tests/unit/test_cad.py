@@ -22,7 +22,7 @@ from dispatcher.errors import (
 )
 from dispatcher.settings import Settings
 from dispatcher.simulator import FIRST_CALL_ID, CadSimulator
-from tests.unit.conftest import SEED_CALL
+from tests.conftest import SEED_CALL
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from dispatcher.call import (
     new_call_id,
 )
 from dispatcher.errors import InvalidCall
-from tests.unit.conftest import SEED_CALL
+from tests.conftest import SEED_CALL
 
 FLAT: dict[str, Any] = {
     "caller": "Jane Doe",
