@@ -82,11 +82,13 @@ _CLAIM = LUA_COMMON + f"local STALE_SLOT_S = {STALE_SLOT_S}\n" + r"""
 -- to Redis) would otherwise reach the CAD in whatever order the threads happen to claim
 -- them. The first such claim gives every call still in line, itself included, fresh
 -- slots in line order after the last granted send; the others then find their turn.
-local function reslot(id, slot, now, interval)
-  local line = {{slot, id}}
+-- A call whose fresh slot would be further away than a worker may wait goes back to
+-- `held` (its message will find it stale), so no slot is reserved that nobody can use.
+local function reslot(id, slot, now, interval, max_wait)
+  local line = {{slot, id, now}}
   for _, other in ipairs(redis.call('ZRANGE', k('queued'), 0, -1)) do
-    local s = redis.call('HGET', ck(other), 'slot')
-    if s then table.insert(line, {num(s, 0), other}) end
+    local o = redis.call('HMGET', ck(other), 'slot', 'enqueued_at')
+    if o[1] then table.insert(line, {num(o[1], 0), other, num(o[2], now)}) end
   end
   table.sort(line, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
@@ -95,12 +97,20 @@ local function reslot(id, slot, now, interval)
   local base = math.max(now, num(redis.call('HGET', k('rate'), 'pause_until'), 0))
   local last = redis.call('ZRANGE', k('rate:granted'), -1, -1, 'WITHSCORES')
   if #last > 0 then base = math.max(base, tonumber(last[2]) + interval) end
-  local mine = base
+  local mine, used = base, 0
   for i, entry in ipairs(line) do
     local s = base + (i - 1) * interval
-    if entry[2] == id then mine = s else redis.call('HSET', ck(entry[2]), 'slot', s) end
+    if s - now <= max_wait then used = i end
+    if entry[2] == id then
+      mine = s  -- beyond the wait, the claim below holds it
+    elseif s - now <= max_wait then
+      redis.call('HSET', ck(entry[2]), 'slot', s)
+    else
+      redis.call('ZREM', k('queued'), entry[2])
+      hold(entry[2], entry[3], now)
+    end
   end
-  redis.call('HSET', k('rate'), 'tat', base + #line * interval)
+  redis.call('HSET', k('rate'), 'tat', base + used * interval)
   redis.call('HINCRBY', k('counters'), 'reslotted', 1)
   return mine
 end
@@ -137,14 +147,17 @@ if num(redis.call('HGET', k('rate'), 'pause_until'), 0) > now then
   return {'held', 'paused'}
 end
 -- The shared rate limiter. The slot given at release keeps the line's order; the
--- calendar of granted starts keeps every two sends at least one interval apart, so a
--- claim that comes late (a busy worker) takes the nearest free time instead of
--- crowding a neighbour or losing its place at the back of the line.
+-- calendar of granted starts keeps every two grants at least the limit apart (the send
+-- gate spaces the actual sends by the full interval), so a claim that comes late (a
+-- busy worker) takes the nearest free time instead of crowding a neighbour: it goes
+-- behind the calls granted meanwhile.
 local start = now
 if interval > 0 then
   local slot = num(r[7], 0)
   if slot <= 0 then slot = reserve_slot(now, interval)
-  elseif slot < now - math.max(interval, STALE_SLOT_S) then slot = reslot(id, slot, now, interval)
+  elseif st == 'closed' and slot < now - math.max(interval, STALE_SLOT_S) then
+    -- (Not for the breaker's probe: the rest of the line waits for the breaker.)
+    slot = reslot(id, slot, now, interval, max_wait)
   end
   start = math.max(slot, now)
   local cal = k('rate:granted')

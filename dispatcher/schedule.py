@@ -96,21 +96,27 @@ return #ids
 """
 
 _EXPIRE = LUA_COMMON + r"""
-local now, max_age, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local offset = tonumber(ARGV[5])
+local now, max_age, limit, after = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  ARGV[5]
 local n = 0
 -- pending is ordered by enqueue time; a replayed call counts its age from the replay,
--- so old replayed calls can fill a page without expiring: the caller pages through.
-local ids = redis.call('ZRANGEBYSCORE', k('pending'), '-inf', now - max_age, 'LIMIT', offset,
-  limit)
-for _, id in ipairs(ids) do
+-- so old replayed calls can fill a page without expiring: the caller pages through,
+-- each page starting after the last score of the one before.
+local from = '-inf'
+if after ~= '' then from = '(' .. after end
+local page = redis.call('ZRANGEBYSCORE', k('pending'), from, now - max_age, 'WITHSCORES',
+  'LIMIT', 0, limit)
+local last = ''
+for i = 1, #page, 2 do
+  local id = page[i]
+  last = page[i + 1]
   local r = redis.call('HMGET', ck(id), 'state', 'age_from')
   if (r[1] == 'held' or r[1] == 'scheduled') and now - num(r[2], now) > max_age then
     bury(id, now, 'expired', '', '', 'older than DISPATCHER_MAX_AGE_S before it could be sent')
     n = n + 1
   end
 end
-return {n, #ids}
+return {n, #page / 2, last}
 """
 
 _RELEASE = LUA_COMMON + r"""
@@ -182,7 +188,7 @@ class Pump:
         self._reap_orphans = client.register_script(_REAP_ORPHANS)
         self._flush = client.register_script(_FLUSH)
         self._expire = client.register_script(_EXPIRE)
-        self._expire_offset = 0
+        self._expire_after = ""
         self._release = client.register_script(_RELEASE)
 
     def tick(self) -> TickReport:
@@ -215,12 +221,15 @@ class Pump:
         return report
 
     def _expire_page(self, now: float, max_age_s: float) -> int:
-        """Expire what is too old in one page of ``pending``; the next tick reads the next."""
-        expired, seen = (int(v) for v in self._expire(
-            args=[self.keys.prefix, repr(now), repr(max_age_s), BATCH, self._expire_offset]))
-        # Expired calls left ``pending``; the ones kept (replayed, in flight) are skipped.
-        self._expire_offset = 0 if seen < BATCH else self._expire_offset + seen - expired
-        return expired
+        """Expire what is too old in one page of ``pending``; the next tick reads the next.
+
+        A short page means the end: the next tick starts from the oldest again. (Calls
+        sharing the exact score that ends a page wait for the next round.)
+        """
+        expired, seen, last = self._expire(
+            args=[self.keys.prefix, repr(now), repr(max_age_s), BATCH, self._expire_after])
+        self._expire_after = "" if int(seen) < BATCH else as_text(last)
+        return int(expired)
 
     def drain(self, max_ticks: int = 1000) -> TickReport:
         """Tick until nothing moves (tests and one-shot CLI use)."""

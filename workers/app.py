@@ -45,7 +45,7 @@ def _reuse_ack_client() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     channel = kombu_redis.Channel
-    if not hasattr(channel, "conn_or_acquire") or not hasattr(channel, "_create_client"):
+    if not all(hasattr(channel, name) for name in ("conn_or_acquire", "_create_client", "_pool")):
         return  # a kombu without this internal: keep its own behaviour
 
     @contextmanager
@@ -53,23 +53,21 @@ def _reuse_ack_client() -> None:
         if client:
             yield client
             return
-        try:
-            pool = self.pool
-        except AttributeError:
+        if self._pool is None and getattr(self.connection, "client", None) is None:
             # The broker connection was lost and kombu has already closed the transport
             # under this channel (it then asks for a client to restore unacked messages).
-            # kombu would crash here with an AttributeError that Celery treats as fatal,
+            # kombu would fail here with an AttributeError that Celery treats as fatal,
             # stopping the worker; as a connection error it is ignored, Celery reconnects,
             # and the unacked message comes back with the visibility timeout (the call
             # itself is safe in our records either way).
-            raise RedisConnectionError("broker connection closed") from None
+            raise RedisConnectionError("broker connection closed")
+        pool = self.pool
         cached = self.__dict__.get("_dispatcher_client")
         if cached is None or cached.connection_pool is not pool:
             cached = self.__dict__["_dispatcher_client"] = self._create_client()
         yield cached
 
     channel.conn_or_acquire = conn_or_acquire  # type: ignore[method-assign]
-
 
 
 #: Seconds between the worker's attempts to reach a lost broker (first, step, most).
@@ -82,7 +80,7 @@ def _reconnect_promptly() -> None:
     Celery's consumer reconnects through kombu's ``ensure_connection`` with kombu's
     defaults (2 s, then 4, 6, ... up to 30 s apart), so after a Redis outage of a minute
     the worker could wait 30 s more before taking calls again. A connection attempt to
-    Redis costs next to nothing; every 2 s at most bounds that wait (measured: 5.0 s
+    Redis costs next to nothing; every 2 s at most bounds that wait (measured: 5.1 s
     after a 15 s outage before, tests/chaos: ``worker_reconnects_promptly``).
     """
     from kombu import Connection

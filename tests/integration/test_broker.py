@@ -54,6 +54,7 @@ def test_the_kombu_internal_our_worker_patches_is_still_there() -> None:
 
     channel = kombu_redis.Channel
     assert hasattr(channel, "_create_client"), "kombu changed: review workers/app.py"
+    assert hasattr(channel, "_pool"), "kombu changed: review workers/app.py"
     assert channel.conn_or_acquire.__qualname__.endswith("conn_or_acquire")
     assert "workers.app" in channel.conn_or_acquire.__module__
 

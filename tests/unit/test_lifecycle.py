@@ -451,9 +451,11 @@ def test_claims_are_spaced_by_the_rate_and_a_far_slot_is_held(
     assert all(gap >= 1.0 for gap in gaps)
     assert gaps == pytest.approx([w.lc.flow.interval_s] * 2)
 
-    # The next slot is further away than a worker may wait: back in line, no attempt.
+    # The messages waited past their slots, so the first claim re-slotted the line; the
+    # fourth slot was further away than a worker may wait, so that call went back in
+    # line at once (no slot reserved for it) and its message is now stale. No attempt.
     claim = w.lc.claim(ids[3], 1)
-    assert (claim.kind, claim.detail) == ("held", "rate")
+    assert (claim.kind, claim.detail) == ("stale", "held")
     assert w.state(ids[3]) == "held" and w.field(ids[3], "attempts") == "0"
     assert w.records.stats()["queued"] == 1
     assert w.records.stats()["in_flight"] == 3
@@ -493,12 +495,60 @@ def test_messages_that_waited_past_their_slots_are_sent_in_line_order(
     assert w.lc.claim(later, 1).start_at - t == pytest.approx(5 * interval)
 
 
+def test_re_slotting_reserves_no_slot_beyond_the_longest_wait(
+    world: Callable[..., World],
+) -> None:
+    # Three calls whose messages waited past their slots, and three newer ones whose
+    # claims came first and hold the next three seconds. Re-slotting the old three would
+    # put them beyond the longest slot wait: they go back in line, and the rate limiter
+    # reserves nothing for them, so the next slot follows the last grant (no gap).
+    w = world(max_rate=1.0)
+    interval = w.lc.flow.interval_s
+    old = []
+    for i in range(3):
+        old.append(w.add(f"old {i}").call_id)
+        w.clock.advance(-1.0)
+    w.clock.advance(5.0)
+    new = []
+    for i in range(3):
+        new.append(w.add(f"new {i}").call_id)
+        w.clock.advance(-1.0)
+    now = w.clock()
+    assert [w.lc.claim(call_id, 1).kind for call_id in new] == ["claimed"] * 3
+
+    claim = w.lc.claim(old[0], 1)
+
+    assert (claim.kind, claim.detail) == ("held", "rate")
+    assert [w.state(call_id) for call_id in old] == ["held"] * 3
+    tat = float(w.r.hget(w.keys.rate, "tat"))  # type: ignore[arg-type]
+    assert tat - now == pytest.approx(3 * interval)
+
+
+def test_the_breakers_probe_does_not_re_slot_the_line(world: Callable[..., World]) -> None:
+    w = world(max_rate=2.0)
+    ids = []
+    for i in range(3):
+        ids.append(w.add(f"c{i}").call_id)
+        w.clock.advance(-1.0)
+    slots = [w.field(call_id, "slot") for call_id in ids]
+    tat = w.r.hget(w.keys.rate, "tat")
+    w.r.hset(w.keys.circuit, mapping={"state": "open", "open_until": w.clock() + 1})
+    w.clock.advance(5.0)
+
+    claim = w.lc.claim(ids[0], 1)
+
+    assert claim.kind == "claimed" and w.field(ids[0], "state") == "sending"
+    assert w.r.hget(w.keys.circuit, "probe") == ids[0].encode()
+    assert [w.field(call_id, "slot") for call_id in ids[1:]] == slots[1:]
+    assert w.r.hget(w.keys.rate, "tat") == tat
+
+
 @pytest.mark.parametrize("seed", range(20))
-def test_no_two_granted_sends_are_closer_than_the_interval(
+def test_no_two_grants_are_closer_than_the_limit(
     world: Callable[..., World], seed: int
 ) -> None:
     # Calls released together, claimed late (some after their slots) in a random order:
-    # every grant stays one interval from every other, whatever the order and lateness.
+    # every grant stays the limit (1/rate) from every other, whatever order and lateness.
     rng = random.Random(seed)
     w = world(max_rate=rng.choice([1.0, 2.0, 5.0, 10.0]))
     calls = []
