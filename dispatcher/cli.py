@@ -230,7 +230,9 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
         is_emergency=not args.civil, metadata=dict(args.meta) or None,
         idempotency_key=args.idempotency_key,
     )
-    producer = Producer(settings)
+    # A one-shot command fails with a one-line error when Redis is down; it keeps no
+    # spool (DISPATCHER_SPOOL_DIR is for long-running Python producers).
+    producer = Producer(settings.with_(spool_dir=None))
     try:
         call_id = producer.enqueue(call, "cli")
     finally:

@@ -98,6 +98,6 @@ def bridge(settings: Settings) -> int:
     from dispatcher.producer import Producer
 
     def body(stop: threading.Event) -> None:
-        main_loop(Producer(settings), settings.inbox_key, stop)
+        main_loop(Producer(settings.with_(spool_dir=None)), settings.inbox_key, stop)
 
     return _loop("bridge", settings, body)

@@ -176,6 +176,8 @@ class Settings:
                 get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", DEFAULT_CIRCUIT_MAX_COOLDOWN_S),
             orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", DEFAULT_ORPHAN_AFTER_S),
             ops_token=Secret(ops) if (ops := get("DISPATCHER_OPS_TOKEN")) else None,
+            spool_dir=get("DISPATCHER_SPOOL_DIR"),
+            web_host=get("DISPATCHER_WEB_HOST") or "0.0.0.0",
         )
 
     def require_credentials(self) -> None:

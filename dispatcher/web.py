@@ -200,7 +200,8 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     """The Flask app; one Producer (one Redis pool, one Celery publisher) per process."""
     app = Flask("dispatcher")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    prod = producer or Producer(settings)
+    # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
+    prod = producer or Producer(settings.with_(spool_dir=None))
     client: redis.Redis = prod.client
     key = settings.api_key.reveal() if settings.api_key else None
     community = settings.community_id

@@ -115,3 +115,42 @@ def test_a_producer_killed_mid_flush_leaves_no_duplicate_and_no_loss(
         assert sorted(callers) == sorted(f"Caller {i}" for i in range(50))
     finally:
         server.stop()
+
+
+def test_the_spool_is_switched_on_by_its_environment_variable(
+    sim: CadSimulator, procs: Callable[..., Proc], tmp_path: Path
+) -> None:
+    # As a user would: DISPATCHER_SPOOL_DIR set, enqueue_call while Redis is down, then a
+    # later process (same spool) flushes it once Redis is back. The CLI keeps no spool.
+    server = RedisServer(appendonly=True, fsync="always").start()
+    try:
+        env = base_env(server.url, sim, DISPATCHER_SPOOL_DIR=tmp_path / "spool")
+        script = textwrap.dedent("""
+            import sys
+            from dispatcher import enqueue_call
+            from dispatcher.producer import default_producer
+            call_id = enqueue_call(caller=sys.argv[1], location="Route 68", description="x")
+            print(call_id, default_producer().pending_spooled(), flush=True)
+        """)
+        server.kill()
+        made = subprocess.run([sys.executable, "-c", script, "Spooled Caller"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        call_id, pending = made.stdout.split()
+        assert pending == "1"
+        cli = subprocess.run([sys.executable, "-m", "dispatcher", "enqueue", "--caller", "C",
+                              "--location", "L", "--description", "D"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+        server.start()
+        again = subprocess.run([sys.executable, "-c", script + "import time; time.sleep(3)\n",
+                                "Second Caller"], env=env, cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        procs(["worker"], env)
+        procs(["scheduler"], env)
+        wait_for(lambda: len(sim.calls()) == 2, 60, message="both calls delivered")
+        assert [c["call"]["caller"] for c in sim.calls()] == ["Spooled Caller", "Second Caller"]
+        assert call_id.isalnum()
+    finally:
+        server.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +189,43 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.port = 1  # type: ignore[misc]
     assert s.with_(port=1).port == 1 and s.port == 8000
+
+
+#: A value other than the default for every variable the README's table documents.
+_SAMPLES = {
+    "REDIS_URL": "redis://cache:6380/2",
+    "SONORAN_API_URL": "https://staging-api.dev.sonorancad.com",
+    "SONORAN_COMMUNITY_ID": "other-community",
+    "SONORAN_API_KEY": "another-api-key-123",
+    "SONORAN_SERVER_ID": "7",
+    "SONORAN_API_VERSION": "2",
+    "DISPATCHER_MAX_RATE": "2.5",
+    "DISPATCHER_MAX_AGE_S": "600",
+    "DISPATCHER_INBOX_KEY": "my:inbox",
+    "PORT": "9100",
+    "DISPATCHER_CONCURRENCY": "4",
+    "DISPATCHER_VISIBILITY_TIMEOUT_S": "120",
+    "DISPATCHER_READ_TIMEOUT_S": "4",
+    "DISPATCHER_CIRCUIT_COOLDOWN_S": "1",
+    "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S": "9",
+    "DISPATCHER_ORPHAN_AFTER_S": "30",
+    "DISPATCHER_SPOOL_DIR": "/var/spool/dispatcher",
+    "DISPATCHER_WEB_HOST": "127.0.0.1",
+    "DISPATCHER_OPS_TOKEN": "ops-token-0123456789",
+}
+
+
+def _documented_variables() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.M)
+
+
+def test_the_readme_documents_every_sampled_variable() -> None:
+    assert sorted(_documented_variables()) == sorted(_SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(_SAMPLES))
+def test_every_documented_variable_changes_the_settings(name: str) -> None:
+    base = {"SONORAN_COMMUNITY_ID": "comm", "SONORAN_API_KEY": KEY}
+    assert Settings.from_env({**base, name: _SAMPLES[name]}) != Settings.from_env(base), (
+        f"{name} is documented in the README but not read")
