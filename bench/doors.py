@@ -17,6 +17,7 @@ The two sides run one after the other, alternating which goes first, in every ru
 
     .venv/bin/python bench/doors.py [--rates 500,1000,2000,3000] [--duration 3]
                                     [--entries 5000] [--runs 3] [--no-wrk] [--json]
+                                    [--web-processes N]   (our door's WEB_CONCURRENCY)
 """
 
 from __future__ import annotations
@@ -103,11 +104,12 @@ def _fixed_rates(port: int, rates: list[float], duration: float) -> dict[str, An
 
 
 def http_phase(folder: Path, rates: list[float], duration: float, runs: int,
-               use_wrk: bool) -> dict[str, Any]:
+               use_wrk: bool, web_processes: int = 1) -> dict[str, Any]:
     per_run: dict[str, list[dict[str, Any]]] = {"ours": [], "plain": []}
     with private_redis(folder, "redis-web") as server:
         port_ours, port_plain = free_port(), free_port()
-        env = product_env(server.url, PORT=port_ours, DISPATCHER_WEB_HOST="127.0.0.1")
+        env = product_env(server.url, PORT=port_ours, DISPATCHER_WEB_HOST="127.0.0.1",
+                          WEB_CONCURRENCY=web_processes)
         web = dispatcher_proc("web", env, folder)
         plain = Proc([sys.executable, str(HERE / "baseline_server.py"), "server", server.url,
                       str(port_plain)], env, folder / "plain-server.log")
@@ -221,6 +223,8 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=5000, help="inbox entries per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
+    parser.add_argument("--web-processes", type=int, default=1,
+                        help="WEB_CONCURRENCY of our web door (the baseline stays one process)")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-bridge", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -232,7 +236,10 @@ def main() -> int:
         "figure": "doors",
         "command": f"bench/doors.py --rates {args.rates} --duration {args.duration:g} "
                    f"--entries {args.entries} --runs {args.runs}"
-                   + (" --no-wrk" if args.no_wrk else ""),
+                   + (" --no-wrk" if args.no_wrk else "")
+                   + (f" --web-processes {args.web_processes}" if args.web_processes != 1
+                      else ""),
+        "web_processes": args.web_processes,
         "machine": machine(),
         "runs": args.runs,
         "load_generator": "open loop: bench/loadgen.py (asyncio, 64 keep-alive connections, "
@@ -242,7 +249,8 @@ def main() -> int:
     }
     try:
         if not args.skip_http:
-            http = http_phase(folder, rates, args.duration, args.runs, use_wrk)
+            http = http_phase(folder, rates, args.duration, args.runs, use_wrk,
+                              args.web_processes)
             for side in http.values():
                 side["sustained_per_s"] = sustained(side["rates"])
             http["sustained_ratio"] = ratio(http["ours"]["sustained_per_s"],

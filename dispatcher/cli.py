@@ -211,7 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return processes.bridge(settings)
     if command == "web":
         processes.setup_logging()
-        from dispatcher.web import serve as web_serve
+        from dispatcher.webserver import serve as web_serve
 
         processes.ping(settings)
         processes.port_free(settings.web_host, settings.port, "PORT")

@@ -104,6 +104,8 @@ class Settings:
     spool_dir: str | None = None
     #: Address the web process listens on.
     web_host: str = "0.0.0.0"
+    #: Processes of the web door (WEB_CONCURRENCY, the Heroku/gunicorn convention).
+    web_processes: int = 1
     #: Key prefix of every Redis key we own (Celery's own keys are separate).
     prefix: str = "dispatcher"
     #: Celery queue (a Redis list) that carries call messages.
@@ -154,6 +156,9 @@ class Settings:
         )
         if concurrency < 1:
             raise ConfigError("DISPATCHER_CONCURRENCY must be at least 1")
+        web_processes = _integer(get("WEB_CONCURRENCY"), "WEB_CONCURRENCY", 1)
+        if not 1 <= web_processes <= 64:
+            raise ConfigError("WEB_CONCURRENCY must be between 1 and 64")
         return cls(
             redis_url=redis_url,
             api_url=api_url,
@@ -178,6 +183,7 @@ class Settings:
             ops_token=Secret(ops) if (ops := get("DISPATCHER_OPS_TOKEN")) else None,
             spool_dir=get("DISPATCHER_SPOOL_DIR"),
             web_host=get("DISPATCHER_WEB_HOST") or "0.0.0.0",
+            web_processes=web_processes,
         )
 
     def require_credentials(self) -> None:

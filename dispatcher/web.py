@@ -386,15 +386,3 @@ def _sentence(exc: Exception) -> str:
 def _title(exc: Any, status: int) -> str:
     name = getattr(exc, "name", None)
     return str(name) if name else str(status)
-
-
-def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
-    """Serve the app with waitress (a production WSGI server) on settings.port."""
-    from waitress import serve as waitress_serve
-
-    app = create_app(settings)
-    # Waitress warns on every request once its queue backs up: costly exactly when busy.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    log.info("web: listening on http://%s:%d", host, settings.port)
-    waitress_serve(app, host=host, port=settings.port, threads=threads, ident="dispatcher",
-                   max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True)

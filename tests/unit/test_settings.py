@@ -212,6 +212,7 @@ _SAMPLES = {
     "DISPATCHER_SPOOL_DIR": "/var/spool/dispatcher",
     "DISPATCHER_WEB_HOST": "127.0.0.1",
     "DISPATCHER_OPS_TOKEN": "ops-token-0123456789",
+    "WEB_CONCURRENCY": "2",
 }
 
 

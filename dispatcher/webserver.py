@@ -1,0 +1,116 @@
+"""Serving the ``web`` app: waitress, in one process or in several sharing one socket.
+
+One Python process tops out near 1,200 requests/s on this project's door (the GIL;
+docs/PERFORMANCE.md). ``WEB_CONCURRENCY`` (the Heroku/gunicorn convention; default 1)
+runs that many processes: the parent binds the port once, forks the children, each
+child builds its own app (its own Redis connections) and serves the shared socket with
+waitress. The parent restarts a child that dies and, on SIGTERM or SIGINT, passes the
+signal on and waits for every child. Nothing is shared between the children but the
+socket and Redis: the operations page's sessions are signed cookies, and every number
+the page and ``/metrics`` show comes from Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from dispatcher.settings import Settings
+from dispatcher.web import SERVER_MAX_BODY_BYTES, create_app
+
+log = logging.getLogger("dispatcher.web")
+
+#: Pause before a child that died is started again (a crash loop stays slow).
+RESTART_PAUSE_S = 1.0
+
+
+def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
+    """Serve the app on settings.port with ``settings.web_processes`` processes."""
+    # Waitress warns on every request once its queue backs up: costly exactly when busy.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    processes = settings.web_processes
+    log.info("web: listening on http://%s:%d (%d process%s)", host, settings.port,
+             processes, "" if processes == 1 else "es")
+    if processes <= 1:
+        _waitress(settings, threads, host=host, port=settings.port)
+        return
+    sock = _listen(host, settings.port)
+    _Prefork(settings, sock, processes, threads).run()
+
+
+def _waitress(settings: Settings, threads: int, **where: Any) -> None:
+    from waitress import serve as waitress_serve
+
+    waitress_serve(create_app(settings), threads=threads, ident="dispatcher",
+                   max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True, **where)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _Prefork:
+    """The parent of the web children: start, restart, stop."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, count: int,
+                 threads: int) -> None:
+        self.settings, self.sock, self.count, self.threads = settings, sock, count, threads
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for _ in range(self.count):
+            self._spawn()
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            self.children.discard(pid)
+            if not self.stopping:
+                log.warning("web: process %d ended (%s); starting another", pid,
+                            _why(status))
+                time.sleep(RESTART_PAUSE_S)
+                if not self.stopping:
+                    self._spawn()
+        self.sock.close()
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: default signals, its own app and Redis connections
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _waitress(self.settings, self.threads, sockets=[self.sock])
+            except BaseException:  # noqa: BLE001 - report, then leave without cleanup
+                log.exception("web: process %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        self.children.add(pid)
+
+    def _stop(self, signum: int, _: Any) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def _why(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
