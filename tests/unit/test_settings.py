@@ -51,20 +51,8 @@ def test_an_explicit_rate_wins_over_the_version_default() -> None:
 
 
 def test_every_variable_is_read() -> None:
-    s = Settings.from_env(
-        {
-            "REDIS_URL": "redis://cache:6380/2",
-            "SONORAN_API_URL": "https://staging-api.dev.sonorancad.com/",
-            "SONORAN_COMMUNITY_ID": "comm",
-            "SONORAN_API_KEY": KEY,
-            "SONORAN_SERVER_ID": "7",
-            "SONORAN_API_VERSION": "2",
-            "DISPATCHER_MAX_RATE": "2.5",
-            "DISPATCHER_MAX_AGE_S": "600",
-            "DISPATCHER_INBOX_KEY": "my:inbox",
-            "PORT": "9100",
-        }
-    )
+    s = Settings.from_env({**_SAMPLES, "SONORAN_COMMUNITY_ID": "comm", "SONORAN_API_KEY": KEY,
+                           "SONORAN_API_URL": "https://staging-api.dev.sonorancad.com/"})
 
     assert s.redis_url == "redis://cache:6380/2"
     assert s.api_url == "https://staging-api.dev.sonorancad.com"  # trailing slash dropped
@@ -73,6 +61,8 @@ def test_every_variable_is_read() -> None:
     assert s.api_key is not None and s.api_key.reveal() == KEY
     assert (s.server_id, s.api_version, s.max_rate) == ("7", 2, 2.5)
     assert (s.max_age_s, s.inbox_key, s.port) == (600.0, "my:inbox", 9100)
+    assert (s.spool_dir, s.web_host, s.web_processes) == ("/var/spool/dispatcher",
+                                                          "127.0.0.1", 2)
 
 
 def test_blank_values_mean_unset() -> None:
