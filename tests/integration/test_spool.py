@@ -124,7 +124,9 @@ def test_the_spool_is_switched_on_by_its_environment_variable(
     # later process (same spool) flushes it once Redis is back. The CLI keeps no spool.
     server = RedisServer(appendonly=True, fsync="always").start()
     try:
-        env = base_env(server.url, sim, DISPATCHER_SPOOL_DIR=tmp_path / "spool")
+        # A rate limit, as in production: without one, sends run in parallel, unordered.
+        env = base_env(server.url, sim, DISPATCHER_SPOOL_DIR=tmp_path / "spool",
+                       DISPATCHER_MAX_RATE=5)
         script = textwrap.dedent("""
             import sys
             from dispatcher import enqueue_call
