@@ -269,8 +269,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  attempts: {record.attempts}")
     if record.last_error:
         print(f"  last error: {record.last_error}")
-    print(f"  call: {record.call.get('caller')} @ {record.call.get('location')}: "
-          f"{record.call.get('description')}")
+    if record.call:
+        print(f"  call: {record.call.get('caller')} @ {record.call.get('location')}: "
+              f"{record.call.get('description')}")
+    else:
+        print("  call: none (an invalid inbox entry; `dispatcher dlq show` has its raw text)")
     print(f"  enqueued: {data['enqueued_at']}")
     return 0
 

@@ -181,7 +181,10 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
     @bp.get("/metrics")
     def metrics() -> Response:
         try:
-            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+            # The exact header prometheus-client defines (as mimetype=, Flask would add a
+            # second charset, which strict scrapers such as Prometheus 3 refuse).
+            return Response(generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
         except redis.RedisError as exc:
             return Response(f"redis unavailable: {type(exc).__name__}", status=503,
                             mimetype="text/plain")

@@ -104,8 +104,9 @@ class CallRecord:
 
     def to_json(self, default_server_id: str | None = None) -> dict[str, Any]:
         """The record for output (`--json`), with the contract's field names."""
-        call = dict(self.call)
-        if "serverId" not in call and default_server_id is not None:
+        # An invalid inbox entry never became a call: null, its raw text is under "raw".
+        call: dict[str, Any] | None = dict(self.call) if self.call else None
+        if call is not None and "serverId" not in call and default_server_id is not None:
             call = {"serverId": default_server_id, **call}
         return {
             "id": self.id,

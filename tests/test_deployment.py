@@ -394,6 +394,22 @@ def test_every_contract_variable_reaches_the_process(service: str) -> None:
         assert interpolate(env[name], {}) == default, (service, name)
 
 
+#: README variables that mean nothing inside a container (the web must listen on every
+#: address; the spool is for Python producers outside the deployment).
+NOT_FOR_CONTAINERS = {"DISPATCHER_WEB_HOST", "DISPATCHER_SPOOL_DIR"}
+
+
+def test_every_readme_variable_can_be_set_through_compose() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.M))
+    services = load_compose()["services"]
+    passed = set(environment_of(services["worker"])) | set(environment_of(services["web"]))
+    missing = sorted(documented - NOT_FOR_CONTAINERS - passed)
+    assert not missing, f"docker-compose.yml drops {missing}"
+    env = resolved_environment("worker", {**HOST_CREDENTIALS, "DISPATCHER_ORPHAN_AFTER_S": "7"})
+    assert Settings.from_env(env).orphan_after_s == 7.0
+
+
 def test_worker_requires_credentials_and_web_does_not() -> None:
     worker = environment_of(load_compose()["services"]["worker"])
     for name in CREDENTIALS:

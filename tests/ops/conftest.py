@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from dispatcher.records import Records
 from dispatcher.simulator import CadSimulator
@@ -34,6 +35,8 @@ class Web:
     def metrics_text(self) -> str:
         resp = self.get("/metrics")
         assert resp.status_code == 200, resp.text
+        # Exactly prometheus-client's header: one charset (strict scrapers refuse two).
+        assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST, resp.headers
         return resp.text
 
     def health(self) -> dict[str, Any]:

@@ -788,6 +788,11 @@ def test_a_dead_letter_record_has_the_contract_fields(
     assert out["enqueued_at"].endswith("+00:00") and out["dead_at"]
     expired = w.dead.get(ids["expired"])
     assert expired is not None and expired.status_code is None
+    # An invalid inbox entry never became a call: no invented call, its raw text kept.
+    invalid = w.dead.get(ids["invalid"])
+    assert invalid is not None
+    shown = invalid.to_json(default_server_id="1")
+    assert shown["call"] is None and shown["raw"] == '{"caller": "x", oops'
 
 
 def test_replay_puts_a_dead_letter_back_in_line(graveyard: tuple[World, dict[str, str]]) -> None:
