@@ -25,6 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dispatcher import Producer, enqueue_call  # noqa: E402
 from dispatcher.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 COMMUNITY = "bench-community"
@@ -306,6 +307,13 @@ def seed_call(i: int, description: str = "Two-car collision") -> dict[str, Any]:
     return {"serverId": 1, "isEmergency": True, "caller": f"Caller {i}",
             "location": f"{i} Route 68 / Joshua Rd", "description": description,
             "metaData": {"postal": "350", "plate": "8ABC123"}}
+
+
+def enqueue_seed(producer: Producer, i: int, description: str = "Two-car collision") -> str:
+    """Enqueue the call `seed_call(i, description)` describes, through our public API."""
+    return enqueue_call(caller=f"Caller {i}", location=f"{i} Route 68 / Joshua Rd",
+                        description=description, postal="350", plate="8ABC123",
+                        producer=producer)
 
 
 def machine() -> dict[str, Any]:

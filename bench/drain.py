@@ -37,6 +37,7 @@ from common import (
     cpu_split,
     dispatcher_proc,
     emit,
+    enqueue_seed,
     machine,
     med,
     plain_celery,
@@ -50,7 +51,7 @@ from common import (
     seed_call,
 )
 
-from dispatcher import Producer, enqueue_call  # noqa: E402
+from dispatcher import Producer  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 from dispatcher.simulator import CadSimulator  # noqa: E402
 
@@ -96,9 +97,7 @@ class Side:
             stack.callback(producer.close)
 
             def send(i: int) -> None:
-                enqueue_call(caller=f"Caller {i}", location=f"{i} Route 68 / Joshua Rd",
-                             description="Two-car collision", postal="350", plate="8ABC123",
-                             producer=producer)
+                enqueue_seed(producer, i)
         else:
             self.worker = plain_worker(folder, self.redis.url, self.sim.url, concurrency)
             self.procs = [self.worker]

@@ -32,6 +32,7 @@ from common import (
     COMMUNITY,
     dispatcher_proc,
     emit,
+    enqueue_seed,
     machine,
     median_of_runs,
     percentile,
@@ -46,7 +47,7 @@ from common import (
     wait_for,
 )
 
-from dispatcher import Producer, enqueue_call  # noqa: E402
+from dispatcher import Producer  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 from dispatcher.simulator import CadSimulator  # noqa: E402
 
@@ -103,9 +104,7 @@ def main() -> int:
             session = requests.Session()
 
             def ours(i: int, desc: str) -> None:
-                enqueue_call(caller=f"Caller {i}", location=f"{i} Route 68 / Joshua Rd",
-                             description=desc, postal="350", plate="8ABC123",
-                             producer=producer)
+                enqueue_seed(producer, i, desc)
 
             def direct(i: int, desc: str) -> None:
                 requests.post(url, json={**envelope, "data": [seed_call(i, desc)]},

@@ -40,6 +40,7 @@ from common import (
     client_for,
     dispatcher_proc,
     emit,
+    enqueue_seed,
     private_redis,
     product_env,
     progress,
@@ -119,7 +120,7 @@ def summarise(raw: Path, top: int = 20) -> dict[str, Any]:
 
 
 def profile_worker(folder: Path, calls: int, latency_ms: float, concurrency: int) -> Path:
-    from dispatcher import Producer, enqueue_call
+    from dispatcher import Producer
     from dispatcher.settings import Settings
     from dispatcher.simulator import CadSimulator
 
@@ -139,9 +140,7 @@ def profile_worker(folder: Path, calls: int, latency_ms: float, concurrency: int
         stack.callback(producer.close)
 
         def send(i: int) -> None:
-            enqueue_call(caller=f"Caller {i}", location=f"{i} Route 68 / Joshua Rd",
-                         description="Two-car collision", postal="350", plate="8ABC123",
-                         producer=producer)
+            enqueue_seed(producer, i)
 
         for i in range(2 * concurrency):
             send(i)
@@ -204,9 +203,7 @@ def _producer_child(calls: int) -> None:
     for _ in range(100):
         enqueue_call(caller="warm", location="x", description="y", producer=producer)
     for i in range(calls):
-        enqueue_call(caller=f"Caller {i}", location=f"{i} Route 68 / Joshua Rd",
-                     description="Two-car collision", postal="350", plate="8ABC123",
-                     producer=producer)
+        enqueue_seed(producer, i)
     producer.close()
 
 
