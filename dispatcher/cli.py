@@ -23,7 +23,7 @@ from dispatcher.console import (
     first_line,
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
-from dispatcher.settings import Settings
+from dispatcher.settings import DEFAULT_WEB_HOST, Settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,8 +214,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dispatcher.webserver import serve as web_serve
 
         processes.ping(settings)
-        processes.port_free(settings.web_host, settings.port, "PORT")
-        web_serve(settings, host=settings.web_host)
+        host = settings.web_host or DEFAULT_WEB_HOST
+        processes.port_free(host, settings.port, "PORT")
+        web_serve(settings, host=host)
         return 0
     raise CliError(f"unknown command {command!r}")
 

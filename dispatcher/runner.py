@@ -23,7 +23,7 @@ import redis
 
 from dispatcher.embedded import EmbeddedRedis, free_port, port_free
 from dispatcher.errors import ConfigError
-from dispatcher.settings import DEFAULT_REDIS_URL, Secret, Settings
+from dispatcher.settings import DEFAULT_REDIS_URL, DEFAULT_RUN_WEB_HOST, Secret, Settings
 
 PROCESSES = ("worker", "scheduler", "bridge", "web")
 #: Local folder of `run`'s state: the embedded Redis's data and the children's logs.
@@ -47,7 +47,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         "DISPATCHER_MAX_RATE": repr(settings.max_rate),
         "DISPATCHER_INBOX_KEY": settings.inbox_key,
         "PORT": str(settings.port),
-        "DISPATCHER_WEB_HOST": settings.web_host,
+        "DISPATCHER_WEB_HOST": settings.web_host or DEFAULT_RUN_WEB_HOST,
         "DISPATCHER_CONCURRENCY": str(settings.concurrency),
         "DISPATCHER_VISIBILITY_TIMEOUT_S": repr(settings.visibility_timeout_s),
         "DISPATCHER_READ_TIMEOUT_S": repr(settings.read_timeout_s),

@@ -47,6 +47,19 @@ DEFAULT_ORPHAN_AFTER_S = 60.0
 #: smallest count that drained more than 150 calls/s from a CAD answering in 100 ms on
 #: 2 cores (bench/drain.py; docs/PERFORMANCE.md); with the default rate limit it idles.
 DEFAULT_CONCURRENCY = 32
+#: Most calls waiting to be delivered (queued, scheduled, held); beyond it producers get
+#: QueueFull and the HTTP door 503. Sized so that a burst never costs Redis more than
+#: ~40 MB (about 800 B per call), far above any community's honest backlog.
+DEFAULT_MAX_BACKLOG = 50_000
+#: Most invalid inbox entries kept as dead letters; older ones beyond it are summarised
+#: (counted, their hashes kept) instead of being kept whole.
+DEFAULT_MAX_INVALID = 1_000
+#: Address of `dispatcher web` (a container or a Procfile host must be reachable).
+DEFAULT_WEB_HOST = "0.0.0.0"
+#: Address of the web door under `dispatcher run` (a small community's single machine).
+DEFAULT_RUN_WEB_HOST = "127.0.0.1"
+#: Shortest operator token accepted: shorter ones are guessable online.
+MIN_OPS_TOKEN_CHARS = 16
 
 
 class Secret:
@@ -102,8 +115,9 @@ class Settings:
     orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S
     #: Folder of the producer's local spool for Redis outages (unset: off).
     spool_dir: str | None = None
-    #: Address the web process listens on.
-    web_host: str = "0.0.0.0"
+    #: Address the web process listens on (DISPATCHER_WEB_HOST); None: the process's own
+    #: default (`DEFAULT_WEB_HOST` for `dispatcher web`, `DEFAULT_RUN_WEB_HOST` for `run`).
+    web_host: str | None = None
     #: Processes of the web door (WEB_CONCURRENCY, the Heroku/gunicorn convention).
     web_processes: int = 1
     #: Key prefix of every Redis key we own (Celery's own keys are separate).
@@ -113,6 +127,22 @@ class Settings:
     #: Operator credential of the operations page (DISPATCHER_OPS_TOKEN); unset means the
     #: page is read-only. A secret like the API key: never printed.
     ops_token: Secret | None = field(default=None, repr=False)
+    #: How many reverse proxies in front of the web door to believe in X-Forwarded-For
+    #: (DISPATCHER_TRUSTED_PROXIES); 0: the header is ignored, the peer address counts.
+    trusted_proxies: int = 0
+    #: Most ingest requests per second from one source address (DISPATCHER_INGEST_RATE);
+    #: None: no limit.
+    ingest_rate: float | None = None
+    #: Most calls waiting for delivery (DISPATCHER_MAX_BACKLOG); 0: no cap.
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    #: Most invalid inbox entries kept whole (DISPATCHER_MAX_INVALID).
+    max_invalid: int = DEFAULT_MAX_INVALID
+    #: Webhook told about dead letters and the breaker (DISPATCHER_NOTIFY_URL): a
+    #: credential, never printed.
+    notify_url: Secret | None = field(default=None, repr=False)
+    #: CA file that verifies a rediss:// server (DISPATCHER_REDIS_CA_FILE); None: the
+    #: system's trust store.
+    redis_ca_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +189,29 @@ class Settings:
         web_processes = _integer(get("WEB_CONCURRENCY"), "WEB_CONCURRENCY", 1)
         if not 1 <= web_processes <= 64:
             raise ConfigError("WEB_CONCURRENCY must be between 1 and 64")
+        ops = get("DISPATCHER_OPS_TOKEN")
+        if ops is not None and len(ops) < MIN_OPS_TOKEN_CHARS:
+            raise ConfigError(f"DISPATCHER_OPS_TOKEN must be at least {MIN_OPS_TOKEN_CHARS} "
+                              f"characters (it has {len(ops)}): use a long random value")
+        proxies = _integer(get("DISPATCHER_TRUSTED_PROXIES"), "DISPATCHER_TRUSTED_PROXIES", 0)
+        if not 0 <= proxies <= 10:
+            raise ConfigError("DISPATCHER_TRUSTED_PROXIES must be between 0 and 10")
+        ingest = get("DISPATCHER_INGEST_RATE")
+        ingest_rate = None if ingest is None else _number(ingest, "DISPATCHER_INGEST_RATE", 0)
+        if ingest_rate is not None and ingest_rate <= 0:
+            raise ConfigError("DISPATCHER_INGEST_RATE must be a number of requests per "
+                              "second > 0 (unset: no limit)")
+        max_backlog = _integer(get("DISPATCHER_MAX_BACKLOG"), "DISPATCHER_MAX_BACKLOG",
+                               DEFAULT_MAX_BACKLOG)
+        if max_backlog < 0:
+            raise ConfigError("DISPATCHER_MAX_BACKLOG must be a whole number >= 0 (0: no cap)")
+        max_invalid = _integer(get("DISPATCHER_MAX_INVALID"), "DISPATCHER_MAX_INVALID",
+                               DEFAULT_MAX_INVALID)
+        if max_invalid < 1:
+            raise ConfigError("DISPATCHER_MAX_INVALID must be a whole number >= 1")
+        notify = get("DISPATCHER_NOTIFY_URL")
+        if notify is not None and not notify.startswith(("http://", "https://")):
+            raise ConfigError("DISPATCHER_NOTIFY_URL must start with http:// or https://")
         return cls(
             redis_url=redis_url,
             api_url=api_url,
@@ -180,10 +233,16 @@ class Settings:
             circuit_max_cooldown_s=_positive(
                 get, "DISPATCHER_CIRCUIT_MAX_COOLDOWN_S", DEFAULT_CIRCUIT_MAX_COOLDOWN_S),
             orphan_after_s=_positive(get, "DISPATCHER_ORPHAN_AFTER_S", DEFAULT_ORPHAN_AFTER_S),
-            ops_token=Secret(ops) if (ops := get("DISPATCHER_OPS_TOKEN")) else None,
+            ops_token=Secret(ops) if ops else None,
             spool_dir=get("DISPATCHER_SPOOL_DIR"),
-            web_host=get("DISPATCHER_WEB_HOST") or "0.0.0.0",
+            web_host=get("DISPATCHER_WEB_HOST"),
             web_processes=web_processes,
+            trusted_proxies=proxies,
+            ingest_rate=ingest_rate,
+            max_backlog=max_backlog,
+            max_invalid=max_invalid,
+            notify_url=Secret(notify) if notify else None,
+            redis_ca_file=get("DISPATCHER_REDIS_CA_FILE"),
         )
 
     def require_credentials(self) -> None:

@@ -129,9 +129,9 @@ def test_since_accepts_iso_times_and_durations() -> None:
 
 
 def test_settings_read_the_ops_token_and_never_print_it() -> None:
-    settings = Settings.from_env({"DISPATCHER_OPS_TOKEN": "tok-123456"})
-    assert settings.ops_token is not None and settings.ops_token.reveal() == "tok-123456"
-    assert "tok-123456" not in repr(settings) and "tok-123456" not in str(settings.redacted())
+    settings = Settings.from_env({"DISPATCHER_OPS_TOKEN": "tok-0123456789abcdef"})
+    assert settings.ops_token is not None and settings.ops_token.reveal() == "tok-0123456789abcdef"
+    assert "tok-0123456789abcdef" not in repr(settings) and "tok-0123456789abcdef" not in str(settings.redacted())
     assert Settings.from_env({"DISPATCHER_OPS_TOKEN": " "}).ops_token is None
 
 

@@ -203,6 +203,12 @@ _SAMPLES = {
     "DISPATCHER_WEB_HOST": "127.0.0.1",
     "DISPATCHER_OPS_TOKEN": "ops-token-0123456789",
     "WEB_CONCURRENCY": "2",
+    "DISPATCHER_TRUSTED_PROXIES": "1",
+    "DISPATCHER_INGEST_RATE": "20",
+    "DISPATCHER_MAX_BACKLOG": "1000",
+    "DISPATCHER_MAX_INVALID": "50",
+    "DISPATCHER_NOTIFY_URL": "https://discord.example/api/webhooks/1/abc",
+    "DISPATCHER_REDIS_CA_FILE": "/etc/ssl/redis-ca.pem",
 }
 
 
