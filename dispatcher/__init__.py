@@ -1,7 +1,7 @@
 """sonoran-dispatcher: a durable, queued dispatcher of in-game 911 calls to Sonoran CAD."""
 
-from dispatcher.errors import InvalidCall, QueueUnavailable
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.producer import Producer, enqueue_call
 
-__all__ = ["InvalidCall", "Producer", "QueueUnavailable", "enqueue_call"]
+__all__ = ["InvalidCall", "Producer", "QueueFull", "QueueUnavailable", "enqueue_call"]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
     DispatcherError
     ├── ConfigError            bad or missing configuration (one-line message)
     ├── QueueUnavailable       Redis could not be reached in time (producer side)
+    ├── QueueFull              the backlog cap is reached (never spooled)
     ├── InvalidCall            a call payload fails validation (also a ValueError)
     └── DeliveryError          sending one call to the CAD failed
         ├── RetryableError     network error, timeout, 5xx, 408, 429: try again later
@@ -26,6 +27,14 @@ class ConfigError(DispatcherError):
 
 class QueueUnavailable(DispatcherError):
     """The queue (Redis) could not be reached within the producer's bounded wait."""
+
+
+class QueueFull(DispatcherError):
+    """The backlog cap (DISPATCHER_MAX_BACKLOG) is reached: the call was not accepted.
+
+    Not a QueueUnavailable: Redis answered, and the spool is for an unreachable Redis,
+    never a way around the cap. Nothing already accepted is touched.
+    """
 
 
 class InvalidCall(DispatcherError, ValueError):
