@@ -108,8 +108,9 @@ def http_phase(folder: Path, rates: list[float], duration: float, runs: int,
     per_run: dict[str, list[dict[str, Any]]] = {"ours": [], "plain": []}
     with private_redis(folder, "redis-web") as server:
         port_ours, port_plain = free_port(), free_port()
+        # No worker drains these calls: every run adds to the backlog, beyond the cap.
         env = product_env(server.url, PORT=port_ours, DISPATCHER_WEB_HOST="127.0.0.1",
-                          WEB_CONCURRENCY=web_processes)
+                          WEB_CONCURRENCY=web_processes, DISPATCHER_MAX_BACKLOG="0")
         web = dispatcher_proc("web", env, folder)
         plain = Proc([sys.executable, str(HERE / "baseline_server.py"), "server", server.url,
                       str(port_plain)], env, folder / "plain-server.log")
@@ -177,7 +178,7 @@ def bridge_phase(folder: Path, entries: int, runs: int) -> dict[str, Any]:
     payload = _entries(entries)
     with private_redis(folder, "redis-bridge") as server:
         client = client_for(server)
-        env = product_env(server.url)
+        env = product_env(server.url, DISPATCHER_MAX_BACKLOG="0")  # runs x entries wait
         bridge = dispatcher_proc("bridge", env, folder)
         mover = Proc([sys.executable, str(HERE / "baseline_server.py"), "mover", server.url,
                       "bench:plain-in", "bench:plain-out"], env, folder / "mover.log")

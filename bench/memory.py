@@ -69,15 +69,16 @@ def ours(calls: int, folder: Path) -> dict[str, Any]:
     dead_port = free_port()  # nothing listens: the CAD refuses every connection
     env = dict(os.environ, REDIS_URL=server.url, SONORAN_COMMUNITY_ID="bench",
                SONORAN_API_KEY="bench-key", SONORAN_API_URL=f"http://127.0.0.1:{dead_port}",
-               DISPATCHER_MAX_RATE="0", PYTHONUNBUFFERED="1")
+               DISPATCHER_MAX_RATE="0", DISPATCHER_MAX_BACKLOG="0", PYTHONUNBUFFERED="1")
     client = redis.Redis.from_url(server.url)
     procs = [subprocess.Popen([sys.executable, "-m", "dispatcher", name], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True) for name in ("worker", "scheduler")]
     try:
         time.sleep(4)
+        # 100,000 calls wait here, twice the default DISPATCHER_MAX_BACKLOG: no cap.
         settings = Settings(redis_url=server.url, community_id="bench",
-                            api_key=Secret("bench-key"), max_rate=0)
+                            api_key=Secret("bench-key"), max_rate=0, max_backlog=0)
         producer = Producer(settings)
         # Open the breaker first, so the run measures waiting, not the first failures.
         for i in range(10):

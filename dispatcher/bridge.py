@@ -22,7 +22,7 @@ import redis
 
 from dispatcher.call import Call
 from dispatcher.deadletters import DeadLetters
-from dispatcher.errors import InvalidCall, QueueUnavailable
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.producer import Producer
 
 log = logging.getLogger("dispatcher.bridge")
@@ -33,6 +33,10 @@ MAX_ENTRY_BYTES = 64 * 1024
 BLOCK_S = 1.0
 #: Most entries moved and recorded in one round trip each way.
 BATCH = 200
+#: Pause after the backlog cap refused a batch (the entries wait in the inbox).
+FULL_WAIT_S = 2.0
+#: While the cap refuses entries, one log line per this many seconds.
+FULL_LOG_EVERY_S = 60.0
 
 # Move up to ARGV[1] more entries to the processing list in one step (oldest first).
 _TAKE = r"""
@@ -87,19 +91,23 @@ class Bridge:
         self.client: redis.Redis = producer.client
         self.inbox = inbox_key
         self.processing = f"{inbox_key}:processing"
-        self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock)
+        self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock,
+                                max_invalid=producer.settings.max_invalid)
         self._take = self.client.register_script(_TAKE)
         self.moved = 0
         self.invalid = 0
+        self._full_since: float | None = None
+        self._full_logged = 0.0
+        self._full_refusals = 0
         key = producer.settings.api_key
         self.key = key.reveal() if key else None
 
-    def recover(self) -> int:
+    def recover(self, quiet: bool = False) -> int:
         """Put entries a crashed bridge left in the processing list back at the inbox head."""
         n = 0
         while self.client.lmove(self.processing, self.inbox, "LEFT", "RIGHT") is not None:
             n += 1
-        if n:
+        if n and not quiet:
             log.warning("recovered %d inbox entries left in %s", n, self.processing)
         return n
 
@@ -133,6 +141,11 @@ class Bridge:
             )
         except QueueUnavailable:
             raise  # Redis trouble: the entries stay in the processing list, recovered later
+        except QueueFull as exc:
+            # Those recorded before the cap was reached left the processing list; the
+            # others stay there and go back to the inbox (see run).
+            self.moved += sum(1 for i in getattr(exc, "accepted", []) if i)
+            raise
         except InvalidCall:
             # One call of the batch was refused whole (it carries the API key): sort the
             # batch out entry by entry.
@@ -144,6 +157,10 @@ class Bridge:
                     self._bury(raw, exc)
             return
         self.moved += len(valid)
+        if self._full_since is not None:
+            log.warning("bridge: the backlog is below DISPATCHER_MAX_BACKLOG again after "
+                        "%.0fs; moving the inbox", time.monotonic() - self._full_since)
+            self._full_since = None
 
     def _bury(self, raw: bytes, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, InvalidCall) else (
@@ -159,12 +176,31 @@ class Bridge:
         while not stop.is_set():
             try:
                 self.step()
+            except QueueFull as exc:
+                self._queue_full(exc)
+                stop.wait(FULL_WAIT_S)
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    self.recover(quiet=True)  # the refused entries wait in the inbox, in order
             except (redis.RedisError, QueueUnavailable) as exc:
                 # Down or refusing writes (full): the entry is safe in the processing list.
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
                 with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                     self.recover()
+
+
+    def _queue_full(self, exc: QueueFull) -> None:
+        """One log line when the cap starts refusing, then one a minute with a count."""
+        now = time.monotonic()
+        self._full_refusals += 1
+        if self._full_since is None:
+            self._full_since = now
+        elif now - self._full_logged < FULL_LOG_EVERY_S:
+            return
+        log.warning("bridge: %s; inbox entries wait in the inbox (%d refused batch(es) "
+                    "in %.0fs)", exc, self._full_refusals, now - self._full_since)
+        self._full_logged = now
+        self._full_refusals = 0
 
 
 def main_loop(producer: Producer, inbox_key: str, stop: threading.Event) -> None:

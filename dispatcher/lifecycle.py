@@ -42,15 +42,21 @@ LEASE_MARGIN_S = 15.0
 
 _ENQUEUE = LUA_COMMON + r"""
 local id, now = ARGV[2], tonumber(ARGV[4])
+local existing = nil
+if ARGV[5] ~= '' then existing = redis.call('GET', k('idem:' .. ARGV[5])) end
+-- The backlog cap (ARGV[15], 0: none) counts every call not yet delivered or dead. A
+-- call already recorded (idempotency key, or its id) is not new work: it is answered.
+local cap = tonumber(ARGV[15]) or 0
+if cap > 0 and not existing and redis.call('EXISTS', ck(id)) == 0 then
+  local waiting = redis.call('ZCARD', k('pending'))
+  if waiting >= cap then return {'', 'full', tostring(waiting)} end
+end
 -- From the inbox: the entry leaves its processing list in the same step that records it.
 if ARGV[11] and ARGV[11] ~= '' then
   if redis.call('LREM', ARGV[11], 1, ARGV[12]) == 0 then return {'', 'gone'} end
 end
-if ARGV[5] ~= '' then
-  local existing = redis.call('GET', k('idem:' .. ARGV[5]))
-  if existing then return {existing, 'duplicate'} end
-  redis.call('SET', k('idem:' .. ARGV[5]), id, 'EX', ARGV[6])
-end
+if existing then return {existing, 'duplicate'} end
+if ARGV[5] ~= '' then redis.call('SET', k('idem:' .. ARGV[5]), id, 'EX', ARGV[6]) end
 if redis.call('EXISTS', ck(id)) == 1 then return {id, 'duplicate'} end
 redis.call('HSET', ck(id), 'id', id, 'call', ARGV[3], 'enqueued_at', ARGV[4],
   'age_from', ARGV[4], 'attempts', 0, 'failures', 0, 'gen', 0, 'source', ARGV[7],
@@ -308,6 +314,9 @@ class Enqueued:
     gone: bool = False
     #: The message was pushed by the script itself.
     pushed: bool = False
+    #: Refused: the backlog cap was reached (``waiting`` calls); nothing was recorded.
+    full: bool = False
+    waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -378,7 +387,8 @@ class Lifecycle:
     ) -> list[Any]:
         return [self.keys.prefix, call.id, json.dumps(call.to_cad(), ensure_ascii=False),
                 repr(call.enqueued_at), call.idempotency_key or "", IDEMPOTENCY_TTL_S,
-                source, *self.flow.argv(), *(take_from or ("", "")), *(message or ("", ""))]
+                source, *self.flow.argv(), *(take_from or ("", "")), *(message or ("", "")),
+                self.settings.max_backlog]
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
@@ -466,6 +476,8 @@ def _enqueued(res: Any) -> Enqueued:
     call_id = as_text(res[0])
     kind = as_text(res[1])
     out = kind in ("publish", "pushed")
+    if kind == "full":
+        return Enqueued("", False, 0, False, full=True, waiting=int(as_text(res[2])))
     return Enqueued(call_id, kind == "publish", int(as_text(res[2])) if out else 0,
                     kind == "duplicate", kind == "gone", kind == "pushed")
 

@@ -23,8 +23,8 @@ import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
-from dispatcher.errors import InvalidCall, QueueUnavailable
-from dispatcher.lifecycle import Lifecycle
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
+from dispatcher.lifecycle import Enqueued, Lifecycle
 from dispatcher.redisconn import QUEUE_WAIT_S, bounded, connect
 from dispatcher.settings import Settings
 from dispatcher.spool import Flusher, Spool
@@ -58,6 +58,8 @@ class Producer:
         self.wait_s = wait_s
         folder = spool_dir or settings.spool_dir
         self.spool = Spool(Path(folder)) if folder else None
+        #: The spool flusher last found the backlog cap reached.
+        self._spool_full = False
         self.flusher = None if self.spool is None else Flusher(
             self.spool, self._flush_one, self._flush_error)
         if self.spool is not None and self.flusher is not None and len(self.spool):
@@ -68,7 +70,8 @@ class Producer:
     ) -> str:
         """Enqueue a validated call; returns its id ("" if ``take_from`` was already gone).
 
-        Raises QueueUnavailable when Redis cannot take the record within the bounded wait.
+        Raises QueueUnavailable when Redis cannot take the record within the bounded wait,
+        QueueFull when DISPATCHER_MAX_BACKLOG calls are already waiting (never spooled).
         """
         self._refuse_secret(call)
         now = self.clock()
@@ -76,6 +79,9 @@ class Producer:
         if self.spool is None or take_from is not None:
             return self._record(stamped, source, take_from, self.wait_s)
         if len(self.spool):  # keep order: behind what is already spooled
+            if self._spool_full:
+                # The flusher found the cap reached: spooling more would go round it.
+                raise queue_full(self.settings.max_backlog)
             return self._to_spool(stamped, source)
         try:
             return self._record(stamped, source, None, self.wait_s)
@@ -103,8 +109,19 @@ class Producer:
 
     def _flush_one(self, entry: dict[str, Any]) -> None:
         self._record(Call.from_dict(entry["call"]), str(entry.get("source", "api")), None, 0.5)
+        if self._spool_full:
+            self._spool_full = False
+            log.warning("spool flush resumed: the backlog is below DISPATCHER_MAX_BACKLOG")
 
     def _flush_error(self, exc: Exception) -> None:
+        if isinstance(exc, QueueFull):
+            # Already accepted: the calls stay on disk and the flusher tries again.
+            if not self._spool_full:
+                log.warning("spool flush waits: %s; %d call(s) stay spooled", exc,
+                            self.pending_spooled())
+            self._spool_full = True
+            return
+        self._spool_full = False  # Redis is down again: the spool is for exactly that
         log.debug("spool flush waits for Redis (%s)", type(exc).__name__)
 
     def pending_spooled(self) -> int:
@@ -118,6 +135,8 @@ class Producer:
         message = (self.publisher.queue_key, self.publisher.message(stamped.to_dict(), 1))
         result = bounded(
             lambda: self.lifecycle.enqueue(stamped, source, take_from, message), wait_s)
+        if result.full:
+            raise queue_full(self.settings.max_backlog, result.waiting)
         if result.publish:
             payload = stamped.to_dict()
             try:
@@ -136,7 +155,9 @@ class Producer:
         Each call is still its own atomic script (pipelined, not a transaction): a retry
         after a broken connection finds the calls already recorded and records none twice.
         ``take_from`` gives, per call, the inbox entry it consumes ("" ids for entries
-        another bridge took first).
+        another bridge took first). When the backlog cap is reached the calls from the
+        first refused one on are not recorded; QueueFull is raised with ``accepted``,
+        the ids of the batch ("" for each call not recorded).
         """
         batch = list(calls)
         if not batch:
@@ -161,11 +182,18 @@ class Producer:
 
         replies = bounded(run, self.wait_s)
         ids = []
+        refused: Enqueued | None = None
         for call, reply in zip(stamped, replies, strict=True):
             result = self.lifecycle.enqueued_from(reply)
+            if result.full:
+                refused = refused or result
             if result.publish:
                 self.publisher.publish(call.to_dict(), result.gen)
             ids.append(result.call_id)
+        if refused is not None:
+            exc = queue_full(self.settings.max_backlog, refused.waiting)
+            exc.accepted = ids  # type: ignore[attr-defined]
+            raise exc
         return ids
 
     def close(self) -> None:
@@ -173,6 +201,13 @@ class Producer:
             self.flusher.stop()
         self.publisher.close()
         self.client.close()
+
+
+def queue_full(cap: int, waiting: int | None = None) -> QueueFull:
+    """The one-line QueueFull every producer raises."""
+    count = f" ({waiting} waiting)" if waiting is not None else ""
+    return QueueFull(f"the queue is full: {cap} calls wait for delivery{count}, the cap "
+                     "DISPATCHER_MAX_BACKLOG; the call was not queued, try again later")
 
 
 _default: Producer | None = None
@@ -203,7 +238,8 @@ def enqueue_call(
 ) -> str:
     """Queue one 911 call for the CAD and return its id.
 
-    Raises InvalidCall (naming the field) or QueueUnavailable (after a bounded wait).
+    Raises InvalidCall (naming the field), QueueUnavailable (after a bounded wait) or
+    QueueFull (DISPATCHER_MAX_BACKLOG calls already wait; nothing was queued).
     The same ``idempotency_key`` always yields the same id and one CAD call.
     """
     call = Call.create(
