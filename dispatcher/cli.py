@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dispatcher.console import (
     client_for,
     emit,
     first_line,
+    say,
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
@@ -28,7 +28,7 @@ from dispatcher.settings import DEFAULT_WEB_HOST, Settings
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        print(f"dispatcher: error: {message} (see --help)", file=sys.stderr)
+        say(f"dispatcher: error: {message} (see --help)", err=True)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -160,18 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (CliError, DispatcherError) as exc:
-        print(f"dispatcher: error: {exc}", file=sys.stderr)
+        say(f"dispatcher: error: {exc}", err=True)
         usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
         return EXIT_USAGE if usage else EXIT_ERROR
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        print(f"dispatcher: error: cannot reach Redis: {first_line(exc)}", file=sys.stderr)
+        say(f"dispatcher: error: cannot reach Redis: {first_line(exc)}", err=True)
         return EXIT_ERROR
     except redis.RedisError as exc:
-        print(f"dispatcher: error: Redis error: {first_line(exc)}", file=sys.stderr)
+        say(f"dispatcher: error: Redis error: {first_line(exc)}", err=True)
         return EXIT_ERROR
     except OSError as exc:  # a port in use, a folder we cannot write
-        print(f"dispatcher: error: {exc.strerror or exc}"
-              + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        say(f"dispatcher: error: {exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else ""), err=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -241,7 +241,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         emit({"id": call_id})
     else:
-        print(call_id)
+        say(call_id)
     return 0
 
 
@@ -266,16 +266,16 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         line += "  (being sent now)"
     elif record.due:
         line += f"  next attempt {data['next_attempt_at']}"
-    print(line)
-    print(f"  attempts: {record.attempts}")
+    say(line)
+    say(f"  attempts: {record.attempts}")
     if record.last_error:
-        print(f"  last error: {record.last_error}")
+        say(f"  last error: {record.last_error}")
     if record.call:
-        print(f"  call: {record.call.get('caller')} @ {record.call.get('location')}: "
-              f"{record.call.get('description')}")
+        say(f"  call: {record.call.get('caller')} @ {record.call.get('location')}: "
+            f"{record.call.get('description')}")
     else:
-        print("  call: none (an invalid inbox entry; `dispatcher dlq show` has its raw text)")
-    print(f"  enqueued: {data['enqueued_at']}")
+        say("  call: none (an invalid inbox entry; `dispatcher dlq show` has its raw text)")
+    say(f"  enqueued: {data['enqueued_at']}")
     return 0
 
 
@@ -286,14 +286,16 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
     while True:
         s = records.stats()
         if args.json:
-            print(json.dumps(s, ensure_ascii=False), flush=True)
+            emit(s, indent=None)
         else:
             if args.watch and sys.stdout.isatty():
                 print("\033[2J\033[H", end="")
             age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.1f}s"
-            print(f"queued {s['queued']}  scheduled {s['scheduled']}  in flight "
-                  f"{s['in_flight']}  delivered {s['delivered']}  dead {s['dead']}  "
-                  f"oldest {age}  circuit {s['circuit']}", flush=True)
+            summarised = (f"  invalid summarised {s['invalid_summarised']}"
+                          if s.get("invalid_summarised") else "")
+            say(f"queued {s['queued']}  scheduled {s['scheduled']}  in flight "
+                f"{s['in_flight']}  delivered {s['delivered']}  dead {s['dead']}  "
+                f"oldest {age}  circuit {s['circuit']}{summarised}")
         if not args.watch:
             return 0
         time.sleep(max(0.2, args.interval))

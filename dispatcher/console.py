@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from typing import Any
 
 import redis
 
+from dispatcher.display import json_text, safe
 from dispatcher.settings import Settings
 
 EXIT_ERROR = 1
@@ -31,7 +32,13 @@ def client_for(settings: Settings) -> redis.Redis:
     return connect(settings)
 
 
-def emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+def emit(data: Any, indent: int | None = 2) -> None:
+    """JSON output for scripts (ASCII only: no control character reaches a terminal)."""
+    print(json_text(data, indent=indent), flush=True)
+
+
+def say(text: object, err: bool = False) -> None:
+    """One line of text for a person: controls, bidi and invisible characters escaped."""
+    print(safe(text), file=sys.stderr if err else sys.stdout, flush=True)
 
 

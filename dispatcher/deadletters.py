@@ -1,16 +1,20 @@
 """The dead-letter store: calls that cannot be sent until an operator acts.
 
 A dead letter is a call record in state ``dead`` plus its id in the ``dead`` sorted
-set (by time of death). No TTL, no cap: nothing leaves except by an operator's
-replay or purge, each recorded in the audit list. Replay puts the call back in line
-(oldest first) and it is sent with the credentials configured at send time; records
-never hold credentials.
+set (by time of death). No TTL: nothing leaves except by an operator's replay or
+purge, each recorded in the audit list; except invalid inbox entries (anyone who can
+LPUSH can make them): beyond DISPATCHER_MAX_INVALID the oldest are summarised (count,
+oldest and newest time, their SHA-256 hashes) and their records dropped. Replay puts
+the call back in line (oldest first) and it is sent with the credentials configured at
+send time; records never hold credentials.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +24,10 @@ import redis
 from dispatcher.call import new_call_id
 from dispatcher.keys import LUA_COMMON, Keys
 from dispatcher.lifecycle import as_text
-from dispatcher.records import CallRecord, Records
+from dispatcher.records import CallRecord, Records, iso
+from dispatcher.settings import DEFAULT_MAX_INVALID
+
+log = logging.getLogger(__name__)
 
 #: Dead-letter reason of an entry that is not a valid call (kept with its raw text).
 REASON_INVALID = "invalid"
@@ -28,6 +35,10 @@ REASON_INVALID = "invalid"
 MAX_RAW_CHARS = 64 * 1024
 #: Audit entries kept (the newest); the dead letters themselves are never capped.
 AUDIT_KEEP = 10_000
+#: SHA-256 hashes of summarised invalid entries kept (the newest).
+SUMMARY_HASHES_KEEP = 1_000
+#: At most one log line per this many seconds about summarised invalid entries.
+SUMMARY_LOG_EVERY_S = 60.0
 
 _REPLAY = LUA_COMMON + r"""
 local id, now = ARGV[2], tonumber(ARGV[3])
@@ -50,6 +61,7 @@ local id = ARGV[2]
 if redis.call('HGET', ck(id), 'state') ~= 'dead' then return 0 end
 redis.call('DEL', ck(id))
 redis.call('ZREM', k('dead'), id)
+redis.call('ZREM', k('invalid'), id)
 redis.call('HINCRBY', k('counters'), 'purged', 1)
 return 1
 """
@@ -61,10 +73,37 @@ if ARGV[7] and ARGV[7] ~= '' then
 end
 redis.call('HSET', ck(id), 'id', id, 'call', '{}', 'raw', ARGV[4], 'state', 'dead',
   'reason', 'invalid', 'last_error', ARGV[5], 'enqueued_at', now, 'dead_at', now,
-  'attempts', 0, 'source', ARGV[6], 'updated_at', now)
+  'attempts', 0, 'source', ARGV[6], 'updated_at', now, 'raw_sha256', ARGV[9])
 redis.call('ZADD', k('dead'), now, id)
+redis.call('ZADD', k('invalid'), now, id)
 redis.call('HINCRBY', k('counters'), 'dead:invalid', 1)
-return id
+-- Beyond the cap (ARGV[10]) the oldest invalid entries are summarised, never silently:
+-- counted, their times and hashes (the newest ARGV[11]) kept, their records dropped.
+local summarised = 0
+local over = redis.call('ZCARD', k('invalid')) - tonumber(ARGV[10])
+if over > 0 then
+  local sum = k('invalid:summary')
+  for _, old in ipairs(redis.call('ZRANGE', k('invalid'), 0, over - 1)) do
+    local r = redis.call('HMGET', ck(old), 'state', 'dead_at', 'raw_sha256')
+    redis.call('ZREM', k('invalid'), old)
+    if r[1] == 'dead' then
+      redis.call('DEL', ck(old))
+      redis.call('ZREM', k('dead'), old)
+      local at = tonumber(r[2]) or now
+      local first = tonumber(redis.call('HGET', sum, 'oldest_at'))
+      if not first or at < first then redis.call('HSET', sum, 'oldest_at', r[2] or now) end
+      local last = tonumber(redis.call('HGET', sum, 'newest_at'))
+      if not last or at > last then redis.call('HSET', sum, 'newest_at', r[2] or now) end
+      redis.call('LPUSH', k('invalid:hashes'), r[3] or '')
+      summarised = summarised + 1
+    end
+  end
+  if summarised > 0 then
+    redis.call('LTRIM', k('invalid:hashes'), 0, tonumber(ARGV[11]) - 1)
+    redis.call('HINCRBY', k('counters'), 'invalid_summarised', summarised)
+  end
+end
+return {id, tostring(summarised)}
 """
 
 
@@ -93,11 +132,15 @@ class DeadLetters:
     """List, show, replay and purge dead letters."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_invalid: int = DEFAULT_MAX_INVALID) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.records = Records(client, prefix, clock)
         self.clock = clock
+        self.max_invalid = max_invalid
+        self._summarised_unlogged = 0
+        self._summary_logged_at: float | None = None
         self._replay = client.register_script(_REPLAY)
         self._purge = client.register_script(_PURGE)
         self._bury_invalid = client.register_script(_BURY_INVALID)
@@ -158,14 +201,52 @@ class DeadLetters:
         """Keep an entry that is not a valid call as a dead letter ``invalid``; returns its id.
 
         With ``take_from=(list_key, entry)`` the entry leaves that list in the same step
-        (returns "" if it was already gone).
+        (returns "" if it was already gone). Beyond ``max_invalid`` invalid dead letters
+        the oldest are summarised (see `invalid_summary`).
         """
         now = self.clock()
         call_id = new_call_id(now)
+        # The hash names the entry as its producer sent it (before any redaction).
+        original = take_from[1] if take_from else raw
+        digest = hashlib.sha256(
+            original if isinstance(original, bytes) else original.encode()).hexdigest()
         result = self._bury_invalid(args=[self.keys.prefix, call_id, repr(now),
                                           raw[:MAX_RAW_CHARS], error[:500], source,
-                                          *(take_from or ("", ""))])
-        return result.decode() if isinstance(result, bytes) else str(result)
+                                          *(take_from or ("", "")), digest,
+                                          self.max_invalid, SUMMARY_HASHES_KEEP])
+        if not isinstance(result, list):
+            return ""
+        self._log_summarised(int(as_text(result[1])))
+        return as_text(result[0])
+
+    def _log_summarised(self, n: int) -> None:
+        """One log line a minute at most: attackers can make invalid entries fast."""
+        self._summarised_unlogged += n
+        now = self.clock()
+        if not self._summarised_unlogged or (
+                self._summary_logged_at is not None
+                and now - self._summary_logged_at < SUMMARY_LOG_EVERY_S):
+            return
+        log.warning("%d invalid inbox entr%s beyond DISPATCHER_MAX_INVALID=%d summarised "
+                    "(count, times and SHA-256 kept; `dispatcher stats` shows the total)",
+                    self._summarised_unlogged,
+                    "y" if self._summarised_unlogged == 1 else "ies", self.max_invalid)
+        self._summarised_unlogged = 0
+        self._summary_logged_at = now
+
+    def invalid_summary(self, hashes: int = 0) -> dict[str, object]:
+        """Invalid entries summarised beyond the cap: count, first/last time, newest hashes."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.counters, "invalid_summarised")
+        pipe.hmget(f"{self.keys.prefix}:invalid:summary", "oldest_at", "newest_at")
+        if hashes > 0:
+            pipe.lrange(f"{self.keys.prefix}:invalid:hashes", 0, hashes - 1)
+        count, (oldest, newest), *rest = pipe.execute()
+        digests = rest[0] if rest else []
+        return {"count": int(count or 0),
+                "oldest_at": iso(float(oldest)) if oldest else None,
+                "newest_at": iso(float(newest)) if newest else None,
+                **({"sha256": [as_text(d) for d in digests]} if hashes > 0 else {})}
 
     def audit(self, limit: int = 100) -> builtins.list[dict[str, object]]:
         return [json.loads(v) for v in self.client.lrange(self.keys.audit, 0, limit - 1)]

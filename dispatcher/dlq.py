@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from dispatcher.console import CliError, UsageError, client_for, emit
+from dispatcher.console import CliError, UsageError, client_for, emit, say
+from dispatcher.display import json_text
 from dispatcher.settings import Settings
 
 
@@ -18,7 +19,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from dispatcher.deadletters import DeadLetters, Filter
 
     client = client_for(settings)
-    dead = DeadLetters(client, settings.prefix)
+    dead = DeadLetters(client, settings.prefix, max_invalid=settings.max_invalid)
     sub = args.dlq_command
     flt = Filter(getattr(args, "reason", None), getattr(args, "since", None),
                  getattr(args, "until", None), getattr(args, "search", None))
@@ -27,17 +28,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             emit([r.to_json(settings.server_id) for r in letters])
             return 0
+        summary = dead.invalid_summary()
         if not letters:
-            print("No dead letters.")
-            return 0
-        print(f"{'ID':26}  {'REASON':9}  {'STATUS':6}  {'DEAD AT':19}  ANSWER / CALLER")
-        for r in letters:
-            dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
-            what = (r.response or r.last_error or "").strip().splitlines()
-            print(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
-                  f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
-                  f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
-        print(f"{len(letters)} dead letter(s)")
+            say("No dead letters.")
+        else:
+            _table(letters)
+        if summary["count"]:
+            say(f"{summary['count']} older invalid inbox entr"
+                f"{'y was' if summary['count'] == 1 else 'ies were'} summarised beyond "
+                f"DISPATCHER_MAX_INVALID={settings.max_invalid} (records dropped; from "
+                f"{summary['oldest_at']} to {summary['newest_at']}; `dispatcher stats "
+                "--json` has the count)")
         return 0
     if sub == "show":
         record = dead.get(args.id)
@@ -54,11 +55,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 if value not in (None, "", {}):
                     shown = json.dumps(value, ensure_ascii=False) if isinstance(
                         value, (dict, list)) else value
-                    print(f"{key:>15}: {shown}")
+                    say(f"{key:>15}: {shown}")
         return 0
     if sub == "export":
         for record in dead.iter(flt):
-            print(json.dumps(record.to_json(settings.server_id), ensure_ascii=False))
+            print(json_text(record.to_json(settings.server_id)))
         return 0
     ids = _select(dead, args, flt)
     if sub == "replay":
@@ -73,11 +74,22 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             emit({"purged": len(purged), "not_found": missing})
         else:
-            print(f"Purged {len(purged)} dead letter(s).")
+            say(f"Purged {len(purged)} dead letter(s).")
         for i in missing:
-            print(f"dispatcher: warning: {i} is not a dead letter", file=sys.stderr)
+            say(f"dispatcher: warning: {i} is not a dead letter", err=True)
         return 0
     raise CliError(f"unknown dlq command {sub!r}")
+
+
+def _table(letters: list[Any]) -> None:
+    say(f"{'ID':26}  {'REASON':9}  {'STATUS':6}  {'DEAD AT':19}  ANSWER / CALLER")
+    for r in letters:
+        dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
+        what = (r.response or r.last_error or "").strip().splitlines()
+        say(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
+            f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
+            f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
+    say(f"{len(letters)} dead letter(s)")
 
 
 def _confirm(question: str) -> bool:
@@ -119,8 +131,8 @@ def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
         try:
             Pump(client, settings, publisher).tick()
         except Exception as exc:
-            print(f"dispatcher: warning: replayed calls wait for the scheduler "
-                  f"({type(exc).__name__})", file=sys.stderr)
+            say(f"dispatcher: warning: replayed calls wait for the scheduler "
+                f"({type(exc).__name__})", err=True)
         finally:
             publisher.close()
     failed = {k: v for k, v in outcomes.items() if k != "replayed"}
@@ -133,9 +145,9 @@ def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
         emit({"replayed": len(replayed), "ids": replayed,
                "not_replayed": {k: v for k, v in failed.items()}})
     else:
-        print(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
-              "and will be sent with the credentials configured now.")
+        say(f"Replayed {len(replayed)} dead letter(s); they are back in line, oldest first, "
+            "and will be sent with the credentials configured now.")
     for kind, failed_ids in failed.items():
         for i in failed_ids:
-            print(f"dispatcher: warning: {i}: {labels.get(kind, kind)}", file=sys.stderr)
+            say(f"dispatcher: warning: {i}: {labels.get(kind, kind)}", err=True)
     return 0

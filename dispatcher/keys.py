@@ -10,6 +10,10 @@ Layout (prefix ``dispatcher`` by default):
     {p}:scheduled     zset  calls waiting to retry, by due time
     {p}:inflight      zset  calls a worker is sending, by lease expiry
     {p}:dead          zset  dead letters, by time of death
+    {p}:invalid       zset  the dead letters ``invalid`` (inbox entries), by time of death
+    {p}:invalid:summary  hash  invalid entries summarised beyond DISPATCHER_MAX_INVALID:
+                      oldest_at, newest_at (the count is counters' invalid_summarised)
+    {p}:invalid:hashes   list  SHA-256 of the newest summarised invalid entries (capped)
     {p}:circuit       hash  the shared circuit breaker
     {p}:rate          hash  the shared rate limiter (next slot, 429 pause)
     {p}:counters      hash  monotonic counters (survive restarts, shared by processes)
@@ -50,7 +54,7 @@ class Keys:
 
     def __getattr__(self, name: str) -> str:
         if name in ZSETS or name in ("circuit", "rate", "counters", "audit", "heartbeats",
-                                     "history"):
+                                     "history", "invalid"):
             return f"{self.prefix}:{name}"
         raise AttributeError(name)
 

@@ -23,6 +23,7 @@ calls_retried_total                         counter    retryable failures (each 
 calls_dead_lettered_total{reason}           counter    calls that became dead letters
 dead_letters_replayed_total                 counter    dead letters put back in line
 dead_letters_purged_total                   counter    dead letters deleted by an operator
+invalid_summarised_total                    counter    invalid entries summarised (cap)
 cad_request_duration_seconds{outcome}       histogram  CAD request latency
 circuit_state{state}                        gauge      1 for the breaker's current state
 circuit_opened_total                        counter    times the breaker opened
@@ -73,6 +74,8 @@ _COUNTERS = (
      "Retryable CAD failures (network, timeout, 5xx, 408), each scheduling a retry"),
     ("dispatcher_dead_letters_replayed", "replayed", "Dead letters put back in line"),
     ("dispatcher_dead_letters_purged", "purged", "Dead letters deleted by an operator"),
+    ("dispatcher_invalid_summarised", "invalid_summarised",
+     "Invalid inbox entries beyond DISPATCHER_MAX_INVALID summarised (records dropped)"),
     ("dispatcher_circuit_opened", "circuit_opened", "Times the CAD circuit breaker opened"),
     ("dispatcher_rate_limit_waits", "rate_limit_waits",
      "Sends put back in line because the shared rate limit had no slot soon enough"),

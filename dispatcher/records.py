@@ -182,6 +182,8 @@ class Records:
             "rate_limit_pause_s": round(max(0.0, pause_until - now), 3),
             "dead_by_reason": {key[5:]: v for key, v in counters.items()
                                if key.startswith("dead:")},
+            # Invalid inbox entries beyond DISPATCHER_MAX_INVALID, summarised and dropped.
+            "invalid_summarised": counters.get("invalid_summarised", 0),
             "cad": {
                 "last_success_at": iso(_f(circ.get("last_success_at"))),
                 "last_failure_at": iso(_f(circ.get("last_failure_at"))),
