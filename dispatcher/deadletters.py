@@ -79,7 +79,7 @@ redis.call('ZADD', k('invalid'), now, id)
 redis.call('HINCRBY', k('counters'), 'dead:invalid', 1)
 -- Beyond the cap (ARGV[10]) the oldest invalid entries are summarised, never silently:
 -- counted, their times and hashes (the newest ARGV[11]) kept, their records dropped.
-local summarised = 0
+local summarised, total = 0, 0
 local over = redis.call('ZCARD', k('invalid')) - tonumber(ARGV[10])
 if over > 0 then
   local sum = k('invalid:summary')
@@ -100,10 +100,10 @@ if over > 0 then
   end
   if summarised > 0 then
     redis.call('LTRIM', k('invalid:hashes'), 0, tonumber(ARGV[11]) - 1)
-    redis.call('HINCRBY', k('counters'), 'invalid_summarised', summarised)
+    total = redis.call('HINCRBY', k('counters'), 'invalid_summarised', summarised)
   end
 end
-return {id, tostring(summarised)}
+return {id, tostring(summarised), tostring(total)}
 """
 
 
@@ -216,10 +216,10 @@ class DeadLetters:
                                           self.max_invalid, SUMMARY_HASHES_KEEP])
         if not isinstance(result, list):
             return ""
-        self._log_summarised(int(as_text(result[1])))
+        self._log_summarised(int(as_text(result[1])), int(as_text(result[2])))
         return as_text(result[0])
 
-    def _log_summarised(self, n: int) -> None:
+    def _log_summarised(self, n: int, total: int) -> None:
         """One log line a minute at most: attackers can make invalid entries fast."""
         self._summarised_unlogged += n
         now = self.clock()
@@ -228,9 +228,9 @@ class DeadLetters:
                 and now - self._summary_logged_at < SUMMARY_LOG_EVERY_S):
             return
         log.warning("%d invalid inbox entr%s beyond DISPATCHER_MAX_INVALID=%d summarised "
-                    "(count, times and SHA-256 kept; `dispatcher stats` shows the total)",
+                    "(records dropped; count, times and SHA-256 kept): %d in all",
                     self._summarised_unlogged,
-                    "y" if self._summarised_unlogged == 1 else "ies", self.max_invalid)
+                    "y" if self._summarised_unlogged == 1 else "ies", self.max_invalid, total)
         self._summarised_unlogged = 0
         self._summary_logged_at = now
 

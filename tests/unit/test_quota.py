@@ -1,0 +1,246 @@
+"""The backlog cap (DISPATCHER_MAX_BACKLOG) and the invalid-entry cap (DISPATCHER_MAX_INVALID)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from dispatcher.bridge import Bridge
+from dispatcher.call import Call
+from dispatcher.deadletters import SUMMARY_HASHES_KEEP, DeadLetters
+from dispatcher.errors import QueueFull, QueueUnavailable
+from dispatcher.producer import Producer
+from dispatcher.records import Records
+from dispatcher.settings import Secret, Settings
+from dispatcher.spool import Spool
+
+INBOX = "dispatcher:inbox"
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{"community_id": "c", "api_key": Secret("quota-key-123456"),
+                       "max_rate": 0.0, **overrides})
+
+
+def _call(i: int, key: str | None = None) -> Call:
+    return Call.create(caller=f"Caller {i}", location="Route 68", description="Crash",
+                       idempotency_key=key)
+
+
+def _producer(r: fakeredis.FakeRedis, clock: Any, publisher: Any, **overrides: Any) -> Producer:
+    return Producer(_settings(**overrides), client=r, publisher=publisher, clock=clock,
+                    wait_s=0.2)
+
+
+def _waiting(r: fakeredis.FakeRedis) -> int:
+    return int(r.zcard("dispatcher:pending"))
+
+
+# -- backlog cap ---------------------------------------------------------------------------
+
+
+def test_the_cap_refuses_new_calls_and_touches_nothing_accepted(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=3)
+    ids = [producer.enqueue(_call(i)) for i in range(3)]
+    before = {i: r.hgetall(f"dispatcher:call:{i}") for i in ids}
+
+    with pytest.raises(QueueFull) as caught:
+        producer.enqueue(_call(3))
+
+    message = str(caught.value)
+    assert "DISPATCHER_MAX_BACKLOG" in message and "3" in message and "\n" not in message
+    assert not isinstance(caught.value, QueueUnavailable)
+    assert _waiting(r) == 3
+    assert {i: r.hgetall(f"dispatcher:call:{i}") for i in ids} == before
+    assert Records(r).stats()["enqueued"] == 3
+
+
+def test_an_idempotent_re_enqueue_at_the_cap_returns_its_id(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=2)
+    first = producer.enqueue(_call(0, key="order-66"))
+    producer.enqueue(_call(1))
+
+    assert producer.enqueue(_call(0, key="order-66")) == first
+    with pytest.raises(QueueFull):
+        producer.enqueue(_call(2, key="order-67"))
+    assert r.get("dispatcher:idem:order-67") is None  # nothing half-recorded
+
+
+def test_zero_means_no_cap(r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=0)
+    for i in range(50):
+        producer.enqueue(_call(i))
+    assert _waiting(r) == 50
+
+
+def test_delivered_and_dead_calls_free_room(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=2)
+    a = producer.enqueue(_call(0))
+    producer.enqueue(_call(1))
+    with pytest.raises(QueueFull):
+        producer.enqueue(_call(2))
+
+    producer.lifecycle.delivered(a, "cad-1", 200, "ok")
+
+    assert producer.enqueue(_call(2))
+
+
+def test_enqueue_many_records_up_to_the_cap_and_says_which(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=3)
+    producer.enqueue(_call(0))
+
+    with pytest.raises(QueueFull) as caught:
+        producer.enqueue_many([_call(i) for i in range(1, 5)])
+
+    accepted = caught.value.accepted  # type: ignore[attr-defined]
+    assert [bool(i) for i in accepted] == [True, True, False, False]
+    assert _waiting(r) == 3
+
+
+def test_a_refused_inbox_entry_stays_in_its_processing_list(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=1)
+    producer.enqueue(_call(0))
+    raw = json.dumps({"caller": "a", "location": "b", "description": "c"})
+    r.lpush(f"{INBOX}:processing", raw)
+
+    with pytest.raises(QueueFull):
+        producer.enqueue(Call.create(caller="a", location="b", description="c"), "inbox",
+                         take_from=(f"{INBOX}:processing", raw))
+
+    assert r.lrange(f"{INBOX}:processing", 0, -1) == [raw.encode()]
+
+
+def test_the_bridge_leaves_refused_entries_in_the_inbox_in_order(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=2)
+    bridge = Bridge(producer, INBOX)
+    entries = [json.dumps({"caller": f"c{i}", "location": "l", "description": "d"})
+               for i in range(5)]
+    for e in entries:
+        r.lpush(INBOX, e)
+
+    with pytest.raises(QueueFull):
+        bridge.step(block_s=0.01)
+    bridge._queue_full(QueueFull("full"))  # as run() does, twice: one log line
+    bridge._queue_full(QueueFull("full"))
+    bridge.recover(quiet=True)
+
+    assert _waiting(r) == 2
+    assert r.zcard("dispatcher:dead") == 0
+    left = [v.decode() for v in reversed(r.lrange(INBOX, 0, -1))]  # oldest first
+    assert left == entries[2:]
+    assert r.llen(f"{INBOX}:processing") == 0
+    assert len([m for m in caplog.messages if "full" in m]) == 1
+
+
+def test_the_spool_never_takes_a_call_refused_for_the_cap(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any, tmp_path: Path) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=1, spool_dir=str(tmp_path))
+    producer.enqueue(_call(0))
+
+    with pytest.raises(QueueFull):
+        producer.enqueue(_call(1))
+
+    assert producer.pending_spooled() == 0
+    producer.close()
+
+
+def test_the_flusher_keeps_spooled_calls_while_the_cap_is_reached(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    producer = _producer(r, clock, publisher, max_backlog=1)
+    first = producer.enqueue(_call(0))
+    spool = Spool(tmp_path)
+    stamped = _call(1).with_envelope("01SPOOLEDCALL0000000000000", clock())
+    spool.push({"call": {**stamped.to_dict(), "idempotency_key": "spool:x"}, "source": "api"})
+    spooling = _producer(r, clock, publisher, max_backlog=1, spool_dir=str(tmp_path))
+    assert spooling.flusher is not None
+    spooling.flusher.stop()  # drive it by hand below
+
+    with pytest.raises(QueueFull):
+        spooling.flusher.flush_once()
+    spooling._flush_error(QueueFull("the queue is full"))
+    spooling._flush_error(QueueFull("the queue is full"))
+
+    assert spooling.pending_spooled() == 1
+    with pytest.raises(QueueFull):  # not spooled behind it: that would go round the cap
+        spooling.enqueue(_call(2))
+    assert spooling.pending_spooled() == 1
+    assert len([m for m in caplog.messages if "spool flush waits" in m]) == 1
+
+    producer.lifecycle.delivered(first, "cad-1", 200, "ok")
+    assert spooling.flusher.flush_once() == 1
+    assert spooling.pending_spooled() == 0
+    assert r.exists("dispatcher:call:01SPOOLEDCALL0000000000000")
+
+
+# -- invalid-entry cap -------------------------------------------------------------------
+
+
+def test_invalid_entries_beyond_the_cap_are_summarised(
+        r: fakeredis.FakeRedis, clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    dead = DeadLetters(r, clock=clock, max_invalid=3)
+    ids = []
+    for i in range(5):
+        ids.append(dead.bury_invalid(f"junk {i}", "not JSON", "inbox"))
+        clock.advance(1)
+
+    assert [r.exists(f"dispatcher:call:{i}") for i in ids] == [0, 0, 1, 1, 1]
+    assert r.zcard("dispatcher:dead") == 3
+    summary = dead.invalid_summary(hashes=10)
+    assert summary["count"] == 2
+    assert summary["oldest_at"] < summary["newest_at"]  # type: ignore[operator]
+    import hashlib
+    assert summary["sha256"] == [hashlib.sha256(f"junk {i}".encode()).hexdigest()
+                                 for i in (1, 0)]
+    stats = Records(r).stats()
+    assert stats["invalid_summarised"] == 2 and stats["dead"] == 3
+    assert len([m for m in caplog.messages if "DISPATCHER_MAX_INVALID" in m]) == 1
+
+
+def test_other_dead_letters_are_never_summarised(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher)
+    call_id = producer.enqueue(_call(0))
+    producer.lifecycle.claim(call_id, 1)
+    producer.lifecycle.dead(call_id, 1, "rejected", 400, "bad key", "rejected")
+    dead = DeadLetters(r, clock=clock, max_invalid=1)
+    for i in range(3):
+        dead.bury_invalid(f"junk {i}", "not JSON", "inbox")
+
+    assert dead.get(call_id) is not None
+    assert dead.invalid_summary()["count"] == 2
+
+
+def test_the_hash_list_is_bounded(r: fakeredis.FakeRedis, clock: Any) -> None:
+    dead = DeadLetters(r, clock=clock, max_invalid=1)
+    for i in range(SUMMARY_HASHES_KEEP + 5):
+        dead.bury_invalid(f"j{i}", "bad", "inbox")
+    assert r.llen("dispatcher:invalid:hashes") == SUMMARY_HASHES_KEEP
+    assert dead.invalid_summary()["count"] == SUMMARY_HASHES_KEEP + 4
+
+
+def test_a_purged_invalid_entry_is_not_summarised_later(
+        r: fakeredis.FakeRedis, clock: Any) -> None:
+    dead = DeadLetters(r, clock=clock, max_invalid=2)
+    first = dead.bury_invalid("junk 0", "bad", "inbox")
+    assert dead.purge(first)
+    dead.bury_invalid("junk 1", "bad", "inbox")
+    dead.bury_invalid("junk 2", "bad", "inbox")
+    assert dead.invalid_summary()["count"] == 0
+
+
+@pytest.fixture(autouse=True)
+def _warnings(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
