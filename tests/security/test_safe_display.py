@@ -91,10 +91,13 @@ def test_spoofing_characters_are_accepted_stored_as_sent_and_shown_escaped(
 
 def test_an_error_naming_what_the_user_typed_is_escaped(redis_url: str) -> None:
     env = base_env(redis_url)
-    missing = run_cli(["dlq", "show", "\u202e\x1b[2Jnope"], env)
-    bad = run_cli(["enqueue", "--caller", "\x1b[2J", "--location", "l", "--description",
-                   "\u202ed"], env)
+    hostile = "\u202e\x1b[2J\rnope"
+    replay = run_cli(["dlq", "replay", hostile], env)
+    purge = run_cli(["dlq", "purge", hostile, "--yes"], env)
+    show = run_cli(["dlq", "show", hostile], env)
 
-    assert missing.returncode == 1 and bad.returncode == 2
-    _clean(missing.stderr + bad.stderr)
-    assert len(missing.stderr.strip().splitlines()) == 1
+    assert replay.returncode == purge.returncode == show.returncode == 1
+    for done in (replay, purge, show):
+        _clean(done.stdout + done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "\\u202e\\x1b[2J\\x0dnope" in replay.stderr
