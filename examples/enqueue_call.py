@@ -7,7 +7,7 @@ Writes the call straight into Redis; no HTTP, no web process needed.
 
 import sys
 
-from dispatcher import InvalidCall, QueueUnavailable, enqueue_call
+from dispatcher import InvalidCall, QueueFull, QueueUnavailable, enqueue_call
 
 try:
     call_id = enqueue_call(
@@ -21,4 +21,6 @@ except InvalidCall as error:  # names the wrong field
     sys.exit(f"invalid call: {error}")
 except QueueUnavailable as error:  # Redis did not answer in time; nothing was queued
     sys.exit(f"queue unavailable: {error}")
+except QueueFull as error:  # DISPATCHER_MAX_BACKLOG calls wait already; nothing was queued
+    sys.exit(f"queue full: {error}")
 print(call_id)
