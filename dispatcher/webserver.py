@@ -66,7 +66,10 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
     waitress_serve(create_app(settings), threads=threads, ident="dispatcher",
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
                    connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
-                   cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True, **where)
+                   cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,
+                   # X-Forwarded-* reach the app only when proxies are trusted; then the
+                   # app's ProxyFix (dispatcher.clientaddr) reads exactly that many hops.
+                   clear_untrusted_proxy_headers=settings.trusted_proxies == 0, **where)
 
 
 def _raise_fd_limit(wanted: int) -> None:
