@@ -194,11 +194,11 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
         if not verdict.allowed:  # locked out: the token is not even compared
             wait = verdict.retry_after_s
             refusals.refused(addr, f"ops: 429 login locked out for {wait} s", logging.WARNING)
-            resp = _html(render_template(
+            locked = _html(render_template(
                 "ops/login.html", next=_next_path(),
                 error=f"Too many failed logins from your address: try again in {wait} s."), 429)
-            resp.headers["Retry-After"] = str(wait)
-            return resp
+            locked.headers["Retry-After"] = str(wait)
+            return locked
         throttle.succeeded(addr)
         log.info("ops: operator logged in from %s", addr)
         resp = redirect(_next_path(), 303)
