@@ -124,19 +124,28 @@ class _Prefork:
         self.sock.close()
 
     def _spawn(self) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: default signals, its own app and Redis connections
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _waitress(self.settings, self.threads, sockets=[self.sock])
-            except BaseException:  # noqa: BLE001 - report, then leave without cleanup
-                log.exception("web: process %d failed", os.getpid())
-                code = 1
-            finally:
-                os._exit(code)
-        self.children.add(pid)
+        # SIGTERM is held back across the fork: a child that got it before dropping the
+        # parent's handler would run _stop (killing its siblings) and then serve on, so
+        # the parent would wait for it forever. Held, it arrives after the reset.
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: default signals, its own app and Redis connections
+                code = 0
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+                    _waitress(self.settings, self.threads, sockets=[self.sock])
+                except BaseException:  # noqa: BLE001 - report, then leave without cleanup
+                    log.exception("web: process %d failed", os.getpid())
+                    code = 1
+                finally:
+                    os._exit(code)
+            self.children.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def _stop(self, signum: int, _: Any) -> None:
         self.stopping = True
