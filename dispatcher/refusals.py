@@ -42,6 +42,7 @@ class RefusalLog:
         self.clock = clock
         self._sources: dict[str, _Source] = {}
         self._lock = threading.Lock()
+        self._swept = clock()
         if sweep_s:
             thread = threading.Thread(target=self._sweep_forever, args=(sweep_s,),
                                       name="refusal-log", daemon=True)
@@ -54,7 +55,7 @@ class RefusalLog:
             source = self._sources.get(addr)
             if source is None:
                 if len(self._sources) >= MAX_SOURCES:
-                    oldest = min(self._sources, key=lambda a: self._sources[a].since)
+                    oldest = next(iter(self._sources))  # first followed (dicts keep order)
                     self._summarise(oldest, self._sources.pop(oldest))
                 self._sources[addr] = _Source(since=now)
                 first = True
@@ -65,13 +66,15 @@ class RefusalLog:
                 first = False
         if first:
             self.log.log(level, "%s from %s", text, addr)
-        self.sweep()
+        if now - self._swept >= 1.0:  # at most once a second: a sweep reads every source
+            self.sweep()
 
     def sweep(self) -> None:
         """Write the summaries that are due and forget quiet sources."""
         now = self.clock()
         due: list[tuple[str, _Source]] = []
         with self._lock:
+            self._swept = now
             for addr, source in list(self._sources.items()):
                 if now - source.since < WINDOW_S:
                     continue
