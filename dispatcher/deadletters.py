@@ -148,8 +148,11 @@ class DeadLetters:
     def count(self) -> int:
         return int(self.client.zcard(self.keys.dead))
 
-    def iter(self, flt: Filter | None = None, page: int = 500) -> Iterator[CallRecord]:
-        """Dead letters, newest first, matching the filter."""
+    def iter(self, flt: Filter | None = None, page: int = 500,
+             light: bool = False) -> Iterator[CallRecord]:
+        """Dead letters, newest first, matching the filter (``light``: display fields only,
+        never the raw text: `Records.display_many`)."""
+        read = self.records.display_many if light else self.records.get_many
         flt = flt or Filter()
         high: float | str = "+inf" if flt.until is None else flt.until
         low: float | str = "-inf" if flt.since is None else flt.since
@@ -159,7 +162,7 @@ class DeadLetters:
             if not ids:
                 return
             offset += len(ids)
-            for record in self.records.get_many([as_text(i) for i in ids]):
+            for record in read([as_text(i) for i in ids]):
                 if record.state == "dead" and flt.matches(record):
                     yield record
 

@@ -138,8 +138,12 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
     beyond = (f" Beyond {server_max_body_bytes} bytes the HTTP server itself refuses the "
               "body, with a short text/plain answer.")
     retry_after = {"Retry-After": {
-        "description": "Seconds to wait before retrying.",
-        "schema": {"type": "integer", "const": retry_after_s}}}
+        "description": f"Seconds to wait before retrying ({retry_after_s} when the queue is "
+                       "unreachable, longer when it is full).",
+        "schema": {"type": "integer", "minimum": 1}}}
+    too_many = ("More requests from this address than DISPATCHER_INGEST_RATE allows (per "
+                "second; the address is the X-Forwarded-For one only behind trusted "
+                "proxies). Nothing was queued; Retry-After says when to try again.")
     idem_header = {
         "name": "Idempotency-Key", "in": "header", "required": False,
         "description": "Makes a retry safe: calls without their own idempotencyKey get "
@@ -158,6 +162,7 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
         "INVALID API KEY", "INVALID CALL: data must be a non-empty array of call objects",
         f"INVALID CALL: data holds <n> calls; at most {max_calls} calls per request",
         "INVALID CALL: data[<i>]: <field> <why>",
+        "INVALID REQUEST: the Idempotency-Key header contains the API key; ...",
     ]
     return {
         "openapi": "3.1.0",
@@ -205,20 +210,28 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                         "community id and key; otherwise one of: " + "; ".join(v1_errors),
                         "INVALID API KEY",
                         pattern="^(INVALID REQUEST BODY: .*|INVALID REQUEST TYPE|INVALID "
-                                "COMMUNITY ID|INVALID API KEY|INVALID CALL: .*)$"),
+                                "COMMUNITY ID|INVALID API KEY|INVALID CALL: .*|INVALID "
+                                "REQUEST: .*)$"),
                     "413": _text_answer(f"The body is larger than {max_body_bytes} bytes."
                                         + beyond,
                                         f"REQUEST TOO LARGE: at most {max_body_bytes} bytes"),
                     "415": _text_answer("A Content-Encoding was given; send plain JSON.",
                                         "UNSUPPORTED CONTENT ENCODING gzip: send the body "
                                         "uncompressed"),
+                    "429": {**_text_answer(too_many, "TOO MANY REQUESTS: at most 2 per "
+                                           "second from one address (DISPATCHER_INGEST_RATE); "
+                                           "retry in 1 s", pattern="^TOO MANY REQUESTS: "),
+                            "headers": retry_after},
                     "503": {**_text_answer(
-                        "The queue (Redis) is unreachable, or the dispatcher is not "
-                        "configured (then without Retry-After). Calls named in the text "
-                        "were queued before the failure; the others were not.",
+                        "The queue (Redis) is unreachable (QUEUE UNAVAILABLE), the backlog "
+                        "cap DISPATCHER_MAX_BACKLOG is reached (QUEUE FULL: Redis answered, "
+                        "the call was not taken), or the dispatcher is not configured (then "
+                        "without Retry-After). Calls named in the text were queued before "
+                        "the failure; the others were not.",
                         "QUEUE UNAVAILABLE: the queue (Redis) could not be reached within "
                         "3s: Connection refused. Retry in 5 s. No call of this request was "
-                        "queued.", pattern="^(QUEUE UNAVAILABLE|DISPATCHER NOT CONFIGURED)"),
+                        "queued.",
+                        pattern="^(QUEUE UNAVAILABLE|QUEUE FULL|DISPATCHER NOT CONFIGURED)"),
                         "headers": retry_after},
                 },
             }},
@@ -245,15 +258,18 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 "responses": {
                     "200": {"description": "Queued.", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/QueuedV2"}}}},
-                    "400": _problem("The body is invalid; `field` names the field when one "
-                                    "is wrong. Nothing was queued.", 400),
+                    "400": _problem("The body is invalid (`field` names the field when one "
+                                    "is wrong), or the path's serverId or the Idempotency-Key "
+                                    "header contains the API key. Nothing was queued.", 400),
                     "401": {**_problem("Missing or wrong bearer key.", 401),
                             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
                     "413": _with_text(_problem(f"The body is larger than {max_body_bytes} "
                                                "bytes." + beyond, 413)),
                     "415": _problem("A Content-Encoding was given; send plain JSON.", 415),
-                    "503": _problem("The queue (Redis) is unreachable (with Retry-After), or "
-                                    "the dispatcher is not configured.", 503, **retry_after),
+                    "429": _problem(too_many, 429, **retry_after),
+                    "503": _problem("The queue (Redis) is unreachable or full (detail starts "
+                                    "with `queue full:`; both with Retry-After), or the "
+                                    "dispatcher is not configured.", 503, **retry_after),
                 },
             }},
             "/healthz": {"get": {

@@ -3,54 +3,62 @@
 The page shows the figures at a glance, the last hour as a chart, the dead letters
 (filtered) with replay and purge, and a call lookup. It works without JavaScript.
 
-Security. With ``DISPATCHER_OPS_TOKEN`` set, the page and its actions need a session:
-``/login`` compares the token in constant time and sets a signed, HttpOnly,
-SameSite=Strict cookie that holds a random CSRF token (the signing key is derived from
-the operator token, so changing the token ends every session). Every state-changing
-route is POST only and checks the form's CSRF token against the session's in constant
-time *and* that Origin (or, without it, Referer) names this host. Without the token
-the page is read-only and says so; ``/metrics`` and ``/healthz`` are always open.
-Everything shown is escaped by Jinja (callers, locations and descriptions are user
-input), a strict Content-Security-Policy allows no script at all, and no secret is
-ever rendered.
+Security (`dispatcher.opsauth`). With ``DISPATCHER_OPS_TOKEN`` set, the page and its
+actions need a session (signed cookie, kept in Redis, ended by logout); failed logins
+are throttled per client address. Every state-changing route is POST only and checks
+the form's CSRF token against the session's in constant time *and* that Origin (or,
+without it, Referer) names this host. Without the token the page is read-only and
+served to loopback clients only; ``/metrics`` and ``/healthz`` are always open.
+Everything shown is escaped by Jinja and user text is isolated in ``<bdi>`` (callers,
+locations and descriptions are user input: U+202E cannot reverse a cell), a strict
+Content-Security-Policy allows no script at all, and no secret is ever rendered. The
+dead-letter table reads display fields only (`Records.display_many`); the raw text of
+an invalid entry is read only when that one call is looked up.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import itertools
 import json
 import logging
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 import redis
 from flask import Blueprint, Request, Response, redirect, render_template, request
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher.broker import Publisher
+from dispatcher.clientaddr import client_address, local_request
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.history import History, chart
 from dispatcher.metrics import KNOWN_REASONS, health_report, redis_memory, registry_for
+from dispatcher.opsauth import (
+    LOOPBACK_HINT,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    OperatorAuth,
+    safe_next,
+    same_origin,
+)
 from dispatcher.records import CallRecord, Records
+from dispatcher.refusals import RefusalLog
 from dispatcher.schedule import Pump
-from dispatcher.settings import Secret, Settings
+from dispatcher.settings import Settings
+from dispatcher.throttle import LoginThrottle
 
 log = logging.getLogger("dispatcher.ops")
 
-#: Name of the operator's session cookie.
-SESSION_COOKIE = "dispatcher_ops"
-#: A session lasts a working shift; then the operator logs in again.
-SESSION_MAX_AGE_S = 12 * 3600
+__all__ = ["SESSION_COOKIE", "OperatorAuth", "View", "ops_blueprint", "parse_since",
+           "same_origin"]
+
 #: Dead letters listed on the page (the count of all matching ones is shown too).
 PAGE_LIMIT = 100
 #: Query parameters the page keeps across an action (filters and the looked-up call).
@@ -60,60 +68,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
-
-
-class OperatorAuth:
-    """The operator credential, the session cookie and the CSRF check."""
-
-    def __init__(self, token: Secret | None) -> None:
-        self._digest = hashlib.sha256(token.reveal().encode()).digest() if token else None
-        key = hmac.new(self._digest or b"", b"dispatcher-ops-session-v1", "sha256").digest()
-        self._signer = URLSafeTimedSerializer(key, salt="dispatcher.ops.session")
-
-    @property
-    def enabled(self) -> bool:
-        return self._digest is not None
-
-    def token_ok(self, given: str) -> bool:
-        """Constant time, and over digests so the length does not leak either."""
-        if self._digest is None:
-            return False
-        return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._digest)
-
-    def new_session(self) -> str:
-        return self._signer.dumps({"csrf": secrets.token_urlsafe(32)})
-
-    def csrf_of(self, req: Request) -> str | None:
-        """The CSRF token of the request's valid session, or None (no or bad session)."""
-        if not self.enabled:
-            return None
-        cookie = req.cookies.get(SESSION_COOKIE)
-        if not cookie:
-            return None
-        try:
-            data = self._signer.loads(cookie, max_age=SESSION_MAX_AGE_S)
-        except BadSignature:
-            return None
-        csrf = data.get("csrf") if isinstance(data, dict) else None
-        return csrf if isinstance(csrf, str) else None
-
-    def action_allowed(self, req: Request) -> bool:
-        """A state-changing request: a session, its CSRF token, and our own origin."""
-        csrf = self.csrf_of(req)
-        given = req.form.get("csrf", "")
-        if csrf is None or not hmac.compare_digest(given.encode(), csrf.encode()):
-            return False
-        return same_origin(req)
-
-
-def same_origin(req: Request) -> bool:
-    """Origin (or Referer when a browser sent no Origin) names the host this request hit."""
-    source = req.headers.get("Origin")
-    if source is None:
-        source = req.headers.get("Referer")
-    if not source or source == "null":
-        return False
-    return urlsplit(source).netloc.lower() == req.host.lower()
 
 
 def parse_since(text: str, now: float) -> float:
@@ -165,8 +119,25 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
     beats = Heartbeats(client, settings.prefix)
     history = History(client, settings.prefix)
     registry = registry_for(client, settings.prefix)
-    auth = OperatorAuth(settings.ops_token)
+    auth = OperatorAuth(settings.ops_token, client, settings.prefix)
+    throttle = LoginThrottle(client, settings.prefix)
+    refusals = RefusalLog(log)
     kick = _Kick(settings, client)
+
+    @bp.before_request
+    def loopback_only() -> Response | None:
+        """Without an operator token the page is for this machine's own users only."""
+        if auth.enabled or request.endpoint in ("ops.metrics", "ops.healthz"):
+            return None
+        if local_request(request):
+            return None
+        refusals.refused(client_address(request), f"ops: 403 {request.path} (no operator "
+                         "token: loopback clients only)", logging.WARNING)
+        return Response(LOOPBACK_HINT + "\n", status=403, mimetype="text/plain")
+
+    @bp.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> Response:
+        return _html(render_template("ops/down.html", error=type(exc).__name__), 503)
 
     @bp.after_request
     def headers(resp: Response) -> Response:
@@ -212,11 +183,24 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
         if not same_origin(request):
             return _html(render_template("ops/login.html", error="Refused: the form did not "
                                          "come from this page.", next="/"), 403)
-        if not auth.token_ok(request.form.get("token", "")):
-            log.warning("ops: failed login from %s", request.remote_addr)
-            return _html(render_template("ops/login.html", error="Wrong operator token.",
-                                         next=_next_path()), 401)
-        log.info("ops: operator logged in from %s", request.remote_addr)
+        addr = client_address(request)
+        verdict = throttle.check(addr)
+        if verdict.allowed and not auth.token_ok(request.form.get("token", "")):
+            verdict = throttle.failed(addr)
+            refusals.refused(addr, "ops: failed login", logging.WARNING)
+            if verdict.allowed:
+                return _html(render_template("ops/login.html", error="Wrong operator token.",
+                                             next=_next_path()), 401)
+        if not verdict.allowed:  # locked out: the token is not even compared
+            wait = verdict.retry_after_s
+            refusals.refused(addr, f"ops: 429 login locked out for {wait} s", logging.WARNING)
+            locked = _html(render_template(
+                "ops/login.html", next=_next_path(),
+                error=f"Too many failed logins from your address: try again in {wait} s."), 429)
+            locked.headers["Retry-After"] = str(wait)
+            return locked
+        throttle.succeeded(addr)
+        log.info("ops: operator logged in from %s", addr)
         resp = redirect(_next_path(), 303)
         resp.set_cookie(SESSION_COOKIE, auth.new_session(), max_age=SESSION_MAX_AGE_S,
                         httponly=True, samesite="Strict", secure=_secure(request), path="/")
@@ -226,6 +210,8 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
     def logout() -> Response | Any:
         if not auth.action_allowed(request):
             return _forbidden()
+        auth.end_session(request)
+        log.info("ops: operator logged out from %s", client_address(request))
         resp = redirect("/login", 303)
         resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict",
                            secure=_secure(request))
@@ -320,11 +306,11 @@ def _matching(dead: DeadLetters, view: View) -> tuple[list[CallRecord], int]:
         return [], 0
     if not (view.reason or view.search):  # the time range alone is one ZCOUNT
         low = "-inf" if view.flt.since is None else view.flt.since
-        return dead.list(view.flt, PAGE_LIMIT), int(dead.client.zcount(dead.keys.dead, low,
-                                                                       "+inf"))
+        shown = itertools.islice(dead.iter(view.flt, page=PAGE_LIMIT, light=True), PAGE_LIMIT)
+        return list(shown), int(dead.client.zcount(dead.keys.dead, low, "+inf"))
     letters: list[CallRecord] = []
     total = 0
-    for record in dead.iter(view.flt):
+    for record in dead.iter(view.flt, light=True):
         total += 1
         if len(letters) < PAGE_LIMIT:
             letters.append(record)
@@ -350,15 +336,12 @@ def _secure(req: Request) -> bool:
 
 
 def _actor() -> str:
-    return f"web:{request.remote_addr or '?'}"
+    return f"web:{client_address(request)}"
 
 
 def _next_path() -> str:
     """Where to go after login: a path on this site only (no open redirect)."""
-    target = str(request.values.get("next", "/"))
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
+    return safe_next(str(request.values.get("next", "/")))
 
 
 def _query_builder(args: Any) -> Callable[..., str]:

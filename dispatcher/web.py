@@ -39,9 +39,12 @@ Decisions (also in the OpenAPI description served at ``/openapi.json``):
   a retry returns the same ids and the CAD gets each call once.
 - The API key is compared in constant time and never appears in an answer or a log
   line (answers and logged texts pass through a redaction of the configured key). A
-  call that contains the key anywhere (a field, a metaData name or value) is refused
-  with 400, since storing it would put the key in Redis, `dispatcher status` and the
-  dead letters.
+  call that contains the key anywhere (a field, a metaData name or value, the v2 path's
+  serverId, the ``Idempotency-Key`` header) is refused with 400, since storing it would
+  put the key in Redis, `dispatcher status` and the dead letters.
+- 503 ``QUEUE FULL`` (backlog cap) is not ``QUEUE UNAVAILABLE`` (`dispatcher.doorrules`);
+  429 per source address (`dispatcher.throttle`); refusals are logged once a minute per
+  source (`dispatcher.refusals`), the address as `dispatcher.clientaddr` believes it.
 """
 
 from __future__ import annotations
@@ -60,13 +63,16 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response as BaseResponse
 
+from dispatcher import clientaddr, doorrules
 from dispatcher.call import Call
-from dispatcher.errors import InvalidCall, QueueUnavailable
-from dispatcher.jsonbody import MAX_JSON_DEPTH, BadBody, parse_body, short
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
+from dispatcher.jsonbody import MAX_JSON_DEPTH, BadBody, parse_body
 from dispatcher.openapi import openapi_document
 from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
+from dispatcher.refusals import RefusalLog
 from dispatcher.settings import Settings
+from dispatcher.throttle import IngestRate, Verdict
 
 log = logging.getLogger("dispatcher.web")
 
@@ -94,10 +100,6 @@ KEY_IN_CALL = ("the call contains the API key; it would be stored and shown with
 _TEXT = "text/plain"
 _PROBLEM = "application/problem+json"
 _JSON = "application/json"
-
-
-class _Unsupported(Exception):
-    """A Content-Encoding we do not decode."""
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -174,38 +176,22 @@ def _with_key(call: Call, key: str | None) -> Call:
     return dataclasses.replace(call, idempotency_key=key)
 
 
-#: Members of a v2 body (``serverId`` is accepted and ignored: the path's is used).
-V2_FIELDS = frozenset({"isEmergency", "caller", "location", "description", "metaData",
-                       "deleteAfterMinutes", "idempotencyKey", "serverId"})
-
-
-def _v2_check(body: dict[str, Any]) -> None:
-    """What v2 asks beyond `Call.parse`: its own members only, metaData values strings."""
-    unknown = sorted(name for name in body if name not in V2_FIELDS)
-    if unknown:
-        hint = " (v2 takes it in metaData)" if unknown[0] in ("postal", "plate") else ""
-        raise InvalidCall(f"unknown field {short(unknown[0])!r}{hint}", short(unknown[0]))
-    meta = body.get("metaData")
-    if isinstance(meta, dict):
-        for name, value in meta.items():
-            if not isinstance(value, str):
-                field = f"metaData.{short(name)}"
-                raise InvalidCall(f"{field} must be a string (v2 metaData values are strings)",
-                                  field)
-
-
 # -- the app -------------------------------------------------------------------------------
 
 def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     """The Flask app; one Producer (one Redis pool, one Celery publisher) per process."""
     app = Flask("dispatcher")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    clientaddr.install(app, settings.trusted_proxies)
     # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
     prod = producer or Producer(settings.with_(spool_dir=None))
     client: redis.Redis = prod.client
     key = settings.api_key.reveal() if settings.api_key else None
     community = settings.community_id
     safe = _Redactor([key or ""])
+    refusals = RefusalLog(log)
+    rate = (IngestRate(client, settings.ingest_rate, settings.prefix)
+            if settings.ingest_rate else None)
     document = openapi_document(
         max_body_bytes=MAX_BODY_BYTES, max_calls=MAX_CALLS_PER_REQUEST,
         max_depth=MAX_JSON_DEPTH, retry_after_s=RETRY_AFTER_S,
@@ -214,7 +200,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     document_bytes = json.dumps(document, indent=2).encode()
 
     def client_addr() -> str:
-        return request.remote_addr or "-"
+        return clientaddr.client_address(request)
 
     def problem(status: int, title: str, detail: str, field: str | None = None,
                 **headers: str) -> Response:
@@ -224,44 +210,51 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
                                 "traceId": trace}
         if field is not None:
             body["field"] = safe(field, 100)
-        log.info("http v2: %d %s from %s (trace %s)", status, body["detail"], client_addr(),
-                 trace)
+        refusals.refused(client_addr(), f"http v2: {status} {body['detail']} (trace {trace})",
+                         logging.WARNING if status >= 500 else logging.INFO)
         return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=_PROBLEM,
                         headers=headers)
 
     def refuse(text: str, status: int = 400, **headers: str) -> Response:
         text = safe(text, MAX_DETAIL_CHARS + 40)
-        log.info("http v1: %d %s from %s", status, text, client_addr())
+        refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
         return _text(text, status, **headers)
 
-    def enqueue_all(calls: list[Call]) -> tuple[list[str], QueueUnavailable | None]:
+    def too_fast() -> Verdict | None:
+        return None if rate is None else rate.refusal(client_addr())
+
+    def enqueue_all(calls: list[Call]
+                    ) -> tuple[list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
         """Queue calls in order; stop at the first failure (returns the ids queued)."""
         ids: list[str] = []
         for call in calls:
             try:
                 ids.append(prod.enqueue(call, "http"))
-            except QueueUnavailable as exc:
+            except (QueueUnavailable, QueueFull, InvalidCall) as exc:
                 return ids, exc
             except redis.RedisError as exc:  # bounded() translates the usual ones
                 return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
         return ids, None
-
-    def read_body() -> bytes:
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise _Unsupported(encoding)
-        return request.get_data(cache=False)
 
     @app.post(V1_PATH)
     def call_911() -> Response:
         if not community or not key:
             return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
                           "MUST BE SET", 503)
+        slow_down = too_fast()
+        if slow_down is not None:
+            return refuse(f"TOO MANY REQUESTS: at most {settings.ingest_rate:g} per second from "
+                          f"one address (DISPATCHER_INGEST_RATE); retry in "
+                          f"{slow_down.retry_after_s} s", 429,
+                          **{"Retry-After": str(slow_down.retry_after_s)})
         try:
-            body = parse_body(read_body())
+            body = parse_body(doorrules.read_body(request))
             header_key = _idempotency_header()
         except BadBody as exc:
             return refuse(f"INVALID REQUEST BODY: {exc}")
+        in_request = doorrules.key_outside_body(key, None, header_key)
+        if in_request:
+            return refuse(f"INVALID REQUEST: {in_request}")
         if body.get("type") != "CALL_911":
             return refuse("INVALID REQUEST TYPE")
         if not _same(body.get("id"), community):
@@ -284,8 +277,13 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
                 return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
             calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
         ids, failure = enqueue_all(calls)
+        if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
+            return refuse(f"INVALID CALL: data[0]: {failure}")
         if failure is not None:
-            text = f"QUEUE UNAVAILABLE: {_sentence(failure)} Retry in {RETRY_AFTER_S} s."
+            status, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+            text = f"{doorrules.failure_title(failure)}: "
+            text += (f"data[{len(ids)}]: {failure}." if isinstance(failure, InvalidCall)
+                     else f"{doorrules.sentence(failure)} Retry in {wait} s.")
             if ids:
                 text += (f" {len(ids)} of {len(calls)} calls were queued before the failure "
                          f"(data[0..{len(ids) - 1}], ID: {','.join(ids)}); the others were not."
@@ -294,8 +292,9 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
             else:
                 text += " No call of this request was queued."
             text = safe(text, 4000)  # room for 50 ids
-            log.warning("http v1: 503 %s", text)
-            return _text(text, 503, **{"Retry-After": str(RETRY_AFTER_S)})
+            refusals.refused(client_addr(), f"http v1: {status} {text}", logging.WARNING)
+            headers = {"Retry-After": str(wait)} if status == 503 else {}
+            return _text(text, status, **headers)
         log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
                  ",".join(ids))
         return _text("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
@@ -305,28 +304,44 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         if not key:
             return problem(503, "Service Unavailable",
                            "the dispatcher is not configured: SONORAN_API_KEY must be set")
+        slow_down = too_fast()
+        if slow_down is not None:
+            return problem(429, "Too Many Requests",
+                           f"at most {settings.ingest_rate:g} requests per second from one "
+                           f"address (DISPATCHER_INGEST_RATE); retry in "
+                           f"{slow_down.retry_after_s} s",
+                           **{"Retry-After": str(slow_down.retry_after_s)})
+        in_path = doorrules.key_outside_body(key, server_id, None)
+        if in_path:  # before the Authorization check: never echo a path that holds it
+            return problem(400, "Bad Request", in_path, field="serverId")
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not _same(token.strip(), key):
             return problem(401, "Unauthorized", "Invalid or missing API key",
                            **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
         try:
-            body = parse_body(read_body())
+            body = parse_body(doorrules.read_body(request))
             header_key = _idempotency_header()
         except BadBody as exc:
             return problem(400, "Bad Request", str(exc))
+        in_header = doorrules.key_outside_body(key, None, header_key)
+        if in_header:
+            return problem(400, "Bad Request", in_header)
         try:
-            _v2_check(body)
+            doorrules.v2_check(body)
             call = Call.parse({**body, "serverId": server_id})
         except InvalidCall as exc:
             return problem(400, "Bad Request", str(exc), field=exc.field)
         if _holds(body, key):
             return problem(400, "Bad Request", KEY_IN_CALL)
         ids, failure = enqueue_all([_with_key(call, header_key)])
+        if isinstance(failure, InvalidCall):
+            return problem(400, "Bad Request", str(failure))
         if failure is not None:
-            return problem(503, "Service Unavailable",
-                           f"{_sentence(failure)} The call was not queued; retry in "
-                           f"{RETRY_AFTER_S} s.",
-                           **{"Retry-After": str(RETRY_AFTER_S)})
+            _, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+            full = "queue full: " if isinstance(failure, QueueFull) else ""
+            return problem(503, "Service Unavailable", f"{full}{doorrules.sentence(failure)} "
+                           f"The call was not queued; retry in {wait} s.",
+                           **{"Retry-After": str(wait)})
         (call_id,) = ids
         log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
         answer = {"callId": call_id, "status": "queued", **call.to_cad()}
@@ -357,8 +372,8 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
             return problem(405, "Method Not Allowed", f"use {allow}", Allow=allow)
         return _text("METHOD NOT ALLOWED", 405, Allow=allow)
 
-    @app.errorhandler(_Unsupported)
-    def unsupported(exc: _Unsupported) -> Response:
+    @app.errorhandler(doorrules.Unsupported)
+    def unsupported(exc: doorrules.Unsupported) -> Response:
         text = f"UNSUPPORTED CONTENT ENCODING {exc}: send the body uncompressed"
         if request.path.startswith("/v2/"):
             return problem(415, "Unsupported Media Type", safe(text))
@@ -376,11 +391,6 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         return _text(f"INTERNAL ERROR (trace {trace})", 500)
 
     return app
-
-
-def _sentence(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text if text.endswith(".") else text + "."
 
 
 def _title(exc: Any, status: int) -> str:

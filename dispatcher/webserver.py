@@ -8,6 +8,12 @@ waitress. The parent restarts a child that dies and, on SIGTERM or SIGINT, passe
 signal on and waits for every child. Nothing is shared between the children but the
 socket and Redis: the operations page's sessions are signed cookies, and every number
 the page and ``/metrics`` show comes from Redis.
+
+Slow clients. Waitress hands a request to a thread only once it has arrived whole, so a
+client that sends its headers one line at a time holds a connection, not a thread. The
+door therefore takes `CONNECTION_LIMIT` connections (poll(), not select(), which stops
+at 1,024 descriptors; the process's open-file limit is raised to its hard limit) and
+closes one that sent nothing for `CHANNEL_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -27,6 +34,15 @@ log = logging.getLogger("dispatcher.web")
 
 #: Pause before a child that died is started again (a crash loop stays slow).
 RESTART_PAUSE_S = 1.0
+#: Open connections one web process keeps (waitress' default of 100 let 120 slow
+#: clients shut the door); each costs a file descriptor and a few KiB.
+CONNECTION_LIMIT = 4096
+#: An idle or incomplete connection is closed after this many seconds without a byte.
+CHANNEL_TIMEOUT_S = 20
+#: How often waitress looks for such connections, seconds.
+CLEANUP_INTERVAL_S = 5
+#: Descriptors needed beyond the connections (Redis pools, logs, the listening socket).
+SPARE_FDS = 256
 
 
 def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
@@ -34,6 +50,7 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
     # Waitress warns on every request once its queue backs up: costly exactly when busy.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     processes = settings.web_processes
+    _raise_fd_limit(CONNECTION_LIMIT + SPARE_FDS)
     log.info("web: listening on http://%s:%d (%d process%s)", host, settings.port,
              processes, "" if processes == 1 else "es")
     if processes <= 1:
@@ -47,7 +64,25 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
     from waitress import serve as waitress_serve
 
     waitress_serve(create_app(settings), threads=threads, ident="dispatcher",
-                   max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True, **where)
+                   max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
+                   connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
+                   cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,
+                   # X-Forwarded-* reach the app only when proxies are trusted; then the
+                   # app's ProxyFix (dispatcher.clientaddr) reads exactly that many hops.
+                   clear_untrusted_proxy_headers=settings.trusted_proxies == 0, **where)
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Lift the soft open-file limit towards ``wanted`` (never past the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("web: only %d open files allowed (ulimit -n); fewer than %d slow clients "
+                    "can shut the door: raise the limit", soft, CONNECTION_LIMIT)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -89,19 +124,28 @@ class _Prefork:
         self.sock.close()
 
     def _spawn(self) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: default signals, its own app and Redis connections
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _waitress(self.settings, self.threads, sockets=[self.sock])
-            except BaseException:  # noqa: BLE001 - report, then leave without cleanup
-                log.exception("web: process %d failed", os.getpid())
-                code = 1
-            finally:
-                os._exit(code)
-        self.children.add(pid)
+        # SIGTERM is held back across the fork: a child that got it before dropping the
+        # parent's handler would run _stop (killing its siblings) and then serve on, so
+        # the parent would wait for it forever. Held, it arrives after the reset.
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: default signals, its own app and Redis connections
+                code = 0
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+                    _waitress(self.settings, self.threads, sockets=[self.sock])
+                except BaseException:  # noqa: BLE001 - report, then leave without cleanup
+                    log.exception("web: process %d failed", os.getpid())
+                    code = 1
+                finally:
+                    os._exit(code)
+            self.children.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def _stop(self, signum: int, _: Any) -> None:
         self.stopping = True

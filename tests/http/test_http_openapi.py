@@ -47,9 +47,9 @@ def test_the_document_describes_every_route_and_answer(spec: dict[str, Any]) -> 
     paths = spec["paths"]
     assert set(paths) == {V1, "/v2/emergency/servers/{serverId}/calls/911", "/healthz",
                           "/metrics", "/openapi.json"}
-    assert set(paths[V1]["post"]["responses"]) == {"200", "400", "413", "415", "503"}
+    assert set(paths[V1]["post"]["responses"]) == {"200", "400", "413", "415", "429", "503"}
     assert set(paths["/v2/emergency/servers/{serverId}/calls/911"]["post"]["responses"]) == {
-        "200", "400", "401", "413", "415", "503"}
+        "200", "400", "401", "413", "415", "429", "503"}
     assert set(paths["/healthz"]["get"]["responses"]) == {"200", "503"}
     assert "Retry-After" in paths[V1]["post"]["responses"]["503"]["headers"]
     request = spec["components"]["schemas"]["CallRequestV1"]

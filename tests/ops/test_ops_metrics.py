@@ -137,15 +137,18 @@ def test_healthz_and_metrics_answer_503_while_redis_is_down(
     try:
         env = base_env(server.url, sim, PORT=str(free_port()), DISPATCHER_OPS_TOKEN=OPS_TOKEN)
         web = start_web(procs, env)
+        http = requests.Session()  # logged in while Redis answers (sessions live there)
+        http.post(web.url + "/login", data={"token": OPS_TOKEN}, headers={"Origin": web.url},
+                  allow_redirects=False, timeout=10)
         server.kill()
         health = web.get("/healthz")
         assert health.status_code == 503
         assert health.json()["redis"] is False and health.json()["status"] == "down"
         assert web.get("/metrics").status_code == 503
-        http = requests.Session()
-        http.post(web.url + "/login", data={"token": OPS_TOKEN}, headers={"Origin": web.url},
-                  allow_redirects=False, timeout=10)
         page = http.get(web.url + "/", timeout=10)
         assert page.status_code == 503 and "Redis does not answer" in page.text
+        login = requests.post(web.url + "/login", data={"token": OPS_TOKEN},
+                              headers={"Origin": web.url}, allow_redirects=False, timeout=10)
+        assert login.status_code == 503 and "Redis does not answer" in login.text
     finally:
         server.stop()

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.metrics import health_report, latency_histogram, registry_for
 from dispatcher.ops import SESSION_COOKIE, OperatorAuth, View, _next_path, parse_since, same_origin
+from dispatcher.opsauth import SESSION_MAX_AGE_S
 from dispatcher.settings import Secret, Settings
 from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 
@@ -85,6 +86,22 @@ def test_operator_auth() -> None:
         assert auth.csrf_of(request) is None
 
 
+def test_a_session_lives_in_redis_and_logout_ends_it() -> None:
+    client = fakeredis.FakeRedis()
+    auth = OperatorAuth(Secret("s3cret-token-0123"), client, "p")
+    cookie = auth.new_session()
+    (key,) = client.keys("p:ops:session:*")
+    assert 0 < client.ttl(key) <= SESSION_MAX_AGE_S
+    app = Flask(__name__)
+    with app.test_request_context("/", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}):
+        from flask import request
+
+        assert auth.csrf_of(request)
+        auth.end_session(request)
+        assert client.keys("p:ops:session:*") == []
+        assert auth.csrf_of(request) is None, "the signed cookie alone opens nothing"
+
+
 @pytest.mark.parametrize("headers, ok", [
     ({"Origin": "http://ops.local:8000"}, True),
     ({"Origin": "https://ops.local:8000"}, True),  # TLS ended by a proxy in front of us
@@ -106,6 +123,9 @@ def test_same_origin(headers: dict[str, str], ok: bool) -> None:
 @pytest.mark.parametrize("target, expected", [
     ("/?reason=rejected", "/?reason=rejected"), ("//evil.example/", "/"),
     ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("", "/"),
+    ("/\t/evil.example/", "/"), ("/\r\n/evil.example/", "/"), ("\r\nLocation: x", "/"),
+    ("/ /evil.example", "/"), ("/\u00a0/evil", "/"), ("/\u202e/x", "/"), ("/\x00", "/"),
+    ("/\u0085/x", "/"), ("javascript:alert(1)", "/"), ("/a:b", "/a:b"),
 ])
 def test_login_redirects_only_within_the_site(target: str, expected: str) -> None:
     app = Flask(__name__)
@@ -131,7 +151,8 @@ def test_since_accepts_iso_times_and_durations() -> None:
 def test_settings_read_the_ops_token_and_never_print_it() -> None:
     settings = Settings.from_env({"DISPATCHER_OPS_TOKEN": "tok-0123456789abcdef"})
     assert settings.ops_token is not None and settings.ops_token.reveal() == "tok-0123456789abcdef"
-    assert "tok-0123456789abcdef" not in repr(settings) and "tok-0123456789abcdef" not in str(settings.redacted())
+    assert "tok-0123456789abcdef" not in repr(settings)
+    assert "tok-0123456789abcdef" not in str(settings.redacted())
     assert Settings.from_env({"DISPATCHER_OPS_TOKEN": " "}).ops_token is None
 
 

@@ -1,0 +1,68 @@
+"""The throttle scripts on their own (dispatcher/lua/login_failure.lua and
+ingest_bucket.lua), against the real Redis and fakeredis alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+from dispatcher.throttle import (
+    FIRST_LOCKOUT_S,
+    LOGIN_FAILURES,
+    MAX_LOCKOUT_S,
+    IngestRate,
+    LoginThrottle,
+)
+
+
+@pytest.fixture(params=["real", "fake"])
+def client(request: pytest.FixtureRequest, redis_base_url: str) -> Iterator[redis.Redis]:
+    if request.param == "fake":
+        yield fakeredis.FakeRedis()
+        return
+    real = redis.Redis.from_url(redis_base_url)
+    real.flushdb()
+    yield real
+    real.flushdb()
+    real.close()
+
+
+def test_login_lockout_grows_and_a_success_forgets(client: redis.Redis) -> None:
+    throttle = LoginThrottle(client, "t")
+    for _ in range(LOGIN_FAILURES - 1):
+        assert throttle.failed("192.0.2.1").allowed
+    locked = throttle.failed("192.0.2.1")
+    assert not locked.allowed and locked.retry_after_s == FIRST_LOCKOUT_S
+    assert not throttle.check("192.0.2.1").allowed
+    assert throttle.check("192.0.2.2").allowed, "per address"
+    client.delete("t:throttle:login:lock:192.0.2.1")  # the lock-out ran out
+    for _ in range(LOGIN_FAILURES - 1):
+        throttle.failed("192.0.2.1")
+    assert throttle.failed("192.0.2.1").retry_after_s == 2 * FIRST_LOCKOUT_S, "doubles"
+    client.set("t:throttle:login:strikes:192.0.2.1", 40)
+    for _ in range(LOGIN_FAILURES - 1):
+        throttle.failed("192.0.2.1")
+    assert throttle.failed("192.0.2.1").retry_after_s == MAX_LOCKOUT_S, "capped"
+    assert all(client.ttl(k) > 0 for k in client.keys("t:throttle:*"))
+    throttle.succeeded("192.0.2.1")
+    assert throttle.check("192.0.2.1").allowed
+    assert client.keys("t:throttle:login:*:192.0.2.1") == []
+
+
+def test_ingest_bucket_allows_the_rate_and_its_burst(client: redis.Redis) -> None:
+    rate = IngestRate(client, 4.0, "t")
+    verdicts = [rate.take("198.51.100.1") for _ in range(6)]
+    assert [v.allowed for v in verdicts] == [True] * 4 + [False] * 2, "burst: one second"
+    assert verdicts[-1].retry_after_s == 1
+    assert rate.take("198.51.100.2").allowed, "per address"
+    time.sleep(0.3)  # a quarter second refills one token
+    assert rate.take("198.51.100.1").allowed
+    assert not rate.take("198.51.100.1").allowed
+    assert 0 < client.pttl("t:throttle:ingest:198.51.100.1") <= 2000
+    slow = IngestRate(client, 0.1, "s")
+    assert slow.take("a").allowed and not slow.take("a").allowed
+    assert slow.take("a").retry_after_s in (9, 10), "one token per 10 s"
