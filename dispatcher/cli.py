@@ -164,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
         return EXIT_USAGE if usage else EXIT_ERROR
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        _error(f"cannot reach Redis: {first_line(exc)}")
+        from dispatcher.redisconn import refusal
+
+        _error(refusal(exc) or f"cannot reach Redis: {first_line(exc)}")
         return EXIT_ERROR
     except redis.RedisError as exc:
         _error(f"Redis error: {first_line(exc)}")
