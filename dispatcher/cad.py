@@ -64,7 +64,7 @@ class CadClient:
         self._clock = clock
         self._local = threading.local()
         self._key = settings.api_key.reveal() if settings.api_key else ""
-        self._redactor = Redactor([self._key])
+        self._redactor = Redactor.from_settings(settings)  # the key, and every other secret
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)

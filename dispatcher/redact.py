@@ -41,9 +41,11 @@ WITHHELD = "raw text withheld: it contained the API key"
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\"\\/bfnrt])")
 _SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 # scheme://user:password@  (any scheme: redis, rediss, amqp, http...)
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s:/@?#]*):([^\s@/?#]*)@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s:/@?#]*):([^\s/?#]*)@")
 # ?password=...  &username=... (redis-py takes both from the query)
-_QUERY_CREDENTIAL = re.compile(r"([?&](?:password|passwd|pass|pwd)=)[^&#\s'\"]*", re.I)
+# (a trailing ":", "," or "." before a space is the sentence's, not the password's)
+_QUERY_CREDENTIAL = re.compile(
+    r"([?&](?:password|passwd|pass|pwd)=)[^&#\s'\"]*?(?=[:,.;)]?(?:\s|$|[&#'\"]))", re.I)
 
 
 def _json_unescape(text: str) -> str:
