@@ -29,6 +29,7 @@ class Server:
                      "--save", "", "--appendonly", "no", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(self.dir) / "redis.log"
+        self.socket = Path(self.dir) / "redis.sock"
 
     def start(self, client: dict[str, Any]) -> Server:
         self.proc = subprocess.Popen([*self.args, "--logfile", str(self.log)],
@@ -58,6 +59,8 @@ def acl_server() -> Server:
     """A Redis whose only user is ACL_USER (made with ACL SETUSER; ``default`` is off)."""
     server = Server(["--port", str(0)])
     server.args[server.args.index("--port") + 1] = str(server.port)
+    server.args += ["--unixsocket", str(Path(server.dir) / "redis.sock"), "--unixsocketperm",
+                    "700"]
     server.start({})
     admin = redis.Redis(port=server.port)
     admin.execute_command("ACL", "SETUSER", ACL_USER, "on", f">{ACL_PASSWORD}", "~*", "&*",

@@ -43,6 +43,7 @@ def flushed(acl_redis: Server) -> Iterator[Server]:
 FORMS = {
     "userinfo": "redis://{user}:{password}@127.0.0.1:{port}/2",
     "query": "redis://127.0.0.1:{port}/2?username={user}&password={password}",
+    "unix socket": "unix://{user}:{password}@{socket}?db=2",
 }
 
 
@@ -50,7 +51,8 @@ FORMS = {
 def test_an_acl_user_works_in_every_process(
     form: str, flushed: Server, sim: CadSimulator, procs: Callable[..., Proc]
 ) -> None:
-    url = FORMS[form].format(user=USER, password=PASSWORD, port=flushed.port)
+    url = FORMS[form].format(user=USER, password=PASSWORD, port=flushed.port,
+                             socket=flushed.socket)
     env = base_env(url, sim)
     worker = procs(["worker", "--concurrency", "2"], env)
     procs(["scheduler"], env)

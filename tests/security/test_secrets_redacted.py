@@ -48,7 +48,7 @@ def test_no_process_prints_a_secret_when_redis_is_unreachable(
     env = secret_env(f"redis://127.0.0.1:{free_port()}/0?password={REDIS_PASSWORD}")
     outputs: dict[str, str] = {}
     for command in (["web"], ["scheduler"], ["bridge"], ["stats"], ["dlq", "list"],
-                    ["status", "01ABC"], ["check"], ["run"],
+                    ["status", "01ABC"], ["dlq", "show", "01ABC"], ["run"],
                     ["enqueue", "--caller", "C", "--location", "L", "--description", "D"]):
         done = run_cli(command, env, timeout=90)
         assert done.returncode != 0, (command, done.stdout, done.stderr)
