@@ -115,10 +115,11 @@ class Redactor:
 
     def holds(self, text: str) -> bool:
         """Whether text carries a secret, as written or in a form we can decode."""
-        if not self.secrets:
+        for form in self._forms:
+            if form in text:
+                return True
+        if "\\" not in text and "%" not in text:  # nothing to decode (the common case)
             return False
-        if any(form in text for form in self._forms):
-            return True
         return any(s in view for view in _views(text) for s in self.secrets)
 
     def __call__(self, text: str) -> str:
@@ -168,18 +169,19 @@ def redis_credentials(url: str) -> list[str]:
 
 def holds(value: Any, redactor: Redactor) -> bool:
     """Whether any string (member name or value) of a parsed JSON value holds a secret."""
+    strings: list[str] = []
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if redactor.holds(item):
-                return True
+            strings.append(item)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    # One look at all strings at once (NUL cannot be part of a secret we are given).
+    return redactor.holds("\0".join(strings))
 
 
 @functools.lru_cache(maxsize=8)
