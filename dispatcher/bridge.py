@@ -169,6 +169,7 @@ class Bridge:
     def _bury(self, raw: bytes, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, InvalidCall) else (
             f"entry could not be read as a call ({type(exc).__name__})")
+        message = self.redactor(message)  # "unknown field '<the key>'" names what it found
         text = kept_text(raw, self.redactor)
         self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
         self.invalid += 1

@@ -38,6 +38,7 @@ ENTRIES = {
     "escaped metaData name": META.replace('"n":"@"', f'"{ALL_ESCAPED}":"x"'),
     "url-encoded": FLAT.replace("@", "see " + PERCENT),
     "not JSON, escaped": FLAT.replace("@", ESCAPED)[:-1],
+    "unknown field named by the key": FLAT.replace('"caller"', f'"{ESCAPED}":1,"caller"'),
 }
 
 
