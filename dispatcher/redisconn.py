@@ -70,8 +70,7 @@ def check_url(url: str, ca_file: str | None = None) -> dict[str, Any]:
             f"REDIS_URL: query argument {unknown[0]!r} is not supported (supported: "
             f"{', '.join(sorted(URL_QUERY_ARGS))}; timeouts are the dispatcher's own)")
     tls = url.startswith("rediss://")
-    if "ssl_cert_reqs" in query and (not tls or query["ssl_cert_reqs"][0].lower()
-                                     not in ("required", "cert_required")):
+    if "ssl_cert_reqs" in query and (not tls or query["ssl_cert_reqs"][0] != "required"):
         raise ConfigError("REDIS_URL: ssl_cert_reqs may only be 'required' on a rediss:// "
                           "URL (the dispatcher always verifies Redis's certificate)")
     if "ssl_check_hostname" in query and not options.get("ssl_check_hostname", True):
