@@ -76,15 +76,18 @@ def redact_key(text: str, redactor: Redactor) -> str:
     return redactor(_KEY_FIELD.sub(r'\1"***"', text))
 
 
-def kept_text(raw: bytes, redactor: Redactor) -> str:
+def kept_text(raw: bytes, redactor: Redactor, key_check: Redactor) -> str:
     """What a dead letter keeps of an invalid entry: its text, or a note and its hash.
 
-    An entry holding the API key in any form we can decode (plain, JSON escapes, URL
-    encoding) is not kept at all: a redaction could miss a form, a withheld text cannot.
+    An entry holding the API key (or another secret we are given) in any form we can
+    decode (plain, JSON escapes, URL encoding) is not kept at all: a redaction could miss
+    a form, a withheld text cannot.
     """
     text = raw.decode("utf-8", errors="replace")
-    if redactor.holds(text):
+    if key_check.holds(text):
         return withheld_note(raw)
+    if redactor.holds(text):
+        return withheld_note(raw, "a configured secret")
     return redact_key(text, redactor)
 
 
@@ -170,7 +173,7 @@ class Bridge:
         message = str(exc) if isinstance(exc, InvalidCall) else (
             f"entry could not be read as a call ({type(exc).__name__})")
         message = self.redactor(message)  # "unknown field '<the key>'" names what it found
-        text = kept_text(raw, self.redactor)
+        text = kept_text(raw, self.redactor, self.key_check)
         self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
         self.invalid += 1
         log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)

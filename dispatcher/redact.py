@@ -35,8 +35,6 @@ MASK = "***"
 #: Shorter secrets are only hidden inside URLs: masking a two-letter password in free
 #: text would mangle every line without protecting anything.
 MIN_FREE_TEXT_CHARS = 4
-#: Why an inbox entry's raw text was not kept (followed by its SHA-256).
-WITHHELD = "raw text withheld: it contained the API key"
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\"\\/bfnrt])")
 _SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -100,9 +98,9 @@ def sha256(raw: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def withheld_note(raw: bytes | str) -> str:
-    """What is kept instead of a text that held the API key."""
-    return f"{WITHHELD} (SHA-256 of the entry: {sha256(raw)})"
+def withheld_note(raw: bytes | str, what: str = "the API key") -> str:
+    """What is kept instead of a text that held the API key (or another secret)."""
+    return f"raw text withheld: it contained {what} (SHA-256 of the entry: {sha256(raw)})"
 
 
 class Redactor:
