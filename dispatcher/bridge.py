@@ -24,6 +24,7 @@ from dispatcher.call import Call
 from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.producer import Producer
+from dispatcher.redact import Redactor, withheld_note
 
 log = logging.getLogger("dispatcher.bridge")
 
@@ -74,13 +75,28 @@ def parse_entry(raw: bytes) -> Call:
 _KEY_FIELD = re.compile(r'("key"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
-def redact_key(text: str, key: str | None) -> str:
-    """Hide the API key in text we keep (someone may LPUSH a whole seed request body)."""
-    text = _KEY_FIELD.sub(r'\1"***"', text)
-    if key:
-        for form in {key, json.dumps(key)[1:-1]}:
-            text = text.replace(form, "***")
-    return text
+def redact_key(text: str, redactor: Redactor) -> str:
+    """Hide keys in text we keep (someone may LPUSH a whole seed request body)."""
+    return redactor(_KEY_FIELD.sub(r'\1"***"', text))
+
+
+def kept_text(raw: bytes, redactor: Redactor, key_check: Redactor) -> str:
+    """What a dead letter keeps of an invalid entry: its text, or a note and its hash.
+
+    An entry holding the API key (or another secret we are given) in any form we can
+    decode (plain, JSON escapes, URL encoding) is not kept at all: a redaction could miss
+    a form, a withheld text cannot.
+    """
+    text = raw.decode("utf-8", errors="replace")
+    if key_check.holds(text):
+        return withheld_note(raw)
+    if redactor.holds(text):
+        return withheld_note(raw, "a configured secret")
+    return redact_key(text, redactor)
+
+
+#: Dead-letter error of an entry that carries the API key (its text is withheld).
+KEY_IN_ENTRY = "the entry contains the API key; it was not queued and its text is not kept"
 
 
 class Bridge:
@@ -99,8 +115,9 @@ class Bridge:
         self._full_since: float | None = None
         self._full_logged = 0.0
         self._full_refusals = 0
+        self.redactor = Redactor.from_settings(producer.settings)
         key = producer.settings.api_key
-        self.key = key.reveal() if key else None
+        self.key_check = Redactor([key.reveal() if key else None])
 
     def recover(self, quiet: bool = False) -> int:
         """Put entries a crashed bridge left in the processing list back at the inbox head."""
@@ -129,9 +146,16 @@ class Bridge:
         valid: list[tuple[bytes, Call]] = []
         for raw in raws:
             try:
-                valid.append((raw, parse_entry(raw)))
+                call = parse_entry(raw)
             except Exception as exc:  # any entry that is not a call must not block the inbox
                 self._bury(raw, exc)
+                continue
+            # The key in any form we can decode (Call.parse undid the JSON escapes; the
+            # raw text may hold it URL-encoded) is refused, as the HTTP door refuses it.
+            if self.key_check.holds(raw.decode("utf-8", errors="replace")):
+                self._bury(raw, InvalidCall(KEY_IN_ENTRY))
+                continue
+            valid.append((raw, call))
         if not valid:
             return
         try:
@@ -165,7 +189,8 @@ class Bridge:
     def _bury(self, raw: bytes, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, InvalidCall) else (
             f"entry could not be read as a call ({type(exc).__name__})")
-        text = redact_key(raw.decode("utf-8", errors="replace"), self.key)
+        message = self.redactor(message)  # "unknown field '<the key>'" names what it found
+        text = kept_text(raw, self.redactor, self.key_check)
         self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
         self.invalid += 1
         log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)

@@ -30,7 +30,12 @@ PUBLISH_TIMEOUT_S = 3.0
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for the given settings (no connection is opened here)."""
-    app = Celery("sonoran-dispatcher", broker=settings.redis_url, set_as_current=False)
+    from dispatcher.redisconn import kombu_broker
+
+    # kombu reads fewer URL forms than redis-py: it gets the URL rebuilt from redis-py's
+    # reading of REDIS_URL, and rediss:// gets certificate checks it would skip by itself.
+    url, use_ssl, transport_extra = kombu_broker(settings)
+    app = Celery("sonoran-dispatcher", broker=url, set_as_current=False)
     app.conf.update(
         # Ack after the task ran, and requeue if the worker died under it.
         task_acks_late=True,
@@ -52,7 +57,10 @@ def make_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": 2,
             "retry_on_timeout": True,
             "health_check_interval": 10,
+            **transport_extra,
         },
+        broker_use_ssl=use_ssl,
+        redis_backend_use_ssl=use_ssl,
         broker_heartbeat=0,
         worker_send_task_events=False,
         task_send_sent_event=False,

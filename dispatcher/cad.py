@@ -25,6 +25,7 @@ import requests
 
 from dispatcher.call import Call
 from dispatcher.errors import PermanentError, RateLimited, RetryableError
+from dispatcher.redact import Redactor
 from dispatcher.settings import Settings
 
 #: Most bytes of an answer we read; the real answers are a line of text or small JSON.
@@ -63,6 +64,7 @@ class CadClient:
         self._clock = clock
         self._local = threading.local()
         self._key = settings.api_key.reveal() if settings.api_key else ""
+        self._redactor = Redactor.from_settings(settings)  # the key, and every other secret
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -141,9 +143,7 @@ class CadClient:
         return body.decode(response.encoding or "utf-8", errors="replace")
 
     def _redact(self, text: str) -> str:
-        if self._key and self._key in text:
-            text = text.replace(self._key, "***")
-        return text
+        return self._redactor(text)
 
     def _classify(self, response: requests.Response, text: str, elapsed: float) -> Delivered:
         status = response.status_code

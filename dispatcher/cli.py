@@ -160,18 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except (CliError, DispatcherError) as exc:
-        say(f"dispatcher: error: {exc}", err=True)
+        _error(str(exc))
         usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
         return EXIT_USAGE if usage else EXIT_ERROR
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        say(f"dispatcher: error: cannot reach Redis: {first_line(exc)}", err=True)
+        from dispatcher.redisconn import refusal
+
+        _error(refusal(exc) or f"cannot reach Redis: {first_line(exc)}")
         return EXIT_ERROR
     except redis.RedisError as exc:
-        say(f"dispatcher: error: Redis error: {first_line(exc)}", err=True)
+        _error(f"Redis error: {first_line(exc)}")
         return EXIT_ERROR
     except OSError as exc:  # a port in use, a folder we cannot write
-        say(f"dispatcher: error: {exc.strerror or exc}"
-            + (f": {exc.filename}" if exc.filename else ""), err=True)
+        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -179,8 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _error(text: str) -> None:
+    """The one-line error of a command, secrets hidden (a library's text may hold a URL)."""
+    from dispatcher import redact
+
+    say(f"dispatcher: error: {redact.text(text)}", err=True)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    from dispatcher import redact
+
     settings = Settings.from_env()
+    redact.install(settings)  # every log line, error and traceback of this process
     command = args.command
     if command == "enqueue":
         return _enqueue(settings, args)

@@ -23,7 +23,10 @@ class UsageError(CliError):
 
 
 def first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    """An exception's first line, secrets hidden (redis/kombu errors may name the URL)."""
+    from dispatcher import redact
+
+    return redact.text((str(exc).splitlines() or [type(exc).__name__])[0])[:200]
 
 
 def client_for(settings: Settings) -> redis.Redis:

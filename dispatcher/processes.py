@@ -19,8 +19,10 @@ def ping(settings: Settings) -> None:
     try:
         client_for(settings).ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        from dispatcher.redisconn import refusal
+
         raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
-                       f"{first_line(exc)}") from None
+                       f"{refusal(exc) or first_line(exc)}") from None
 
 
 def port_free(host: str, port: int, variable: str) -> None:
@@ -31,7 +33,10 @@ def port_free(host: str, port: int, variable: str) -> None:
 
 
 def setup_logging(level: str = "INFO") -> None:
+    from dispatcher import redact
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.add_to_handlers()
 
 
 def _stop_event() -> threading.Event:

@@ -1,16 +1,30 @@
-"""Redis connections: short timeouts, bounded retries, our own error on failure."""
+"""Redis connections: short timeouts, bounded retries, our own error on failure.
+
+REDIS_URL is read by redis-py (producers, web, scheduler, bridge, CLI) and by kombu
+(the worker's broker), which understand different URL forms: kombu fails on
+``?password=``, and takes ``rediss://`` without options as "do not verify". So the URL
+is checked once at start (`check_url`: redis-py's own parser, then the query arguments
+we can honour in both), and kombu gets a URL and SSL options built from what redis-py
+parsed (`kombu_broker`). ``rediss://`` always verifies the server's certificate, against
+DISPATCHER_REDIS_CA_FILE when it is set, else the system's trust store.
+"""
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import redis
 import tenacity
 
-from dispatcher.errors import QueueUnavailable
-from dispatcher.settings import Settings
+from dispatcher.errors import ConfigError, QueueUnavailable
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
 
 T = TypeVar("T")
 
@@ -29,8 +43,83 @@ def connect(settings: Settings, **overrides: object) -> redis.Redis:
         "health_check_interval": 15,
         "retry_on_timeout": False,
     }
+    options.update(tls_options(settings))
     options.update(overrides)
     return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+
+
+#: Query arguments of REDIS_URL that both redis-py and the worker's kombu honour.
+#: Others (redis-py takes any name and fails on first use) are refused at start.
+URL_QUERY_ARGS = frozenset({"db", "password", "username", "client_name", "ssl_cert_reqs",
+                            "ssl_check_hostname"})
+
+
+def check_url(url: str, ca_file: str | None = None) -> dict[str, Any]:
+    """redis-py's reading of REDIS_URL; ConfigError (one line, no secret) if unusable."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        options = redis.connection.parse_url(url)
+        query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    except ValueError as exc:
+        why = str(exc) if "connection URL" in str(exc) else "it cannot be parsed"
+        raise ConfigError(f"REDIS_URL is not a valid Redis URL: {why}") from None
+    unknown = sorted(set(query) - URL_QUERY_ARGS)
+    if unknown:
+        raise ConfigError(
+            f"REDIS_URL: query argument {unknown[0]!r} is not supported (supported: "
+            f"{', '.join(sorted(URL_QUERY_ARGS))}; timeouts are the dispatcher's own)")
+    tls = url.startswith("rediss://")
+    if "ssl_cert_reqs" in query and (not tls or query["ssl_cert_reqs"][0] != "required"):
+        raise ConfigError("REDIS_URL: ssl_cert_reqs may only be 'required' on a rediss:// "
+                          "URL (the dispatcher always verifies Redis's certificate)")
+    if "ssl_check_hostname" in query and not options.get("ssl_check_hostname", True):
+        raise ConfigError("REDIS_URL: ssl_check_hostname=false is not supported (the "
+                          "certificate must name the host)")
+    if url.startswith("unix://") and not options.get("path"):
+        raise ConfigError("REDIS_URL: a unix:// URL needs the socket's path "
+                          "(unix:///run/redis.sock?db=0)")
+    if tls and ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(f"DISPATCHER_REDIS_CA_FILE: no such file: {ca_file}")
+    return options
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py options that make a rediss:// connection verify the server."""
+    if not settings.redis_url.startswith("rediss://"):
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ca_file
+    return options
+
+
+def kombu_broker(settings: Settings) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """Broker URL, ``broker_use_ssl`` and transport options for Celery, from redis-py's reading.
+
+    Credentials go in the userinfo (kombu reads no ``?password=``; Celery's banner masks
+    the userinfo password); a unix socket becomes kombu's ``redis+socket://``.
+    """
+    options = check_url(settings.redis_url, settings.redis_ca_file)
+    user = quote(str(options.get("username") or ""), safe="")
+    password = quote(str(options.get("password") or ""), safe="")
+    auth = f"{user}:{password}@" if (user or password) else ""
+    db = int(options.get("db") or 0)
+    extra = {k: options[k] for k in ("client_name",) if options.get(k)}
+    if settings.redis_url.startswith("unix://"):
+        query = urlencode({"virtual_host": db})
+        return f"redis+socket://{auth}{options['path']}?{query}", None, extra
+    host = str(options.get("host") or "localhost")
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "rediss" if settings.redis_url.startswith("rediss://") else "redis"
+    url = f"{scheme}://{auth}{host}:{int(options.get('port') or 6379)}/{db}"
+    if scheme == "redis":
+        return url, None, extra
+    use_ssl: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        use_ssl["ssl_ca_certs"] = settings.redis_ca_file
+    return url, use_ssl, extra
 
 
 def bounded(
@@ -62,6 +151,19 @@ def bounded(
         # OOM under noeviction, READONLY replica, MISCONF on a failed save: the queue
         # refuses writes; nothing was stored.
         raise QueueUnavailable(f"the queue (Redis) refused the write: {_why(exc)}") from None
+
+
+def refusal(exc: BaseException) -> str | None:
+    """A one-line reason when a Redis error is configuration (TLS, credentials), else None."""
+    text = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+        return "Redis refused the credentials in REDIS_URL (user name or password)"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return ("Redis's TLS certificate could not be verified (check "
+                "DISPATCHER_REDIS_CA_FILE and that the certificate names the host)")
+    if isinstance(exc, ssl.SSLError) or "SSL" in text:
+        return f"TLS with Redis failed: {text.splitlines()[0][:160] if text else 'SSL error'}"
+    return None
 
 
 def _why(exc: Exception) -> str:

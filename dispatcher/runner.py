@@ -157,8 +157,10 @@ def _prefix(name: str, stream: IO[bytes]) -> None:
         sys.stdout.flush()
 
 
-def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+def _answers(settings: Settings) -> bool:
+    from dispatcher.redisconn import connect
+
+    client = connect(settings, socket_connect_timeout=1, socket_timeout=2)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -169,7 +171,7 @@ def _answers(url: str) -> bool:
 
 def ensure_redis(settings: Settings, quiet: bool = False) -> tuple[Settings, EmbeddedRedis | None]:
     """Use REDIS_URL if it answers; else, for the default URL only, start an embedded Redis."""
-    if _answers(settings.redis_url):
+    if _answers(settings):
         return settings, None
     if settings.redis_url != DEFAULT_REDIS_URL:
         raise ConfigError(f"cannot reach Redis at {settings.redacted()['redis_url']}")

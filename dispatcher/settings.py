@@ -177,6 +177,9 @@ class Settings:
         redis_url = get("REDIS_URL") or DEFAULT_REDIS_URL
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        from dispatcher.redisconn import check_url
+
+        check_url(redis_url, get("DISPATCHER_REDIS_CA_FILE"))
         key = get("SONORAN_API_KEY")
         port = _integer(get("PORT"), "PORT", DEFAULT_PORT)
         if not 0 < port < 65536:
@@ -310,10 +313,7 @@ def _positive(get: Any, name: str, default: float) -> float:
 
 
 def _hide_password(url: str) -> str:
-    """redis://:secret@host -> redis://:***@host (a Redis password is a secret too)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+    """redis://:secret@host -> redis://:***@host, ?password=secret -> ?password=***."""
+    from dispatcher.redact import redact_url
+
+    return redact_url(url)

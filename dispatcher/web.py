@@ -71,6 +71,8 @@ from dispatcher.openapi import openapi_document
 from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
 from dispatcher.refusals import RefusalLog
+from dispatcher.redact import LineRedactor as _Redactor
+from dispatcher.redact import holds_secret as _holds
 from dispatcher.settings import Settings
 from dispatcher.throttle import IngestRate, Verdict
 
@@ -104,26 +106,6 @@ _JSON = "application/json"
 
 # -- answers ------------------------------------------------------------------------------
 
-class _Redactor:
-    """Makes any text safe to answer or log: no API key, valid UTF-8, one short line."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        self.secrets = [s for s in secrets if s]
-
-    def __call__(self, text: str, limit: int = MAX_DETAIL_CHARS) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        # Unpaired surrogates (from "\\ud800" escapes) cannot be encoded; control
-        # characters would break a header-like text line.
-        text = text.encode("utf-8", "replace").decode("utf-8")
-        text = "".join(ch if ch >= " " or ch == "\t" else " " for ch in text)
-        if len(text) > limit:
-            text = text[:limit] + "..."
-        for secret in self.secrets:  # a cut could not re-create it, but be sure
-            text = text.replace(secret, "***")
-        return text
-
-
 def _text(body: str, status: int, **headers: str) -> Response:
     return Response(body, status=status, mimetype=_TEXT, headers=headers)
 
@@ -151,22 +133,6 @@ def _idempotency_header() -> str | None:
         raise BadBody(f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_HEADER} "
                       "printable ASCII characters without spaces")
     return value
-
-
-def _holds(value: Any, secret: str) -> bool:
-    """Whether any string (member name or value) in a parsed JSON value contains secret."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if secret in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _with_key(call: Call, key: str | None) -> Call:

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 
+from dispatcher import redact
 from dispatcher.broker import make_celery
 from dispatcher.errors import ConfigError
 from dispatcher.heartbeat import Heartbeats, HeartbeatThread, worker_name
@@ -23,8 +24,10 @@ log = logging.getLogger("dispatcher.worker")
 try:
     settings = Settings.from_env()
 except ConfigError as exc:  # a one-line error, not a traceback, even under `celery -A`
-    print(f"dispatcher: error: {exc}", file=sys.stderr)
+    print(f"dispatcher: error: {redact.text(exc)}", file=sys.stderr)
     sys.exit(2)
+# Every log line of the worker (Celery's and kombu's included) loses the secrets.
+redact.install(settings)
 
 app = make_celery(settings)
 
@@ -113,23 +116,31 @@ app.conf.imports = ("workers.tasks",)
 @signals.worker_init.connect
 def _check_configuration(**_: Any) -> None:
     """Refuse to start without credentials; warn when Redis could lose calls."""
+    redact.add_to_handlers()
     try:
         settings.require_credentials()
     except ConfigError as exc:
-        print(f"dispatcher: error: {exc}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(2)  # Celery swallows exceptions raised by signal handlers
+        _refuse(str(exc))
     from dispatcher.health import redis_durability_warnings
-    from dispatcher.redisconn import connect
+    from dispatcher.redisconn import connect, refusal
 
     client = connect(settings)
     try:
         for warning in redis_durability_warnings(client):
             log.warning(warning)
     except Exception as exc:  # Redis may be starting; Celery retries the connection itself
+        why = refusal(exc)
+        if why:  # a certificate or password that will never work: waiting cannot help
+            _refuse(why)
         log.warning("could not check Redis settings: %s", type(exc).__name__)
     finally:
         client.close()
+
+
+def _refuse(text: str) -> None:
+    print(f"dispatcher: error: {redact.text(text)}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(2)  # Celery swallows exceptions raised by signal handlers
 
 
 # The heartbeat that tells /healthz and /metrics this worker is alive: a daemon thread of
