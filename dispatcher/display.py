@@ -46,6 +46,16 @@ def safe(value: object) -> str:
     return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
 
 
+def safe_lines(value: object) -> str:
+    """Like `safe`, but line feeds and tabs stay (a log record, a traceback)."""
+    text = value if isinstance(value, str) else str(value)
+    if not _UNSAFE.search(text):
+        return text
+    return "\n".join(
+        "\t".join(_UNSAFE.sub(_escape, part) for part in line.split("\t"))
+        for line in text.split("\n"))
+
+
 def json_text(data: Any, indent: int | None = None) -> str:
     """JSON for output: ASCII only (every control and non-ASCII character as ``\\uXXXX``)."""
     # ensure_ascii leaves DEL (U+007F) raw: it is ASCII. Escaped, the JSON is the same.

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
+from dispatcher.display import safe_lines
+
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
 
@@ -240,7 +242,8 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string: keep what we can
             message = str(record.msg)
-        record.msg, record.args = redact(message), None
+        # A caller's text may reach a log line: a terminal tailing it must not obey it.
+        record.msg, record.args = safe_lines(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.exc_text:

@@ -70,9 +70,9 @@ from dispatcher.jsonbody import MAX_JSON_DEPTH, BadBody, parse_body
 from dispatcher.openapi import openapi_document
 from dispatcher.ops import ops_blueprint
 from dispatcher.producer import Producer
-from dispatcher.refusals import RefusalLog
 from dispatcher.redact import LineRedactor as _Redactor
 from dispatcher.redact import holds_secret as _holds
+from dispatcher.refusals import RefusalLog
 from dispatcher.settings import Settings
 from dispatcher.throttle import IngestRate, Verdict
 

@@ -140,3 +140,26 @@ def test_http_doors_refuse_the_key_in_any_decodable_form(
     assert call_keys(rclient) == set()
     assert _leaks(_dump(rclient)) == []
     assert _leaks(web.proc.output()) == []
+
+
+@pytest.mark.parametrize("form", ["escaped", "url-encoded", "all url-encoded"])
+def test_python_producers_refuse_the_key_in_any_decodable_form(
+    redis_url: str, rclient: redis.Redis, form: str
+) -> None:
+    """enqueue_call and `dispatcher enqueue` refuse what the doors refuse; nothing stored."""
+    from dispatcher import InvalidCall, Producer
+    from dispatcher.call import Call
+    from dispatcher.settings import Secret, Settings
+
+    text = {"escaped": ESCAPED, "url-encoded": PERCENT, "all url-encoded": ALL_PERCENT}[form]
+    settings = Settings(redis_url=redis_url, community_id="c", api_key=Secret(API_KEY))
+    producer = Producer(settings)
+    call = Call.parse({"caller": "a", "location": "b", "description": f"see {text}"})
+    with pytest.raises(InvalidCall, match="API key"):
+        producer.enqueue(call)
+    done = run_cli(["enqueue", "--caller", "a", "--location", "b", "--description", "c",
+                    "--meta", f"note={text}"], base_env(redis_url))
+    assert done.returncode != 0 and "API key" in done.stderr, done
+    assert not _leaks(done.stdout + done.stderr)
+    assert not _leaks(_dump(rclient))
+    assert rclient.dbsize() == 0 or not rclient.keys("dispatcher:call:*")

@@ -86,3 +86,19 @@ def test_a_withheld_note_names_the_hash() -> None:
     note = redact.withheld_note(b"abc")
     assert note == ("raw text withheld: it contained the API key (SHA-256 of the entry: "
                     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad)")
+
+
+def test_log_lines_show_terminal_controls_escaped(installed: None) -> None:
+    """A caller's text that reaches a log line cannot retitle or clear a tailing terminal."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("some.library")
+    logger.addHandler(handler)
+    try:
+        logger.warning("caller %s\nsecond line\tkept", "\x1b]0;pwned\x07\x1b[2J\u202e\r")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x0d" in out, out
+    assert not any(ch in out for ch in "\x1b\x07\r\u202e")
+    assert "\nsecond line\tkept" in out
