@@ -16,6 +16,7 @@ import redis
 from dispatcher.simulator import CadSimulator
 from tests.conftest import API_KEY, Proc, base_env, run_cli, wait_for
 from tests.http.httpkit import call_keys, seed_body, seed_call, start_web
+from tests.unit.conftest import redis_dump
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +45,7 @@ ENTRIES = {
 
 def _dump(client: redis.Redis) -> bytes:
     """Every key and value in the database, as one blob."""
-    out = []
-    for key in client.scan_iter(count=1000):
-        out.append(key)
-        kind = client.type(key).decode()
-        if kind == "string":
-            out.append(client.get(key) or b"")
-        elif kind == "hash":
-            out.extend(b for kv in client.hgetall(key).items() for b in kv)
-        elif kind == "list":
-            out.extend(client.lrange(key, 0, -1))
-        elif kind == "zset":
-            out.extend(m for m, _ in client.zrange(key, 0, -1, withscores=True))
-        elif kind == "set":
-            out.extend(client.smembers(key))
-    return b"\n".join(out)
+    return b"\n".join(redis_dump(client))
 
 
 def _leaks(text: str | bytes) -> list[str]:
