@@ -246,8 +246,8 @@ class RedactingFilter(logging.Filter):
         record.msg, record.args = safe_lines(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+        if record.exc_text:  # an exception's text may quote a caller's too
+            record.exc_text = safe_lines(redact(record.exc_text))
             record.exc_info = None  # the text above is what handlers print
         if record.stack_info:
             record.stack_info = redact(record.stack_info)

@@ -96,9 +96,14 @@ def test_log_lines_show_terminal_controls_escaped(installed: None) -> None:
     logger.addHandler(handler)
     try:
         logger.warning("caller %s\nsecond line\tkept", "\x1b]0;pwned\x07\x1b[2J\u202e\r")
+        try:
+            raise ValueError("bad caller \x1b[2J")
+        except ValueError:
+            logger.exception("failed")
     finally:
         logger.removeHandler(handler)
     out = stream.getvalue()
     assert "\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x0d" in out, out
     assert not any(ch in out for ch in "\x1b\x07\r\u202e")
     assert "\nsecond line\tkept" in out
+    assert "ValueError: bad caller \\x1b[2J" in out
