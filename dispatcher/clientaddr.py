@@ -8,7 +8,10 @@ is ignored: anybody can send it.
 
 The loopback rule of the operations page asks more than a loopback client address: the
 peer that connected (the proxy, or the client itself) must be on loopback too, so that a
-forwarded address can never turn a remote client into a local one.
+forwarded address can never turn a remote client into a local one. With no proxy
+trusted, a request that carries a proxy's header (``X-Forwarded-For``, ``Forwarded``,
+``X-Real-IP``, ``X-Forwarded-Host``) is never local: behind a local nginx every remote
+client would otherwise arrive from loopback.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ def is_loopback(address: str | None) -> bool:
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-def local_request(req: Request) -> bool:
-    """Both the believed client and the connecting peer are on loopback."""
+#: Headers a reverse proxy adds: a request carrying one came through a proxy.
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-Ip", "X-Forwarded-Host")
+
+
+def forwarded(req: Request) -> bool:
+    """Whether a proxy forwarded this request (with untrusted proxies, the client behind
+    it is unknown: a local nginx makes every remote client look like loopback)."""
+    return any(req.headers.get(name) for name in FORWARDING_HEADERS)
+
+
+def local_request(req: Request, trusted_proxies: int = 0) -> bool:
+    """Both the believed client and the connecting peer are on loopback; with no proxy
+    trusted, a request a proxy forwarded is not local whatever its peer."""
+    if trusted_proxies == 0 and forwarded(req):
+        return False
     return is_loopback(req.remote_addr) and is_loopback(peer_address(req.environ))

@@ -129,7 +129,7 @@ def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
         """Without an operator token the page is for this machine's own users only."""
         if auth.enabled or request.endpoint in ("ops.metrics", "ops.healthz"):
             return None
-        if local_request(request):
+        if local_request(request, settings.trusted_proxies):
             return None
         refusals.refused(client_address(request), f"ops: 403 {request.path} (no operator "
                          "token: loopback clients only)", logging.WARNING)

@@ -3,12 +3,13 @@
 Keys (prefix ``dispatcher`` by default; ``{a}`` is the client address as
 `dispatcher.clientaddr` believes it):
 
-    {p}:throttle:login:fails:{a}    str   failed logins in the current window (TTL: window)
+    {p}:throttle:login:fails:{a}    str   login attempts in the current window (TTL: window)
     {p}:throttle:login:lock:{a}     str   lock-out in force (TTL: time left)
     {p}:throttle:login:strikes:{a}  str   lock-outs so far (TTL: STRIKES_TTL_S)
     {p}:throttle:ingest:{a}         hash  token bucket of DISPATCHER_INGEST_RATE (TTL: refill)
 
-Failed logins: `LOGIN_FAILURES` per `LOGIN_WINDOW_S` from one address, then a lock-out of
+Logins: `LOGIN_FAILURES` attempts per `LOGIN_WINDOW_S` from one address (each counted
+before its token is compared, in one step with the lock-out check), then a lock-out of
 `FIRST_LOCKOUT_S` that doubles with each further lock-out (up to `MAX_LOCKOUT_S`); a
 locked address gets 429 without its token being checked. A success forgets the address.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import redis
 
@@ -51,22 +53,26 @@ class LoginThrottle:
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
         self.client = client
         self.base = f"{prefix}:throttle:login"
+        self._attempt = client.register_script(_lua("login_attempt.lua"))
         self._failure = client.register_script(_lua("login_failure.lua"))
 
     def _keys(self, addr: str) -> list[str]:
         return [f"{self.base}:{part}:{addr}" for part in ("fails", "lock", "strikes")]
 
+    def _run(self, script: Any, addr: str) -> Verdict:
+        lock = int(script(keys=self._keys(addr), args=[
+            LOGIN_FAILURES, LOGIN_WINDOW_S, FIRST_LOCKOUT_S, MAX_LOCKOUT_S, STRIKES_TTL_S]))
+        return Verdict(True) if lock <= 0 else Verdict(False, lock)
+
     def check(self, addr: str) -> Verdict:
-        """Before the token is compared: is this address locked out?"""
-        ttl = int(self.client.ttl(self._keys(addr)[1]))
-        return Verdict(True) if ttl <= 0 else Verdict(False, ttl)
+        """Before the token is compared: count the attempt, and refuse it when the address
+        is locked out or has used the window's attempts (one atomic step, so a burst of
+        concurrent guesses gets no more comparisons than a slow one)."""
+        return self._run(self._attempt, addr)
 
     def failed(self, addr: str) -> Verdict:
-        """Count one failure; the verdict says whether the address is now locked out."""
-        lock = int(self._failure(keys=self._keys(addr),
-                                 args=[LOGIN_FAILURES, LOGIN_WINDOW_S, FIRST_LOCKOUT_S,
-                                       MAX_LOCKOUT_S, STRIKES_TTL_S]))
-        return Verdict(True) if lock <= 0 else Verdict(False, lock)
+        """The token was wrong; the verdict says whether the address is now locked out."""
+        return self._run(self._failure, addr)
 
     def succeeded(self, addr: str) -> None:
         self.client.delete(*self._keys(addr))

@@ -207,12 +207,6 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         if not community or not key:
             return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
                           "MUST BE SET", 503)
-        slow_down = too_fast()
-        if slow_down is not None:
-            return refuse(f"TOO MANY REQUESTS: at most {settings.ingest_rate:g} per second from "
-                          f"one address (DISPATCHER_INGEST_RATE); retry in "
-                          f"{slow_down.retry_after_s} s", 429,
-                          **{"Retry-After": str(slow_down.retry_after_s)})
         try:
             body = parse_body(doorrules.read_body(request))
             header_key = _idempotency_header()
@@ -227,6 +221,12 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
             return refuse("INVALID COMMUNITY ID")
         if not _same(body.get("key"), key):
             return refuse("INVALID API KEY")
+        slow_down = too_fast()  # after the key: a stranger cannot spend a server's budget
+        if slow_down is not None:
+            return refuse(f"TOO MANY REQUESTS: at most {settings.ingest_rate:g} per second from "
+                          f"one address (DISPATCHER_INGEST_RATE); retry in "
+                          f"{slow_down.retry_after_s} s", 429,
+                          **{"Retry-After": str(slow_down.retry_after_s)})
         data = body.get("data")
         if not isinstance(data, list) or not data:
             return refuse("INVALID CALL: data must be a non-empty array of call objects")
@@ -270,13 +270,6 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         if not key:
             return problem(503, "Service Unavailable",
                            "the dispatcher is not configured: SONORAN_API_KEY must be set")
-        slow_down = too_fast()
-        if slow_down is not None:
-            return problem(429, "Too Many Requests",
-                           f"at most {settings.ingest_rate:g} requests per second from one "
-                           f"address (DISPATCHER_INGEST_RATE); retry in "
-                           f"{slow_down.retry_after_s} s",
-                           **{"Retry-After": str(slow_down.retry_after_s)})
         in_path = doorrules.key_outside_body(key, server_id, None)
         if in_path:  # before the Authorization check: never echo a path that holds it
             return problem(400, "Bad Request", in_path, field="serverId")
@@ -284,6 +277,13 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
         if scheme.lower() != "bearer" or not _same(token.strip(), key):
             return problem(401, "Unauthorized", "Invalid or missing API key",
                            **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+        slow_down = too_fast()  # after the key: a stranger cannot spend a server's budget
+        if slow_down is not None:
+            return problem(429, "Too Many Requests",
+                           f"at most {settings.ingest_rate:g} requests per second from one "
+                           f"address (DISPATCHER_INGEST_RATE); retry in "
+                           f"{slow_down.retry_after_s} s",
+                           **{"Retry-After": str(slow_down.retry_after_s)})
         try:
             body = parse_body(doorrules.read_body(request))
             header_key = _idempotency_header()

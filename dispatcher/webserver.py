@@ -41,6 +41,8 @@ CONNECTION_LIMIT = 4096
 CHANNEL_TIMEOUT_S = 20
 #: How often waitress looks for such connections, seconds.
 CLEANUP_INTERVAL_S = 5
+#: A request body larger than this is buffered on disk by waitress (its default: 512 KiB).
+INBUF_OVERFLOW_BYTES = 64 * 1024
 #: Descriptors needed beyond the connections (Redis pools, logs, the listening socket).
 SPARE_FDS = 256
 
@@ -67,9 +69,13 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
                    connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
                    cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,
-                   # X-Forwarded-* reach the app only when proxies are trusted; then the
-                   # app's ProxyFix (dispatcher.clientaddr) reads exactly that many hops.
-                   clear_untrusted_proxy_headers=settings.trusted_proxies == 0, **where)
+                   # Bodies beyond this wait in a temporary file, not in memory: a client
+                   # that trickles a large body holds a file, not RAM.
+                   inbuf_overflow=INBUF_OVERFLOW_BYTES,
+                   # X-Forwarded-* always reach the app: ProxyFix (dispatcher.clientaddr)
+                   # believes X-Forwarded-For only from DISPATCHER_TRUSTED_PROXIES hops,
+                   # and a forwarded request is never "local" to the page's loopback rule.
+                   clear_untrusted_proxy_headers=False, **where)
 
 
 def _raise_fd_limit(wanted: int) -> None:

@@ -1,20 +1,24 @@
--- One failed operator login from one client address (dispatcher.throttle.LoginThrottle).
--- KEYS[1]  failures in the current window (string counter; expires with the window)
+-- A login attempt whose token was wrong (dispatcher.throttle.LoginThrottle.failed). The
+-- attempt was already counted by login_attempt.lua; this only locks the address out at
+-- once when that was the last attempt the window allows, so its next try gets 429.
+-- KEYS[1]  attempts in the current window (string counter, see login_attempt.lua)
 -- KEYS[2]  lock-out (string; its TTL is the time left)
 -- KEYS[3]  strikes: lock-outs so far (string counter; forgotten after ARGV[5] s)
--- ARGV[1]  failures allowed per window
--- ARGV[2]  window, seconds
+-- ARGV[1]  attempts allowed per window
+-- ARGV[2]  window, seconds (unused here; the same arguments as login_attempt.lua)
 -- ARGV[3]  first lock-out, seconds (doubles with each strike)
 -- ARGV[4]  longest lock-out, seconds
 -- ARGV[5]  how long strikes are remembered, seconds
 -- Returns the lock-out now in force, in seconds (0: not locked).
-local fails = redis.call('INCR', KEYS[1])
-if fails == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
-if fails < tonumber(ARGV[1]) then return 0 end
+local allowed = tonumber(ARGV[1])
+local first_lock, max_lock, strikes_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local left = redis.call('TTL', KEYS[2])
+if left > 0 then return left end
+local attempts = tonumber(redis.call('GET', KEYS[1]) or '0')
+if attempts < allowed then return 0 end
 redis.call('DEL', KEYS[1])
 local strikes = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
-local lock = tonumber(ARGV[3]) * 2 ^ math.min(strikes - 1, 30)
-lock = math.floor(math.min(lock, tonumber(ARGV[4])))
+redis.call('EXPIRE', KEYS[3], strikes_ttl)
+local lock = math.floor(math.min(first_lock * 2 ^ math.min(strikes - 1, 30), max_lock))
 redis.call('SET', KEYS[2], strikes, 'EX', lock)
 return lock

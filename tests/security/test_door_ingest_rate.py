@@ -53,6 +53,20 @@ def test_the_ingest_rate_is_kept_per_address_by_all_web_processes(
     assert API_KEY not in log
 
 
+def test_requests_without_the_key_do_not_spend_the_budget_of_real_calls(
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
+) -> None:
+    """Game servers behind one address (a NAT, an untrusted proxy) share a bucket: a
+    stranger's junk must not get their 911 calls refused."""
+    web = start_web(procs, base_env(redis_url, sim, DISPATCHER_INGEST_RATE="1"))
+    for _ in range(20):
+        assert web.v1(seed_body([seed_call()], key="not-the-key")).status_code == 400
+        assert web.v1("{not json").status_code == 400
+        assert web.v2(json.dumps({"caller": "a"}), key="wrong").status_code == 401
+    real = web.v1(seed_body([seed_call()]))
+    assert real.status_code == 200, real.text
+
+
 def test_a_flood_of_wrong_keys_is_one_line_per_minute_per_source(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
 ) -> None:

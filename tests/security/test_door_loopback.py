@@ -80,3 +80,29 @@ def test_trusted_proxies_name_the_forwarded_client_everywhere(
     assert "ops: 403 / " in log and "from 203.0.113.9" in log, log
     assert re.search(r"http v1: 429 TOO MANY REQUESTS: .* from 198\.51\.100\.1\b", log), log
     assert "INVALID API KEY from 198.51.100.77" in log, log
+
+
+def test_behind_a_local_proxy_that_is_not_trusted_the_page_is_not_open(
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
+) -> None:
+    """A local nginx forwards every remote client from loopback: without a trusted proxy
+    and without a token, a request a proxy forwarded does not get the page."""
+    web = start_web(procs, base_env(redis_url, sim))
+    for header in ({"X-Forwarded-For": "192.0.2.2, 127.0.0.1"},
+                   {"Forwarded": "for=192.0.2.2"}, {"X-Real-IP": "192.0.2.2"}):
+        proxied = _get(web.url + "/", **header)
+        assert proxied.status_code == 403 and HINT in proxied.text, (header, proxied.text)
+    assert _get(web.url + "/").status_code == 200, "a local client, no proxy"
+    assert _get(web.url + "/healthz", **{"X-Forwarded-For": "192.0.2.2"}).status_code == 200
+
+
+def test_the_session_cookie_is_secure_behind_a_tls_proxy(
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
+) -> None:
+    token = "ops-TEST-token-9c41d7e2b8a5"
+    web = start_web(procs, base_env(redis_url, sim, DISPATCHER_OPS_TOKEN=token))
+    login = requests.post(web.url + "/login", data={"token": token}, timeout=10,
+                          allow_redirects=False,
+                          headers={"Origin": web.url, "X-Forwarded-Proto": "https"})
+    assert login.status_code == 303, login.text
+    assert "secure" in login.headers["Set-Cookie"].lower(), login.headers["Set-Cookie"]

@@ -88,3 +88,38 @@ def test_150_slow_clients_leave_health_and_ingest_answering(
     idle.close()
     for s in slow:
         s.close()
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+def test_slow_large_bodies_wait_on_disk_not_in_memory(
+    redis_url: str, sim: CadSimulator, procs: Callable[..., Proc]
+) -> None:
+    """300 clients that send all but the last bytes of a 256 KiB body and then stall: the
+    bodies wait in temporary files, so the web process's memory hardly grows."""
+    web = start_web(procs, base_env(redis_url, sim))
+    port = int(web.url.rsplit(":", 1)[1])
+    pid = web.proc.proc.pid
+    before = _rss_kb(pid)
+    size = 256 * 1024
+    head = (f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode()
+    clients = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(head + b" " * (size - 100))
+            clients.append(s)
+        time.sleep(2.0)  # waitress has read what was sent
+        grown_mb = (_rss_kb(pid) - before) / 1024
+        ok = requests.get(web.url + "/healthz", timeout=5)
+        assert ok.status_code == 200
+    finally:
+        for s in clients:
+            s.close()
+    print(f"300 stalled 256 KiB bodies: web RSS +{grown_mb:.1f} MB")
+    assert grown_mb < 40, f"the stalled bodies are held in memory: +{grown_mb:.1f} MB"
