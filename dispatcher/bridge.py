@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -99,6 +100,25 @@ def kept_text(raw: bytes, redactor: Redactor, key_check: Redactor) -> str:
 KEY_IN_ENTRY = "the entry contains the API key; it was not queued and its text is not kept"
 
 
+class _OncePerMinute:
+    """A log line for the first event, then at most one per `FULL_LOG_EVERY_S` with the
+    count of those not logged (a flood of junk entries writes one line a minute)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.logged_at: float | None = None
+        self.unlogged = 0
+
+    def due(self) -> int | None:
+        """None: count this event silently; else log it, with this many left unlogged."""
+        now = self.clock()
+        if self.logged_at is not None and now - self.logged_at < FULL_LOG_EVERY_S:
+            self.unlogged += 1
+            return None
+        skipped, self.unlogged, self.logged_at = self.unlogged, 0, now
+        return skipped
+
+
 class Bridge:
     """Moves inbox entries into the queue, one at a time, safely."""
 
@@ -115,6 +135,7 @@ class Bridge:
         self._full_since: float | None = None
         self._full_logged = 0.0
         self._full_refusals = 0
+        self._invalid_log = _OncePerMinute()
         self.redactor = Redactor.from_settings(producer.settings)
         key = producer.settings.api_key
         self.key_check = Redactor([key.reveal() if key else None])
@@ -193,7 +214,11 @@ class Bridge:
         text = kept_text(raw, self.redactor, self.key_check)
         self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
         self.invalid += 1
-        log.warning("inbox entry is not a valid call (%s); kept as a dead letter", message)
+        skipped = self._invalid_log.due()
+        if skipped is not None:
+            more = f" ({skipped} more in the last minute, not logged)" if skipped else ""
+            log.warning("inbox entry is not a valid call (%s); kept as a dead letter%s",
+                        message, more)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; rides out Redis outages."""

@@ -66,6 +66,9 @@ def test_five_hundred_junk_entries_of_60_kb_keep_fifty_and_summarise_the_rest(
         assert raws == {f"{i:05d}".encode() for i in range(450, 500)}
         lines = [ln for ln in bridge.output().splitlines() if "DISPATCHER_MAX_INVALID" in ln]
         assert 1 <= len(lines) <= 2, lines  # one a minute, not one per entry
+        junk_lines = [ln for ln in bridge.output().splitlines()
+                      if "inbox entry is not a valid call" in ln]
+        assert 1 <= len(junk_lines) <= 2, junk_lines[:5]  # not 500 lines
     finally:
         client.close()
         server.stop()

@@ -236,3 +236,15 @@ def test_the_configured_inbox_key_is_used(
     assert box.bridge.step(block_s=0.01) is True
     assert r.llen("game:911") == 0 and r.llen("game:911:processing") == 0
     assert len(box.calls()) == 1
+
+
+def test_junk_entries_are_logged_once_a_minute_with_a_count() -> None:
+    from dispatcher.bridge import FULL_LOG_EVERY_S, _OncePerMinute
+
+    now = [100.0]
+    gate = _OncePerMinute(clock=lambda: now[0])
+    assert gate.due() == 0, "the first is logged"
+    assert [gate.due() for _ in range(5)] == [None] * 5
+    now[0] += FULL_LOG_EVERY_S
+    assert gate.due() == 5, "then one line a minute, with the count of the others"
+    assert gate.due() is None
