@@ -1,4 +1,4 @@
--- One failed operator login from one client address (dispatcher.throttle.LoginThrottle).
+-- One failed operator login from one client address (dispatcher.http.throttle.LoginThrottle).
 -- KEYS[1]  failures in the current window (string counter; expires with the window)
 -- KEYS[2]  lock-out (string; its TTL is the time left)
 -- KEYS[3]  strikes: lock-outs so far (string counter; forgotten after ARGV[5] s)

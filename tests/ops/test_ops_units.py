@@ -9,9 +9,16 @@ from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.http.auth import SESSION_MAX_AGE_S
+from dispatcher.http.opspage import (
+    SESSION_COOKIE,
+    OperatorAuth,
+    View,
+    _next_path,
+    parse_since,
+    same_origin,
+)
 from dispatcher.metrics import health_report, latency_histogram, registry_for
-from dispatcher.ops import SESSION_COOKIE, OperatorAuth, View, _next_path, parse_since, same_origin
-from dispatcher.opsauth import SESSION_MAX_AGE_S
 from dispatcher.settings import Secret, Settings
 from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 

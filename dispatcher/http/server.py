@@ -27,8 +27,8 @@ import socket
 import time
 from typing import Any
 
+from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES, create_app
 from dispatcher.settings import Settings
-from dispatcher.web import SERVER_MAX_BODY_BYTES, create_app
 
 log = logging.getLogger("dispatcher.web")
 
@@ -68,7 +68,7 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
                    connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
                    cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,
                    # X-Forwarded-* reach the app only when proxies are trusted; then the
-                   # app's ProxyFix (dispatcher.clientaddr) reads exactly that many hops.
+                   # app's ProxyFix (dispatcher.http.clientaddr) reads exactly that many hops.
                    clear_untrusted_proxy_headers=settings.trusted_proxies == 0, **where)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.console import CliError, client_for, first_line
+from dispatcher.cli.console import CliError, client_for, first_line
 from dispatcher.settings import Settings
 
 
@@ -26,7 +26,7 @@ def ping(settings: Settings) -> None:
 
 
 def port_free(host: str, port: int, variable: str) -> None:
-    from dispatcher.embedded import port_free
+    from dispatcher.cli.embedded import port_free
 
     if not port_free(port, host):
         raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")

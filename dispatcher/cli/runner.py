@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import redis
 
-from dispatcher.embedded import EmbeddedRedis, free_port, port_free
+from dispatcher.cli.embedded import EmbeddedRedis, free_port, port_free
 from dispatcher.errors import ConfigError
 from dispatcher.settings import DEFAULT_REDIS_URL, DEFAULT_RUN_WEB_HOST, Secret, Settings
 
@@ -208,7 +208,7 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
     sim = None
     try:
         if demo:
-            from dispatcher.demo import DEMO_COMMUNITY, DEMO_KEY, Demo
+            from dispatcher.cli.demo import DEMO_COMMUNITY, DEMO_KEY, Demo
             from dispatcher.simulator import CadSimulator
 
             sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()

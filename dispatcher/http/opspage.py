@@ -3,7 +3,7 @@
 The page shows the figures at a glance, the last hour as a chart, the dead letters
 (filtered) with replay and purge, and a call lookup. It works without JavaScript.
 
-Security (`dispatcher.opsauth`). With ``DISPATCHER_OPS_TOKEN`` set, the page and its
+Security (`dispatcher.http.auth`). With ``DISPATCHER_OPS_TOKEN`` set, the page and its
 actions need a session (signed cookie, kept in Redis, ended by logout); failed logins
 are throttled per client address. Every state-changing route is POST only and checks
 the form's CSRF token against the session's in constant time *and* that Origin (or,
@@ -35,12 +35,10 @@ from flask import Blueprint, Request, Response, redirect, render_template, reque
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatcher.broker import Publisher
-from dispatcher.clientaddr import client_address, local_request
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.history import History, chart
-from dispatcher.metrics import KNOWN_REASONS, health_report, redis_memory, registry_for
-from dispatcher.opsauth import (
+from dispatcher.http.auth import (
     LOOPBACK_HINT,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
@@ -48,11 +46,13 @@ from dispatcher.opsauth import (
     safe_next,
     same_origin,
 )
+from dispatcher.http.clientaddr import client_address, local_request
+from dispatcher.http.refusals import RefusalLog
+from dispatcher.http.throttle import LoginThrottle
+from dispatcher.metrics import KNOWN_REASONS, health_report, redis_memory, registry_for
 from dispatcher.records import CallRecord, Records
-from dispatcher.refusals import RefusalLog
 from dispatcher.schedule import Pump
 from dispatcher.settings import Settings
-from dispatcher.throttle import LoginThrottle
 
 log = logging.getLogger("dispatcher.ops")
 

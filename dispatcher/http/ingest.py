@@ -42,9 +42,9 @@ Decisions (also in the OpenAPI description served at ``/openapi.json``):
   call that contains the key anywhere (a field, a metaData name or value, the v2 path's
   serverId, the ``Idempotency-Key`` header) is refused with 400, since storing it would
   put the key in Redis, `dispatcher status` and the dead letters.
-- 503 ``QUEUE FULL`` (backlog cap) is not ``QUEUE UNAVAILABLE`` (`dispatcher.doorrules`);
-  429 per source address (`dispatcher.throttle`); refusals are logged once a minute per
-  source (`dispatcher.refusals`), the address as `dispatcher.clientaddr` believes it.
+- 503 ``QUEUE FULL`` (backlog cap) is not ``QUEUE UNAVAILABLE`` (`dispatcher.http.doorrules`);
+  429 per source address (`dispatcher.http.throttle`); refusals are logged once a minute per
+  source (`dispatcher.http.refusals`), the address as `dispatcher.http.clientaddr` believes it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -63,18 +64,18 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response as BaseResponse
 
-from dispatcher import clientaddr, doorrules
 from dispatcher.call import Call
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
-from dispatcher.jsonbody import MAX_JSON_DEPTH, BadBody, parse_body
-from dispatcher.openapi import openapi_document
-from dispatcher.ops import ops_blueprint
+from dispatcher.http import clientaddr, doorrules
+from dispatcher.http.body import MAX_JSON_DEPTH, BadBody, parse_body
+from dispatcher.http.openapi import openapi_document
+from dispatcher.http.opspage import ops_blueprint
+from dispatcher.http.refusals import RefusalLog
+from dispatcher.http.throttle import IngestRate, Verdict
 from dispatcher.producer import Producer
 from dispatcher.redact import LineRedactor as _Redactor
 from dispatcher.redact import holds_secret as _holds
-from dispatcher.refusals import RefusalLog
 from dispatcher.settings import Settings
-from dispatcher.throttle import IngestRate, Verdict
 
 log = logging.getLogger("dispatcher.web")
 
@@ -146,7 +147,8 @@ def _with_key(call: Call, key: str | None) -> Call:
 
 def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     """The Flask app; one Producer (one Redis pool, one Celery publisher) per process."""
-    app = Flask("dispatcher")
+    # Named "dispatcher" (its logger); templates/ and static/ live beside this module.
+    app = Flask("dispatcher", root_path=str(Path(__file__).parent))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     clientaddr.install(app, settings.trusted_proxies)
     # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.

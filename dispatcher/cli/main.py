@@ -11,8 +11,8 @@ from typing import NoReturn
 
 import redis
 
-from dispatcher import processes
-from dispatcher.console import (
+from dispatcher.cli import processes
+from dispatcher.cli.console import (
     EXIT_ERROR,
     EXIT_USAGE,
     CliError,
@@ -200,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "stats":
         return _stats(settings, args)
     if command == "dlq":
-        from dispatcher import dlq
+        from dispatcher.cli import dlq
 
         return dlq.run(settings, args)
     if command == "simulate-cad":
@@ -211,7 +211,7 @@ def _dispatch(args: argparse.Namespace) -> int:
               control_port=args.control_port)
         return 0
     if command == "run":
-        from dispatcher.runner import run
+        from dispatcher.cli.runner import run
 
         return run(settings, demo=args.demo, calls=args.calls)
     if command == "worker":
@@ -222,7 +222,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return processes.bridge(settings)
     if command == "web":
         processes.setup_logging()
-        from dispatcher.webserver import serve as web_serve
+        from dispatcher.http.server import serve as web_serve
 
         processes.ping(settings)
         host = settings.web_host or DEFAULT_WEB_HOST

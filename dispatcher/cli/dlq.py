@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.console import CliError, UsageError, client_for, emit, say
+from dispatcher.cli.console import CliError, UsageError, client_for, emit, say
 from dispatcher.display import json_text
 from dispatcher.settings import Settings
 
