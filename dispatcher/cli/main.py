@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import NoReturn
 
 import redis
@@ -24,6 +23,7 @@ from dispatcher.cli.console import (
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
+from dispatcher.since import parse_since
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,20 +33,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _since(value: str) -> float:
-    """ISO 8601 time, or a duration back from now: 30m, 2h, 1d, 90s."""
-    text = value.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if len(text) > 1 and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
+    """`dispatcher.since.parse_since` as an argparse type (its error is argparse's)."""
     try:
-        text = value.strip().replace("Z", "+00:00")
-        parsed = datetime.fromisoformat(text)
+        return parse_since(value, time.time())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time or a duration like 30m: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def _positive_int(value: str) -> int:
@@ -226,7 +218,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         processes.ping(settings)
         host = settings.web_host or DEFAULT_WEB_HOST
-        processes.port_free(host, settings.port, "PORT")
+        processes.require_free_port(host, settings.port, "PORT")
         web_serve(settings, host=host)
         return 0
     raise CliError(f"unknown command {command!r}")

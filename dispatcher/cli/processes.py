@@ -25,10 +25,11 @@ def ping(settings: Settings) -> None:
                        f"{refusal(exc) or first_line(exc)}") from None
 
 
-def port_free(host: str, port: int, variable: str) -> None:
+def require_free_port(host: str, port: int, variable: str) -> None:
+    """A one-line `CliError` naming `variable` when `host`:`port` is taken."""
     from dispatcher.cli.embedded import port_free
 
-    if not port_free(port, host):
+    if not port_free(host, port):
         raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")
 
 

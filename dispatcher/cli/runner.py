@@ -185,7 +185,7 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
     """Start everything; block until Ctrl-C/SIGTERM (or the demo's end)."""
     if not demo:
         settings.require_credentials()
-        if not port_free(settings.port, "0.0.0.0"):
+        if not port_free("0.0.0.0", settings.port):
             raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
     if demo:
         # The demo never touches a Redis of yours: it runs on a private, fresh one.
@@ -212,7 +212,7 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
             from dispatcher.simulator import CadSimulator
 
             sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
-            port = settings.port if port_free(settings.port, "0.0.0.0") else free_port()
+            port = settings.port if port_free("0.0.0.0", settings.port) else free_port()
             settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
                                       api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
                                       web_host="127.0.0.1", circuit_cooldown_s=2.0,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -53,32 +52,19 @@ from dispatcher.metrics import KNOWN_REASONS, health_report, redis_memory, regis
 from dispatcher.records import CallRecord, Records
 from dispatcher.schedule import Pump
 from dispatcher.settings import Settings
+from dispatcher.since import parse_since
 
 log = logging.getLogger("dispatcher.ops")
 
-__all__ = ["SESSION_COOKIE", "OperatorAuth", "View", "ops_blueprint", "parse_since",
-           "same_origin"]
+__all__ = ["SESSION_COOKIE", "OperatorAuth", "View", "ops_blueprint", "same_origin"]
 
 #: Dead letters listed on the page (the count of all matching ones is shown too).
 PAGE_LIMIT = 100
 #: Query parameters the page keeps across an action (filters and the looked-up call).
 VIEW_PARAMS = ("reason", "since", "search", "call", "refresh")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
-
-
-def parse_since(text: str, now: float) -> float:
-    """ISO 8601 (UTC unless it says otherwise) or a duration ago: 30m, 2h, 1d."""
-    match = _DURATION.match(text)
-    if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
-    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 @dataclass(frozen=True)
