@@ -1,6 +1,8 @@
-"""The ``web`` process: HTTP ingest (the seed's own request), metrics, health, ops page.
+"""The two ingest doors: a call's way in over HTTP (the seed's own request, and v2).
 
-Two doors put calls in the queue; both answer only after every call is recorded in Redis.
+Both answer only after every call is recorded in Redis. `dispatcher.http.app` mounts
+them (and the operations page) on one Flask app; the state they share is a `Door` on
+``app.extensions``.
 
 ``POST /emergency/call_911`` (v1, the seed) takes the seed's request body byte for byte
 (``{"id", "key", "type": "CALL_911", "data": [call, ...]}``). ``type``, ``id`` and ``key``
@@ -53,23 +55,17 @@ import dataclasses
 import hmac
 import json
 import logging
-import traceback
 import uuid
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.wrappers import Response as BaseResponse
+from flask import Flask, Response, current_app, request
 
 from dispatcher.call import Call
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.http import clientaddr, doorrules
-from dispatcher.http.body import MAX_JSON_DEPTH, BadBody, parse_body
-from dispatcher.http.openapi import openapi_document
-from dispatcher.http.opspage import ops_blueprint
+from dispatcher.http.body import BadBody, parse_body
 from dispatcher.http.refusals import RefusalLog
 from dispatcher.http.throttle import IngestRate, Verdict
 from dispatcher.producer import Producer
@@ -107,7 +103,8 @@ _JSON = "application/json"
 
 # -- answers ------------------------------------------------------------------------------
 
-def _text(body: str, status: int, **headers: str) -> Response:
+def plain(body: str, status: int, **headers: str) -> Response:
+    """A text/plain answer (the v1 door's and the seed's form)."""
     return Response(body, status=status, mimetype=_TEXT, headers=headers)
 
 
@@ -143,224 +140,214 @@ def _with_key(call: Call, key: str | None) -> Call:
     return dataclasses.replace(call, idempotency_key=key)
 
 
-# -- the app -------------------------------------------------------------------------------
+# -- the state both doors share ------------------------------------------------------------
 
-def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
-    """The Flask app; one Producer (one Redis pool, one Celery publisher) per process."""
-    # Named "dispatcher" (its logger); templates/ and static/ live beside this module.
-    app = Flask("dispatcher", root_path=str(Path(__file__).parent))
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    clientaddr.install(app, settings.trusted_proxies)
-    # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
-    prod = producer or Producer(settings.with_(spool_dir=None))
-    client: redis.Redis = prod.client
-    key = settings.api_key.reveal() if settings.api_key else None
-    community = settings.community_id
-    safe = _Redactor([key or ""])
-    refusals = RefusalLog(log)
-    rate = (IngestRate(client, settings.ingest_rate, settings.prefix)
-            if settings.ingest_rate else None)
-    document = openapi_document(
-        max_body_bytes=MAX_BODY_BYTES, max_calls=MAX_CALLS_PER_REQUEST,
-        max_depth=MAX_JSON_DEPTH, retry_after_s=RETRY_AFTER_S,
-        max_idempotency_header=MAX_IDEMPOTENCY_HEADER, server_max_body_bytes=SERVER_MAX_BODY_BYTES,
-    )
-    document_bytes = json.dumps(document, indent=2).encode()
+#: Where the `Door` lives in ``app.extensions``.
+EXTENSION = "dispatcher.door"
 
-    def client_addr() -> str:
-        return clientaddr.client_address(request)
 
-    def problem(status: int, title: str, detail: str, field: str | None = None,
+@dataclass(frozen=True)
+class Door:
+    """What the doors need: the producer, the configured credentials, the refusal log."""
+
+    settings: Settings
+    producer: Producer
+    key: str | None
+    community: str | None
+    safe: _Redactor
+    refusals: RefusalLog
+    rate: IngestRate | None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
+        # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
+        prod = producer or Producer(settings.with_(spool_dir=None))
+        key = settings.api_key.reveal() if settings.api_key else None
+        rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
+                if settings.ingest_rate else None)
+        return cls(settings, prod, key, settings.community_id, _Redactor([key or ""]),
+                   RefusalLog(log), rate)
+
+    def install(self, app: Flask) -> None:
+        """Mount both doors on `app`, with this door as their state."""
+        app.extensions[EXTENSION] = self
+        app.add_url_rule(V1_PATH, view_func=call_911, methods=["POST"])
+        app.add_url_rule(V2_PATH, view_func=call_911_v2, methods=["POST"])
+
+    def problem(self, status: int, title: str, detail: str, field: str | None = None,
                 **headers: str) -> Response:
+        """An RFC 9457 answer of the v2 door (its refusal logged)."""
+        safe = self.safe
         trace = uuid.uuid4().hex
         body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
                                 "detail": safe(detail), "instance": safe(request.path),
                                 "traceId": trace}
         if field is not None:
             body["field"] = safe(field, 100)
-        refusals.refused(client_addr(), f"http v2: {status} {body['detail']} (trace {trace})",
-                         logging.WARNING if status >= 500 else logging.INFO)
+        self.refusals.refused(client_addr(), f"http v2: {status} {body['detail']} "
+                              f"(trace {trace})",
+                              logging.WARNING if status >= 500 else logging.INFO)
         return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=_PROBLEM,
                         headers=headers)
 
-    def refuse(text: str, status: int = 400, **headers: str) -> Response:
-        text = safe(text, MAX_DETAIL_CHARS + 40)
-        refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
-        return _text(text, status, **headers)
+    def refuse(self, text: str, status: int = 400, **headers: str) -> Response:
+        """A plain-text refusal of the v1 door (logged)."""
+        text = self.safe(text, MAX_DETAIL_CHARS + 40)
+        self.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
+        return plain(text, status, **headers)
 
-    def too_fast() -> Verdict | None:
-        return None if rate is None else rate.refusal(client_addr())
+    def too_fast(self) -> Verdict | None:
+        """The ingest rate's refusal of this request's source address, if any."""
+        return None if self.rate is None else self.rate.refusal(client_addr())
 
-    def enqueue_all(calls: list[Call]
+    def enqueue_all(self, calls: list[Call]
                     ) -> tuple[list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
         """Queue calls in order; stop at the first failure (returns the ids queued)."""
         ids: list[str] = []
         for call in calls:
             try:
-                ids.append(prod.enqueue(call, "http"))
+                ids.append(self.producer.enqueue(call, "http"))
             except (QueueUnavailable, QueueFull, InvalidCall) as exc:
                 return ids, exc
             except redis.RedisError as exc:  # bounded() translates the usual ones
                 return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
         return ids, None
 
-    @app.post(V1_PATH)
-    def call_911() -> Response:
-        if not community or not key:
-            return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
-                          "MUST BE SET", 503)
-        slow_down = too_fast()
-        if slow_down is not None:
-            return refuse(f"TOO MANY REQUESTS: at most {settings.ingest_rate:g} per second from "
-                          f"one address (DISPATCHER_INGEST_RATE); retry in "
-                          f"{slow_down.retry_after_s} s", 429,
-                          **{"Retry-After": str(slow_down.retry_after_s)})
-        try:
-            body = parse_body(doorrules.read_body(request))
-            header_key = _idempotency_header()
-        except BadBody as exc:
-            return refuse(f"INVALID REQUEST BODY: {exc}")
-        in_request = doorrules.key_outside_body(key, None, header_key)
-        if in_request:
-            return refuse(f"INVALID REQUEST: {in_request}")
-        if body.get("type") != "CALL_911":
-            return refuse("INVALID REQUEST TYPE")
-        if not _same(body.get("id"), community):
-            return refuse("INVALID COMMUNITY ID")
-        if not _same(body.get("key"), key):
-            return refuse("INVALID API KEY")
-        data = body.get("data")
-        if not isinstance(data, list) or not data:
-            return refuse("INVALID CALL: data must be a non-empty array of call objects")
-        if len(data) > MAX_CALLS_PER_REQUEST:
-            return refuse(f"INVALID CALL: data holds {len(data)} calls; at most "
-                          f"{MAX_CALLS_PER_REQUEST} calls per request")
-        calls: list[Call] = []
-        for i, obj in enumerate(data):  # all are validated before any is queued
-            try:
-                call = Call.parse(obj)
-            except InvalidCall as exc:
-                return refuse(f"INVALID CALL: data[{i}]: {exc}")
-            if _holds(obj, key):
-                return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
-            calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
-        ids, failure = enqueue_all(calls)
-        if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
-            return refuse(f"INVALID CALL: data[0]: {failure}")
-        if failure is not None:
-            status, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
-            text = f"{doorrules.failure_title(failure)}: "
-            text += (f"data[{len(ids)}]: {failure}." if isinstance(failure, InvalidCall)
-                     else f"{doorrules.sentence(failure)} Retry in {wait} s.")
-            if ids:
-                text += (f" {len(ids)} of {len(calls)} calls were queued before the failure "
-                         f"(data[0..{len(ids) - 1}], ID: {','.join(ids)}); the others were not."
-                         " A retry queues those again unless the calls carry idempotencyKey"
-                         " or the request an Idempotency-Key header.")
-            else:
-                text += " No call of this request was queued."
-            text = safe(text, 4000)  # room for 50 ids
-            refusals.refused(client_addr(), f"http v1: {status} {text}", logging.WARNING)
-            headers = {"Retry-After": str(wait)} if status == 503 else {}
-            return _text(text, status, **headers)
-        log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
-                 ",".join(ids))
-        return _text("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
 
-    @app.post(V2_PATH)
-    def call_911_v2(server_id: str) -> Response:
-        if not key:
-            return problem(503, "Service Unavailable",
-                           "the dispatcher is not configured: SONORAN_API_KEY must be set")
-        slow_down = too_fast()
-        if slow_down is not None:
-            return problem(429, "Too Many Requests",
-                           f"at most {settings.ingest_rate:g} requests per second from one "
-                           f"address (DISPATCHER_INGEST_RATE); retry in "
-                           f"{slow_down.retry_after_s} s",
-                           **{"Retry-After": str(slow_down.retry_after_s)})
-        in_path = doorrules.key_outside_body(key, server_id, None)
-        if in_path:  # before the Authorization check: never echo a path that holds it
-            return problem(400, "Bad Request", in_path, field="serverId")
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not _same(token.strip(), key):
-            return problem(401, "Unauthorized", "Invalid or missing API key",
-                           **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+def door() -> Door:
+    """The `Door` of the app serving this request."""
+    found: Door = current_app.extensions[EXTENSION]
+    return found
+
+
+def client_addr() -> str:
+    """This request's source address, as `dispatcher.http.clientaddr` believes it."""
+    return clientaddr.client_address(request)
+
+
+# -- v1: the seed's request ----------------------------------------------------------------
+
+def call_911() -> Response:
+    """``POST /emergency/call_911``: the seed's body; every call valid, then all queued."""
+    d = door()
+    key, refuse = d.key, d.refuse
+    if not d.community or not key:
+        return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
+                      "MUST BE SET", 503)
+    slow_down = d.too_fast()
+    if slow_down is not None:
+        return refuse(f"TOO MANY REQUESTS: at most {d.settings.ingest_rate:g} per second from "
+                      f"one address (DISPATCHER_INGEST_RATE); retry in "
+                      f"{slow_down.retry_after_s} s", 429,
+                      **{"Retry-After": str(slow_down.retry_after_s)})
+    try:
+        body = parse_body(doorrules.read_body(request))
+        header_key = _idempotency_header()
+    except BadBody as exc:
+        return refuse(f"INVALID REQUEST BODY: {exc}")
+    in_request = doorrules.key_outside_body(key, None, header_key)
+    if in_request:
+        return refuse(f"INVALID REQUEST: {in_request}")
+    if body.get("type") != "CALL_911":
+        return refuse("INVALID REQUEST TYPE")
+    if not _same(body.get("id"), d.community):
+        return refuse("INVALID COMMUNITY ID")
+    if not _same(body.get("key"), key):
+        return refuse("INVALID API KEY")
+    data = body.get("data")
+    if not isinstance(data, list) or not data:
+        return refuse("INVALID CALL: data must be a non-empty array of call objects")
+    if len(data) > MAX_CALLS_PER_REQUEST:
+        return refuse(f"INVALID CALL: data holds {len(data)} calls; at most "
+                      f"{MAX_CALLS_PER_REQUEST} calls per request")
+    calls: list[Call] = []
+    for i, obj in enumerate(data):  # all are validated before any is queued
         try:
-            body = parse_body(doorrules.read_body(request))
-            header_key = _idempotency_header()
-        except BadBody as exc:
-            return problem(400, "Bad Request", str(exc))
-        in_header = doorrules.key_outside_body(key, None, header_key)
-        if in_header:
-            return problem(400, "Bad Request", in_header)
-        try:
-            doorrules.v2_check(body)
-            call = Call.parse({**body, "serverId": server_id})
+            call = Call.parse(obj)
         except InvalidCall as exc:
-            return problem(400, "Bad Request", str(exc), field=exc.field)
-        if _holds(body, key):
-            return problem(400, "Bad Request", KEY_IN_CALL)
-        ids, failure = enqueue_all([_with_key(call, header_key)])
-        if isinstance(failure, InvalidCall):
-            return problem(400, "Bad Request", str(failure))
-        if failure is not None:
-            _, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
-            full = "queue full: " if isinstance(failure, QueueFull) else ""
-            return problem(503, "Service Unavailable", f"{full}{doorrules.sentence(failure)} "
-                           f"The call was not queued; retry in {wait} s.",
-                           **{"Retry-After": str(wait)})
-        (call_id,) = ids
-        log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
-        answer = {"callId": call_id, "status": "queued", **call.to_cad()}
-        answer["serverId"] = server_id
-        return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)
-
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return Response(document_bytes, mimetype=_JSON)
-
-    app.register_blueprint(ops_blueprint(settings, client))
-
-    def error_for(status: int, text: str) -> Callable[[Any], Response]:
-        def handler(exc: Any) -> Response:
-            if request.path.startswith("/v2/"):
-                return problem(status, _title(exc, status), text)
-            return _text(text, status)
-        return handler
-
-    app.register_error_handler(
-        413, error_for(413, f"REQUEST TOO LARGE: at most {MAX_BODY_BYTES} bytes"))
-    app.register_error_handler(404, error_for(404, "NOT FOUND"))
-
-    @app.errorhandler(405)
-    def not_allowed(exc: MethodNotAllowed) -> Response:
-        allow = ", ".join(sorted(exc.valid_methods or []))
-        if request.path.startswith("/v2/"):
-            return problem(405, "Method Not Allowed", f"use {allow}", Allow=allow)
-        return _text("METHOD NOT ALLOWED", 405, Allow=allow)
-
-    @app.errorhandler(doorrules.Unsupported)
-    def unsupported(exc: doorrules.Unsupported) -> Response:
-        text = f"UNSUPPORTED CONTENT ENCODING {exc}: send the body uncompressed"
-        if request.path.startswith("/v2/"):
-            return problem(415, "Unsupported Media Type", safe(text))
-        return _text(safe(text), 415)
-
-    @app.errorhandler(Exception)
-    def internal(exc: Exception) -> BaseResponse:
-        if isinstance(exc, HTTPException):  # other 4xx raised by Flask/Werkzeug
-            return exc.get_response()
-        trace = uuid.uuid4().hex
-        detail = "".join(traceback.format_exception(exc))
-        log.error("http: internal error (trace %s): %s", trace, safe(detail, 20_000))
-        if request.path.startswith("/v2/"):
-            return problem(500, "Internal Server Error", f"internal error (trace {trace})")
-        return _text(f"INTERNAL ERROR (trace {trace})", 500)
-
-    return app
+            return refuse(f"INVALID CALL: data[{i}]: {exc}")
+        if _holds(obj, key):
+            return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
+        calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
+    ids, failure = d.enqueue_all(calls)
+    if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
+        return refuse(f"INVALID CALL: data[0]: {failure}")
+    if failure is not None:
+        return _v1_failure(d, failure, ids, len(calls))
+    log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
+              ",".join(ids))
+    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
 
 
-def _title(exc: Any, status: int) -> str:
-    name = getattr(exc, "name", None)
-    return str(name) if name else str(status)
+def _v1_failure(d: Door, failure: QueueUnavailable | QueueFull | InvalidCall,
+                ids: list[str], total: int) -> Response:
+    """The v1 answer when queueing stopped part-way: which calls are in, which are not."""
+    status, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+    text = f"{doorrules.failure_title(failure)}: "
+    text += (f"data[{len(ids)}]: {failure}." if isinstance(failure, InvalidCall)
+             else f"{doorrules.sentence(failure)} Retry in {wait} s.")
+    if ids:
+        text += (f" {len(ids)} of {total} calls were queued before the failure "
+                 f"(data[0..{len(ids) - 1}], ID: {','.join(ids)}); the others were not."
+                 " A retry queues those again unless the calls carry idempotencyKey"
+                 " or the request an Idempotency-Key header.")
+    else:
+        text += " No call of this request was queued."
+    text = d.safe(text, 4000)  # room for 50 ids
+    d.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.WARNING)
+    headers = {"Retry-After": str(wait)} if status == 503 else {}
+    return plain(text, status, **headers)
+
+
+# -- v2: one call, Bearer key, problem+json ------------------------------------------------
+
+def call_911_v2(server_id: str) -> Response:
+    """``POST /v2/emergency/servers/{serverId}/calls/911``: one call, queued."""
+    d = door()
+    key, problem = d.key, d.problem
+    if not key:
+        return problem(503, "Service Unavailable",
+                       "the dispatcher is not configured: SONORAN_API_KEY must be set")
+    slow_down = d.too_fast()
+    if slow_down is not None:
+        return problem(429, "Too Many Requests",
+                       f"at most {d.settings.ingest_rate:g} requests per second from one "
+                       f"address (DISPATCHER_INGEST_RATE); retry in "
+                       f"{slow_down.retry_after_s} s",
+                       **{"Retry-After": str(slow_down.retry_after_s)})
+    in_path = doorrules.key_outside_body(key, server_id, None)
+    if in_path:  # before the Authorization check: never echo a path that holds it
+        return problem(400, "Bad Request", in_path, field="serverId")
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not _same(token.strip(), key):
+        return problem(401, "Unauthorized", "Invalid or missing API key",
+                       **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+    try:
+        body = parse_body(doorrules.read_body(request))
+        header_key = _idempotency_header()
+    except BadBody as exc:
+        return problem(400, "Bad Request", str(exc))
+    in_header = doorrules.key_outside_body(key, None, header_key)
+    if in_header:
+        return problem(400, "Bad Request", in_header)
+    try:
+        doorrules.v2_check(body)
+        call = Call.parse({**body, "serverId": server_id})
+    except InvalidCall as exc:
+        return problem(400, "Bad Request", str(exc), field=exc.field)
+    if _holds(body, key):
+        return problem(400, "Bad Request", KEY_IN_CALL)
+    ids, failure = d.enqueue_all([_with_key(call, header_key)])
+    if isinstance(failure, InvalidCall):
+        return problem(400, "Bad Request", str(failure))
+    if failure is not None:
+        _, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+        full = "queue full: " if isinstance(failure, QueueFull) else ""
+        return problem(503, "Service Unavailable", f"{full}{doorrules.sentence(failure)} "
+                       f"The call was not queued; retry in {wait} s.",
+                       **{"Retry-After": str(wait)})
+    (call_id,) = ids
+    log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
+    answer = {"callId": call_id, "status": "queued", **call.to_cad()}
+    answer["serverId"] = server_id
+    return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)

@@ -27,7 +27,8 @@ import socket
 import time
 from typing import Any
 
-from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES, create_app
+from dispatcher.http.app import create_app
+from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES
 from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.web")

@@ -18,10 +18,10 @@ import pytest
 import redis
 import requests
 
+from dispatcher.http.body import MAX_JSON_DEPTH
 from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
     MAX_CALLS_PER_REQUEST,
-    MAX_JSON_DEPTH,
     RETRY_AFTER_S,
     SERVER_MAX_BODY_BYTES,
 )

@@ -10,11 +10,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.http.auth import SESSION_MAX_AGE_S
+from dispatcher.http.login import _next_path
 from dispatcher.http.opspage import (
     SESSION_COOKIE,
     OperatorAuth,
     View,
-    _next_path,
     same_origin,
 )
 from dispatcher.metrics import health_report, latency_histogram, registry_for

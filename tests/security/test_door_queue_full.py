@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 
 from dispatcher.call import Call
 from dispatcher.errors import QueueFull
+from dispatcher.http.app import create_app
 from dispatcher.http.doorrules import QUEUE_FULL_RETRY_AFTER_S
-from dispatcher.http.ingest import create_app
 from dispatcher.producer import Producer
 from dispatcher.settings import Secret, Settings
 from tests.conftest import API_KEY, COMMUNITY
