@@ -5,80 +5,119 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import redis
 
 from dispatcher.cli.console import CliError, UsageError, client_for, emit, say
+from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.display import json_text
 from dispatcher.settings import Settings
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    from dispatcher.deadletters import DeadLetters, Filter
+@dataclass(frozen=True)
+class Dlq:
+    """What every ``dlq`` subcommand reads: the settings, the store, the arguments."""
 
+    settings: Settings
+    client: redis.Redis
+    dead: DeadLetters
+    args: argparse.Namespace
+    flt: Filter
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``dispatcher dlq SUBCOMMAND``: one function per subcommand (`COMMANDS`)."""
     client = client_for(settings)
     dead = DeadLetters(client, settings.prefix, max_invalid=settings.max_invalid)
-    sub = args.dlq_command
     flt = Filter(getattr(args, "reason", None), getattr(args, "since", None),
                  getattr(args, "until", None), getattr(args, "search", None))
-    if sub == "list":
-        letters = dead.list(flt, args.limit)
-        if args.json:
-            emit([r.to_json(settings.server_id) for r in letters])
-            return 0
-        summary = dead.invalid_summary()
-        if not letters:
-            say("No dead letters.")
-        else:
-            _table(letters)
-        if summary["count"]:
-            say(f"{summary['count']} older invalid inbox entr"
-                f"{'y was' if summary['count'] == 1 else 'ies were'} summarised beyond "
-                "DISPATCHER_MAX_INVALID (records dropped; from "
-                f"{summary['oldest_at']} to {summary['newest_at']}; `dispatcher stats "
-                "--json` has the count)")
+    command = COMMANDS.get(args.dlq_command)
+    if command is None:
+        raise CliError(f"unknown dlq command {args.dlq_command!r}")
+    return command(Dlq(settings, client, dead, args, flt))
+
+
+def list_letters(dlq: Dlq) -> int:
+    """``dlq list``: a table (or a JSON array) of the matching dead letters."""
+    letters = dlq.dead.list(dlq.flt, dlq.args.limit)
+    if dlq.args.json:
+        emit([r.to_json(dlq.settings.server_id) for r in letters])
         return 0
-    if sub == "show":
-        record = dead.get(args.id)
-        if record is None:
-            raise CliError(f"no dead letter with id {args.id!r}")
-        data = record.to_json(settings.server_id)
-        raw = dead.raw(args.id)
-        if raw is not None:
-            data["raw"] = raw
-        if args.json:
-            emit(data)
-        else:
-            for key, value in data.items():
-                if value not in (None, "", {}):
-                    shown = json.dumps(value, ensure_ascii=False) if isinstance(
-                        value, (dict, list)) else value
-                    say(f"{key:>15}: {shown}")
-        return 0
-    if sub == "export":
-        for record in dead.iter(flt):
-            print(json_text(record.to_json(settings.server_id)))
-        return 0
-    ids = _select(dead, args, flt)
-    if sub == "replay":
-        return _replay(settings, client, dead, ids, args.json)
-    if sub == "purge":
-        if not args.yes and not _confirm(f"Delete {len(ids)} dead letter(s) for good?"):
-            raise UsageError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
-        purged = [i for i in ids if dead.purge(i)]
-        missing = sorted(set(ids) - set(purged))
-        if missing and not purged and ids:
-            raise CliError(f"not a dead letter: {', '.join(missing)}")
-        if args.json:
-            emit({"purged": len(purged), "not_found": missing})
-        else:
-            say(f"Purged {len(purged)} dead letter(s).")
-        for i in missing:
-            say(f"dispatcher: warning: {i} is not a dead letter", err=True)
-        return 0
-    raise CliError(f"unknown dlq command {sub!r}")
+    summary = dlq.dead.invalid_summary()
+    if not letters:
+        say("No dead letters.")
+    else:
+        _table(letters)
+    if summary["count"]:
+        say(f"{summary['count']} older invalid inbox entr"
+            f"{'y was' if summary['count'] == 1 else 'ies were'} summarised beyond "
+            "DISPATCHER_MAX_INVALID (records dropped; from "
+            f"{summary['oldest_at']} to {summary['newest_at']}; `dispatcher stats "
+            "--json` has the count)")
+    return 0
+
+
+def show(dlq: Dlq) -> int:
+    """``dlq show ID``: one dead letter, with the raw text of an invalid entry."""
+    args = dlq.args
+    record = dlq.dead.get(args.id)
+    if record is None:
+        raise CliError(f"no dead letter with id {args.id!r}")
+    data = record.to_json(dlq.settings.server_id)
+    raw = dlq.dead.raw(args.id)
+    if raw is not None:
+        data["raw"] = raw
+    if args.json:
+        emit(data)
+    else:
+        for key, value in data.items():
+            if value not in (None, "", {}):
+                shown = json.dumps(value, ensure_ascii=False) if isinstance(
+                    value, (dict, list)) else value
+                say(f"{key:>15}: {shown}")
+    return 0
+
+
+def export(dlq: Dlq) -> int:
+    """``dlq export``: the matching dead letters as JSON lines."""
+    for record in dlq.dead.iter(dlq.flt):
+        print(json_text(record.to_json(dlq.settings.server_id)))
+    return 0
+
+
+def replay(dlq: Dlq) -> int:
+    """``dlq replay (ID... | --all | filters)``: back in line, sent with today's credentials."""
+    ids = _select(dlq.dead, dlq.args, dlq.flt)
+    return _replay(dlq.settings, dlq.client, dlq.dead, ids, dlq.args.json)
+
+
+def purge(dlq: Dlq) -> int:
+    """``dlq purge (ID... | --all | filters) --yes``: deleted for good."""
+    args, dead = dlq.args, dlq.dead
+    ids = _select(dead, args, dlq.flt)
+    if not args.yes and not _confirm(f"Delete {len(ids)} dead letter(s) for good?"):
+        raise UsageError(f"purge deletes {len(ids)} dead letter(s) for good; add --yes")
+    purged = [i for i in ids if dead.purge(i)]
+    missing = sorted(set(ids) - set(purged))
+    if missing and not purged and ids:
+        raise CliError(f"not a dead letter: {', '.join(missing)}")
+    if args.json:
+        emit({"purged": len(purged), "not_found": missing})
+    else:
+        say(f"Purged {len(purged)} dead letter(s).")
+    for i in missing:
+        say(f"dispatcher: warning: {i} is not a dead letter", err=True)
+    return 0
+
+
+#: ``dispatcher dlq`` subcommands by name.
+COMMANDS: dict[str, Callable[[Dlq], int]] = {
+    "list": list_letters, "show": show, "export": export, "replay": replay, "purge": purge,
+}
 
 
 def _table(letters: list[Any]) -> None:
@@ -100,7 +139,7 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
+def _select(dead: DeadLetters, args: argparse.Namespace, flt: Filter) -> list[str]:
     has_filter = any(getattr(args, n, None) for n in ("reason", "since", "until", "search"))
     if args.ids and (args.all or has_filter):
         raise UsageError("give either ids or --all/filters, not both")
@@ -111,7 +150,7 @@ def _select(dead: Any, args: argparse.Namespace, flt: Any) -> list[str]:
     return [r.id for r in dead.iter(flt)]
 
 
-def _replay(settings: Settings, client: redis.Redis, dead: Any, ids: list[str],
+def _replay(settings: Settings, client: redis.Redis, dead: DeadLetters, ids: list[str],
             as_json: bool) -> int:
     from dispatcher.broker import Publisher
     from dispatcher.schedule import Pump

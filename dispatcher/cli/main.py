@@ -203,9 +203,13 @@ def _dispatch(args: argparse.Namespace) -> int:
               control_port=args.control_port)
         return 0
     if command == "run":
+        if args.demo:
+            from dispatcher.cli.demo import run_demo
+
+            return run_demo(settings, calls=args.calls)
         from dispatcher.cli.runner import run
 
-        return run(settings, demo=args.demo, calls=args.calls)
+        return run(settings)
     if command == "worker":
         return processes.worker(settings, args)
     if command == "scheduler":
