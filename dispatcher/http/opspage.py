@@ -1,4 +1,5 @@
-"""Operations: the page at ``/``, ``/metrics`` (Prometheus) and ``/healthz``.
+"""Operations: the page at ``/`` and its dead-letter actions, and `ops_blueprint`, which
+also mounts ``/login``/``/logout`` (`login`), ``/metrics`` and ``/healthz`` (`probes`).
 
 The page shows the figures at a glance, the last hour as a chart, the dead letters
 (filtered) with replay and purge, and a call lookup. It works without JavaScript.
