@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -78,8 +78,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def client_for(session: FakeSession, clock: FakeClock) -> Callable[..., CadClient]:
     def make(**overrides: Any) -> CadClient:
-        return CadClient(settings(**overrides), session_factory=lambda: session,  # type: ignore[arg-type,return-value]
-                         clock=clock)
+        return CadClient(settings(**overrides),
+                         session_factory=lambda: cast(requests.Session, session), clock=clock)
     return make
 
 
@@ -351,11 +351,11 @@ def test_an_answer_is_read_up_to_a_cap_and_kept_shorter(
 def test_each_thread_has_its_own_session(call: Call, clock: FakeClock) -> None:
     made: list[FakeSession] = []
 
-    def factory() -> FakeSession:
+    def factory() -> requests.Session:
         made.append(FakeSession())
-        return made[-1]
+        return cast(requests.Session, made[-1])
 
-    client = CadClient(settings(), session_factory=factory, clock=clock)  # type: ignore[arg-type]
+    client = CadClient(settings(), session_factory=factory, clock=clock)
     client.send(call)
     client.send(call)
     other = threading.Thread(target=client.send, args=(call,))

@@ -28,15 +28,15 @@ def run(*argv: str) -> int:
     return dlq.run(Settings(), build_parser().parse_args(["dlq", *argv]))
 
 
-def test_every_dlq_subcommand_of_the_parser_has_its_function() -> None:
-    parser = build_parser()
-    [sub] = [a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
-             if isinstance(a, argparse._SubParsersAction)]
-    dlq_parser = sub.choices["dlq"]
-    [dsub] = [a for a in dlq_parser._subparsers._group_actions  # type: ignore[union-attr]
-              if isinstance(a, argparse._SubParsersAction)]
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
 
-    assert set(dsub.choices) == set(dlq.COMMANDS)
+
+def test_every_dlq_subcommand_of_the_parser_has_its_function() -> None:
+    dlq_parser = _subcommands(build_parser())["dlq"]
+
+    assert set(_subcommands(dlq_parser)) == set(dlq.COMMANDS)
 
 
 def test_an_unknown_subcommand_is_a_one_line_error() -> None:
