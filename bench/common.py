@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dispatcher import Producer, enqueue_call  # noqa: E402
-from dispatcher.embedded import EmbeddedRedis, free_port  # noqa: E402
+from dispatcher.cli.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 COMMUNITY = "bench-community"
 API_KEY = "bench-key-0123456789"
@@ -329,7 +329,7 @@ def machine() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
-    from dispatcher.embedded import server_binary
+    from dispatcher.cli.embedded import server_binary
 
     redis_version = subprocess.run([server_binary(), "--version"], capture_output=True,
                                    text=True).stdout.split()

@@ -53,7 +53,7 @@ from common import (
 )
 from loadgen import build_request, open_loop, wait_http
 
-from dispatcher.embedded import free_port  # noqa: E402
+from dispatcher.cli.embedded import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 INBOX = "dispatcher:inbox"  # the contract's default DISPATCHER_INBOX_KEY

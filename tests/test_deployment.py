@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from dispatcher import settings as settings_module
-from dispatcher.cli import build_parser
+from dispatcher.cli.main import build_parser
 from dispatcher.settings import Settings
 
 try:
@@ -188,7 +188,7 @@ def subcommands() -> set[str]:
     for action in parser._actions:  # argparse offers no public way to list subparsers
         if action.choices and isinstance(action.choices, dict):
             return set(action.choices)
-    raise AssertionError("dispatcher.cli.build_parser() has no subcommands")
+    raise AssertionError("dispatcher.cli.main.build_parser() has no subcommands")
 
 
 # ------------------------------------------------- check 1: the official Compose tool

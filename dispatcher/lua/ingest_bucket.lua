@@ -1,4 +1,4 @@
--- One ingest request from one source address (dispatcher.throttle.IngestRate): a token
+-- One ingest request from one source address (dispatcher.http.throttle.IngestRate): a token
 -- bucket, refilled at ARGV[1] tokens per second up to ARGV[2], timed by Redis' own clock
 -- so that web processes on several machines share one bucket.
 -- KEYS[1]  the bucket (hash: tokens, at); expires once it would be full again

@@ -1,5 +1,5 @@
 -- One operator login attempt from one client address, before its token is compared
--- (dispatcher.throttle.LoginThrottle.check). Counting the attempt here, in the same step
+-- (dispatcher.http.throttle.LoginThrottle.check). Counting the attempt here, in the same step
 -- as the lock-out check, lets no more than ARGV[1] tokens be compared per window, however
 -- many requests arrive at once.
 -- KEYS[1]  attempts not yet forgiven in the current window (string counter; expires

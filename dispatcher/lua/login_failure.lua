@@ -1,4 +1,4 @@
--- A login attempt whose token was wrong (dispatcher.throttle.LoginThrottle.failed). The
+-- A login attempt whose token was wrong (dispatcher.http.throttle.LoginThrottle.failed). The
 -- attempt was already counted by login_attempt.lua; this only locks the address out at
 -- once when that was the last attempt the window allows, so its next try gets 429.
 -- KEYS[1]  attempts in the current window (string counter, see login_attempt.lua)

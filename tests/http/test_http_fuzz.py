@@ -43,8 +43,8 @@ from dispatcher.call import (
     MAX_PLATE,
     MAX_POSTAL,
 )
+from dispatcher.http.ingest import MAX_BODY_BYTES, MAX_CALLS_PER_REQUEST, SERVER_MAX_BODY_BYTES
 from dispatcher.records import Records
-from dispatcher.web import MAX_BODY_BYTES, MAX_CALLS_PER_REQUEST, SERVER_MAX_BODY_BYTES
 from tests.conftest import API_KEY, COMMUNITY
 from tests.http.httpkit import V1, Web, call_keys, v2_path
 

@@ -18,15 +18,15 @@ import pytest
 import redis
 import requests
 
-from dispatcher.records import Records
-from dispatcher.simulator import CadSimulator
-from dispatcher.web import (
+from dispatcher.http.body import MAX_JSON_DEPTH
+from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
     MAX_CALLS_PER_REQUEST,
-    MAX_JSON_DEPTH,
     RETRY_AFTER_S,
     SERVER_MAX_BODY_BYTES,
 )
+from dispatcher.records import Records
+from dispatcher.simulator import CadSimulator
 from tests.conftest import API_KEY, COMMUNITY, Proc, RedisServer, base_env, run_cli, wait_for
 from tests.http.httpkit import Web, call_keys, queued_ids, seed_body, seed_call, start_web
 
@@ -449,7 +449,7 @@ def test_the_api_key_is_never_in_an_answer_or_a_log_line(door: Web, shared_web: 
         assert all(API_KEY not in f"{k}: {v}" for k, v in answer.headers.items())
     log = shared_web.proc.output()
     # Accepted requests are logged at DEBUG (the hot path); refusals at INFO, the first
-    # from a source at once, the next ones summed up once a minute (dispatcher.refusals).
+    # from a source at once, the next ones summed up once a minute (dispatcher.http.refusals).
     assert "http v1: 400" in log or "http v2: 4" in log
     assert API_KEY not in log
 

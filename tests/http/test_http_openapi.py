@@ -10,7 +10,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator
 
-from dispatcher.web import MAX_BODY_BYTES, MAX_CALLS_PER_REQUEST
+from dispatcher.http.ingest import MAX_BODY_BYTES, MAX_CALLS_PER_REQUEST
 from tests.http.httpkit import V1, Web, seed_body, seed_call
 
 pytestmark = pytest.mark.integration

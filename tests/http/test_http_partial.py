@@ -16,9 +16,10 @@ from flask.testing import FlaskClient
 
 from dispatcher.call import Call
 from dispatcher.errors import QueueUnavailable
+from dispatcher.http.app import create_app
+from dispatcher.http.ingest import RETRY_AFTER_S
 from dispatcher.producer import Producer
 from dispatcher.settings import Secret, Settings
-from dispatcher.web import RETRY_AFTER_S, create_app
 from tests.conftest import API_KEY, COMMUNITY
 from tests.http.httpkit import seed_body, seed_call
 

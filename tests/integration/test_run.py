@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dispatcher.embedded import EmbeddedRedis, free_port
+from dispatcher.cli.embedded import EmbeddedRedis, free_port
 from dispatcher.simulator import CadSimulator
 from tests.conftest import Proc, base_env, run_cli, wait_for
 

@@ -7,7 +7,6 @@ import threading
 import fakeredis
 import pytest
 import redis
-from conftest import Clock
 
 from dispatcher.heartbeat import (
     ALIVE_INTERVALS,
@@ -16,6 +15,7 @@ from dispatcher.heartbeat import (
     HeartbeatThread,
     worker_name,
 )
+from tests.ops.conftest import Clock
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fakeredis
 import pytest
 import redis
-from conftest import Clock
 
 from dispatcher.history import (
     KEEP,
@@ -16,6 +15,7 @@ from dispatcher.history import (
     nice_ceiling,
     points,
 )
+from tests.ops.conftest import Clock
 
 
 @pytest.fixture

@@ -130,10 +130,10 @@ def test_the_page_files_are_package_data() -> None:
     from fnmatch import fnmatch
 
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["dispatcher"]
-    package = ROOT / "dispatcher"
+        "package-data"]["dispatcher.http"]
+    package = ROOT / "dispatcher" / "http"
     files = [p.relative_to(package).as_posix() for folder in ("templates", "static")
              for p in (package / folder).rglob("*") if p.is_file()]
     assert any(f.endswith(".html") for f in files) and "static/ops.css" in files
     missing = [f for f in files if not any(fnmatch(f, g) for g in globs)]
-    assert not missing, f"add to [tool.setuptools.package-data] dispatcher: {missing}"
+    assert not missing, f"add to [tool.setuptools.package-data] \"dispatcher.http\": {missing}"

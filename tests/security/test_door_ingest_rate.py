@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dispatcher.refusals import WINDOW_S, RefusalLog
+from dispatcher.http.refusals import WINDOW_S, RefusalLog
 from dispatcher.simulator import CadSimulator
 from tests.conftest import API_KEY, Proc, base_env
 from tests.http.httpkit import seed_body, seed_call, start_web

@@ -12,11 +12,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from dispatcher.call import Call
-from dispatcher.doorrules import QUEUE_FULL_RETRY_AFTER_S
 from dispatcher.errors import QueueFull
+from dispatcher.http.app import create_app
+from dispatcher.http.doorrules import QUEUE_FULL_RETRY_AFTER_S
 from dispatcher.producer import Producer
 from dispatcher.settings import Secret, Settings
-from dispatcher.web import create_app
 from tests.conftest import API_KEY, COMMUNITY
 from tests.http.httpkit import V1, seed_body, seed_call, v2_path
 

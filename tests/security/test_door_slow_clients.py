@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from dispatcher.http.server import CHANNEL_TIMEOUT_S, CLEANUP_INTERVAL_S
 from dispatcher.simulator import CadSimulator
-from dispatcher.webserver import CHANNEL_TIMEOUT_S, CLEANUP_INTERVAL_S
 from tests.conftest import Proc, base_env
 from tests.http.httpkit import V1, seed_body, seed_call, start_web
 

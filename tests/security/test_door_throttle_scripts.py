@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 import redis
 
-from dispatcher.throttle import (
+from dispatcher.http.throttle import (
     FIRST_LOCKOUT_S,
     LOGIN_FAILURES,
     MAX_LOCKOUT_S,

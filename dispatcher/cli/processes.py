@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.console import CliError, client_for, first_line
+from dispatcher.cli.console import CliError, client_for, first_line
 from dispatcher.settings import Settings
 
 
@@ -25,10 +25,11 @@ def ping(settings: Settings) -> None:
                        f"{refusal(exc) or first_line(exc)}") from None
 
 
-def port_free(host: str, port: int, variable: str) -> None:
-    from dispatcher.embedded import port_free
+def require_free_port(host: str, port: int, variable: str) -> None:
+    """A one-line `CliError` naming `variable` when `host`:`port` is taken."""
+    from dispatcher.cli.embedded import port_free
 
-    if not port_free(port, host):
+    if not port_free(host, port):
         raise CliError(f"port {port} on {host} is in use: set {variable} to a free port")
 
 

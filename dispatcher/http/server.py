@@ -27,8 +27,9 @@ import socket
 import time
 from typing import Any
 
+from dispatcher.http.app import create_app
+from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES
 from dispatcher.settings import Settings
-from dispatcher.web import SERVER_MAX_BODY_BYTES, create_app
 
 log = logging.getLogger("dispatcher.web")
 
@@ -72,7 +73,7 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
                    # Bodies beyond this wait in a temporary file, not in memory: a client
                    # that trickles a large body holds a file, not RAM.
                    inbuf_overflow=INBUF_OVERFLOW_BYTES,
-                   # X-Forwarded-* always reach the app: ProxyFix (dispatcher.clientaddr)
+                   # X-Forwarded-* always reach the app: ProxyFix (dispatcher.http.clientaddr)
                    # believes X-Forwarded-For only from DISPATCHER_TRUSTED_PROXIES hops,
                    # and a forwarded request is never "local" to the page's loopback rule.
                    clear_untrusted_proxy_headers=False, **where)

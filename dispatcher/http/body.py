@@ -1,6 +1,6 @@
 """Strict reading of a JSON request body: one UTF-8 object, I-JSON numbers, bounded depth.
 
-Used by the HTTP doors (`dispatcher.web`); every refusal is a `BadBody` whose message
+Used by the HTTP doors (`dispatcher.http.ingest`); every refusal is a `BadBody` whose message
 says what is wrong in one line, fit to answer as ``INVALID REQUEST BODY: <why>``.
 """
 

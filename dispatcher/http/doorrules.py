@@ -3,7 +3,7 @@ the body, and what a failure part-way through queueing answers.
 
 The key in the v2 path (``serverId``) or in an ``Idempotency-Key`` header would be stored
 with the call (serverId, idempotency key) and shown by `dispatcher status`: such a request
-gets 400, before anything is queued. `dispatcher.web` uses these; they hold no state.
+gets 400, before anything is queued. `dispatcher.http.ingest` uses these; they hold no state.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from flask import Request
 
 from dispatcher.errors import InvalidCall, QueueFull
-from dispatcher.jsonbody import short
+from dispatcher.http.body import short
 
 #: What a client should wait before retrying when the backlog cap is reached (the
 #: backlog drains at the CAD's rate, so this is longer than for an unreachable Redis).

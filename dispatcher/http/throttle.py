@@ -1,7 +1,7 @@
 """Throttles of the web door, counted in Redis so that every web process shares them.
 
 Keys (prefix ``dispatcher`` by default; ``{a}`` is the client address as
-`dispatcher.clientaddr` believes it):
+`dispatcher.http.clientaddr` believes it):
 
     {p}:throttle:login:fails:{a}    str   login attempts in the current window (TTL: window)
     {p}:throttle:login:lock:{a}     str   lock-out in force (TTL: time left)

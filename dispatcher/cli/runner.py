@@ -2,15 +2,13 @@
 
 It starts an embedded Redis when none answers at the default REDIS_URL, then the
 worker, scheduler, bridge and web processes as children (restarted if they die), and
-stops them all with SIGTERM on Ctrl-C or SIGTERM. ``--demo`` adds the CAD simulator and
-plays a scripted day: normal calls, a CAD outage, a rotated API key that makes dead
-letters, the fix and the replay, with live progress and a closing summary.
+stops them all with SIGTERM on Ctrl-C or SIGTERM. ``--demo`` (`dispatcher.cli.demo`)
+uses the same `Supervisor` on a private Redis with the CAD simulator.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +19,9 @@ from typing import IO, Any
 
 import redis
 
-from dispatcher.embedded import EmbeddedRedis, free_port, port_free
+from dispatcher.cli.embedded import EmbeddedRedis, port_free
 from dispatcher.errors import ConfigError
-from dispatcher.settings import DEFAULT_REDIS_URL, DEFAULT_RUN_WEB_HOST, Secret, Settings
+from dispatcher.settings import DEFAULT_REDIS_URL, DEFAULT_RUN_WEB_HOST, Settings
 
 PROCESSES = ("worker", "scheduler", "bridge", "web")
 #: Local folder of `run`'s state: the embedded Redis's data and the children's logs.
@@ -181,23 +179,8 @@ def ensure_redis(settings: Settings, quiet: bool = False) -> tuple[Settings, Emb
     return settings.with_(redis_url=embedded.url), embedded
 
 
-def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
-    """Start everything; block until Ctrl-C/SIGTERM (or the demo's end)."""
-    if not demo:
-        settings.require_credentials()
-        if not port_free(settings.port, "0.0.0.0"):
-            raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
-    if demo:
-        # The demo never touches a Redis of yours: it runs on a private, fresh one.
-        folder = STATE_DIR / "demo-redis"
-        shutil.rmtree(folder, ignore_errors=True)
-        embedded: EmbeddedRedis | None = EmbeddedRedis(folder, port=free_port()).start()
-        assert embedded is not None
-        settings = settings.with_(redis_url=embedded.url)
-        print(f"Demo: a private embedded Redis on 127.0.0.1:{embedded.port} (data in {folder}, "
-              "append-only file on).", flush=True)
-    else:
-        settings, embedded = ensure_redis(settings)
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _: Any) -> None:
@@ -205,26 +188,17 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sim = None
-    try:
-        if demo:
-            from dispatcher.demo import DEMO_COMMUNITY, DEMO_KEY, Demo
-            from dispatcher.simulator import CadSimulator
+    return stop
 
-            sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
-            port = settings.port if port_free(settings.port, "0.0.0.0") else free_port()
-            settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
-                                      api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
-                                      web_host="127.0.0.1", circuit_cooldown_s=2.0,
-                                      circuit_max_cooldown_s=4.0)
-            supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)
-            supervisor.start_all()
-            watcher = threading.Thread(target=supervisor.watch, daemon=True)
-            watcher.start()
-            try:
-                return Demo(settings, sim, supervisor, stop, calls).play()
-            finally:
-                supervisor.stop()
+
+def run(settings: Settings) -> int:
+    """Start everything; block until Ctrl-C/SIGTERM. (``--demo`` is `demo.run_demo`.)"""
+    settings.require_credentials()
+    if not port_free("0.0.0.0", settings.port):
+        raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
+    settings, embedded = ensure_redis(settings)
+    stop = stop_on_signals()
+    try:
         supervisor = Supervisor(settings, None, PROCESSES)
         supervisor.start_all()
         print(f"Running worker, scheduler, bridge and web (http://127.0.0.1:{settings.port}/). "
@@ -236,7 +210,5 @@ def run(settings: Settings, demo: bool = False, calls: int = 30) -> int:
         supervisor.stop()
         return 0
     finally:
-        if sim is not None:
-            sim.stop()
         if embedded is not None:
             embedded.stop()

@@ -9,6 +9,7 @@ key is configured, the worker restarted, and the dead letters replayed.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -18,6 +19,8 @@ import redis
 import requests
 
 from dispatcher.call import Call
+from dispatcher.cli.embedded import EmbeddedRedis, free_port, port_free
+from dispatcher.cli.runner import PROCESSES, STATE_DIR, Supervisor, stop_on_signals
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.producer import Producer
 from dispatcher.records import Records
@@ -37,7 +40,7 @@ class Demo:
 
     RATE = DEMO_RATE
 
-    def __init__(self, settings: Settings, sim: CadSimulator, supervisor: Any,
+    def __init__(self, settings: Settings, sim: CadSimulator, supervisor: Supervisor,
                  stop: threading.Event, calls: int) -> None:
         self.settings = settings
         self.sim = sim
@@ -201,3 +204,35 @@ class Demo:
         self.say(f"  elapsed ........................... {elapsed:.1f}s")
         self.say("Nothing lost, nothing sent twice." if ok else "MISMATCH: see the figures above.")
         return 0 if ok else 1
+
+
+def run_demo(settings: Settings, calls: int = 30) -> int:
+    """`dispatcher run --demo`: every process on a private Redis, the simulator as the CAD."""
+    # The demo never touches a Redis of yours: it runs on a private, fresh one.
+    folder = STATE_DIR / "demo-redis"
+    shutil.rmtree(folder, ignore_errors=True)
+    embedded = EmbeddedRedis(folder, port=free_port()).start()
+    settings = settings.with_(redis_url=embedded.url)
+    print(f"Demo: a private embedded Redis on 127.0.0.1:{embedded.port} (data in {folder}, "
+          "append-only file on).", flush=True)
+    stop = stop_on_signals()
+    sim = None
+    try:
+        sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
+        port = settings.port if port_free("0.0.0.0", settings.port) else free_port()
+        settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
+                                  api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
+                                  web_host="127.0.0.1", circuit_cooldown_s=2.0,
+                                  circuit_max_cooldown_s=4.0)
+        supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)
+        supervisor.start_all()
+        watcher = threading.Thread(target=supervisor.watch, daemon=True)
+        watcher.start()
+        try:
+            return Demo(settings, sim, supervisor, stop, calls).play()
+        finally:
+            supervisor.stop()
+    finally:
+        if sim is not None:
+            sim.stop()
+        embedded.stop()

@@ -1,0 +1,85 @@
+"""The web app's error answers: the v1 door's plain text, problem+json under ``/v2/``.
+
+One named handler per case (413, 404, 405, a compressed body, anything unexpected);
+`install` registers them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Response as BaseResponse
+
+from dispatcher.http import doorrules
+from dispatcher.http.ingest import MAX_BODY_BYTES, door, plain
+
+log = logging.getLogger("dispatcher.web")
+
+#: The v1 text of a body over `MAX_BODY_BYTES`.
+TOO_LARGE = f"REQUEST TOO LARGE: at most {MAX_BODY_BYTES} bytes"
+
+
+def _v2() -> bool:
+    return request.path.startswith("/v2/")
+
+
+def _title(exc: Any, status: int) -> str:
+    name = getattr(exc, "name", None)
+    return str(name) if name else str(status)
+
+
+def too_large(exc: Any) -> Response:
+    """413: the body is over `MAX_BODY_BYTES` (the WSGI server's cap is larger)."""
+    if _v2():
+        return door().problem(413, _title(exc, 413), TOO_LARGE)
+    return plain(TOO_LARGE, 413)
+
+
+def not_found(exc: Any) -> Response:
+    """404: no route."""
+    if _v2():
+        return door().problem(404, _title(exc, 404), "NOT FOUND")
+    return plain("NOT FOUND", 404)
+
+
+def not_allowed(exc: MethodNotAllowed) -> Response:
+    """405, naming the methods the path allows."""
+    allow = ", ".join(sorted(exc.valid_methods or []))
+    if _v2():
+        return door().problem(405, "Method Not Allowed", f"use {allow}", Allow=allow)
+    return plain("METHOD NOT ALLOWED", 405, Allow=allow)
+
+
+def unsupported(exc: doorrules.Unsupported) -> Response:
+    """415: a compressed body (``Content-Encoding``)."""
+    safe = door().safe
+    text = f"UNSUPPORTED CONTENT ENCODING {exc}: send the body uncompressed"
+    if _v2():
+        return door().problem(415, "Unsupported Media Type", safe(text))
+    return plain(safe(text), 415)
+
+
+def internal(exc: Exception) -> BaseResponse:
+    """500 with a trace id (the traceback is logged, redacted); other HTTP errors as is."""
+    if isinstance(exc, HTTPException):  # other 4xx raised by Flask/Werkzeug
+        return exc.get_response()
+    trace = uuid.uuid4().hex
+    detail = "".join(traceback.format_exception(exc))
+    log.error("http: internal error (trace %s): %s", trace, door().safe(detail, 20_000))
+    if _v2():
+        return door().problem(500, "Internal Server Error", f"internal error (trace {trace})")
+    return plain(f"INTERNAL ERROR (trace {trace})", 500)
+
+
+def install(app: Flask) -> None:
+    """Register every handler above on `app`."""
+    app.register_error_handler(413, too_large)
+    app.register_error_handler(404, not_found)
+    app.register_error_handler(405, not_allowed)
+    app.register_error_handler(doorrules.Unsupported, unsupported)
+    app.register_error_handler(Exception, internal)

@@ -1,0 +1,353 @@
+"""The two ingest doors: a call's way in over HTTP (the seed's own request, and v2).
+
+Both answer only after every call is recorded in Redis. `dispatcher.http.app` mounts
+them (and the operations page) on one Flask app; the state they share is a `Door` on
+``app.extensions``.
+
+``POST /emergency/call_911`` (v1, the seed) takes the seed's request body byte for byte
+(``{"id", "key", "type": "CALL_911", "data": [call, ...]}``). ``type``, ``id`` and ``key``
+are checked in that order against our configuration and refused with the seed's own
+400 texts (``INVALID REQUEST TYPE``, ``INVALID COMMUNITY ID``, ``INVALID API KEY``).
+Then every call in ``data`` is validated (`Call.parse`: the seed's call object or the
+flat form; ``metaData.postal`` may be a number and is kept as its text) and only when
+all are valid are they queued, in order. The answer is 200
+``EMERGENCY CALL QUEUED ID: <id>[,<id>...]``: scripts that read ``ID:`` then the first
+token keep working (our ids are ULIDs, not digits: see docs).
+
+``POST /v2/emergency/servers/{serverId}/calls/911`` (v2) takes one call with
+``Authorization: Bearer <key>``; ``metaData`` values are strings, as the v2 API wants.
+Errors are ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
+``status``, ``detail``, ``instance`` and ``traceId`` (also ``field`` when one field is
+wrong); success is 200 JSON with ``callId`` (our id) and ``status: "queued"``.
+
+Decisions (also in the OpenAPI description served at ``/openapi.json``):
+
+- Content-Type is not checked (the official resource sends ``application/json``;
+  others send none or ``text/plain``); the body must be UTF-8 JSON (a BOM is allowed),
+  one object, no duplicate names at any level, no ``NaN``/``Infinity``, integers within
+  +-(2**53-1) and finite floats (I-JSON, RFC 7493), nesting at most `MAX_JSON_DEPTH`.
+  Compressed bodies (``Content-Encoding``) get 415. Anything else wrong with the body
+  gets 400 ``INVALID REQUEST BODY: <why>``.
+- Limits: `MAX_BODY_BYTES` per request (413), `MAX_CALLS_PER_REQUEST` calls (400), and
+  the per-call limits of `dispatcher.call`. Unknown top-level members of a v1 body are
+  ignored (the CAD ignores them too); unknown members of a call are refused.
+- One invalid call refuses the whole request (400 naming ``data[i]`` and the field),
+  and nothing of it is queued: every call is validated before the first is queued.
+- Redis failing part-way through a multi-call request: the calls queued before the
+  failure stay queued (each is durable once recorded); the answer is 503 with
+  ``Retry-After`` and names them. A retry queues them again unless the calls carry
+  ``idempotencyKey`` or the request an ``Idempotency-Key`` header (call ``i`` of a v1
+  request then gets the key ``<header>/<i>``; a v2 call gets ``<header>``): with either,
+  a retry returns the same ids and the CAD gets each call once.
+- The API key is compared in constant time and never appears in an answer or a log
+  line (answers and logged texts pass through a redaction of the configured key). A
+  call that contains the key anywhere (a field, a metaData name or value, the v2 path's
+  serverId, the ``Idempotency-Key`` header) is refused with 400, since storing it would
+  put the key in Redis, `dispatcher status` and the dead letters.
+- 503 ``QUEUE FULL`` (backlog cap) is not ``QUEUE UNAVAILABLE`` (`dispatcher.http.doorrules`);
+  429 per source address (`dispatcher.http.throttle`); refusals are logged once a minute per
+  source (`dispatcher.http.refusals`), the address as `dispatcher.http.clientaddr` believes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, request
+
+from dispatcher.call import Call
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
+from dispatcher.http import clientaddr, doorrules
+from dispatcher.http.body import BadBody, parse_body
+from dispatcher.http.refusals import RefusalLog
+from dispatcher.http.throttle import IngestRate, Verdict
+from dispatcher.producer import Producer
+from dispatcher.redact import LineRedactor as _Redactor
+from dispatcher.redact import holds_secret as _holds
+from dispatcher.settings import Settings
+
+log = logging.getLogger("dispatcher.web")
+
+V1_PATH = "/emergency/call_911"
+V2_PATH = "/v2/emergency/servers/<server_id>/calls/911"
+
+#: Largest request body accepted (413 beyond it). 50 calls of a few KiB fit easily.
+MAX_BODY_BYTES = 256 * 1024
+#: Most calls in one v1 request's ``data`` array (400 beyond it).
+MAX_CALLS_PER_REQUEST = 50
+#: Longest ``Idempotency-Key`` header (the per-call key adds ``/<index>``).
+MAX_IDEMPOTENCY_HEADER = 128
+#: What a client should wait before retrying when the queue is unreachable.
+RETRY_AFTER_S = 5
+#: The WSGI server's own cap on a body (it buffers bodies before the app runs); bodies
+#: between MAX_BODY_BYTES and this get our 413 text, larger ones the server's 413.
+SERVER_MAX_BODY_BYTES = 4 * MAX_BODY_BYTES
+#: Longest error detail in an answer (names of unknown fields can be long).
+MAX_DETAIL_CHARS = 300
+
+#: Why a call that contains the API key is refused (the contract: nothing stores it).
+KEY_IN_CALL = ("the call contains the API key; it would be stored and shown with the call, "
+               "so it is refused: remove it")
+
+_TEXT = "text/plain"
+_PROBLEM = "application/problem+json"
+_JSON = "application/json"
+
+
+# -- answers ------------------------------------------------------------------------------
+
+def plain(body: str, status: int, **headers: str) -> Response:
+    """A text/plain answer (the v1 door's and the seed's form)."""
+    return Response(body, status=status, mimetype=_TEXT, headers=headers)
+
+
+def _same(given: Any, expected: str | None) -> bool:
+    """Constant-time comparison of a presented credential with the configured one."""
+    if not isinstance(given, str) or not expected:
+        return False
+    try:
+        presented = given.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate cannot equal a configured value
+        return False
+    return hmac.compare_digest(presented, expected.encode("utf-8"))
+
+
+def _idempotency_header() -> str | None:
+    """The request's ``Idempotency-Key`` header, checked; None when absent."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    value = value.strip().strip('"')
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_HEADER or not all(
+        "!" <= ch <= "~" for ch in value
+    ):
+        raise BadBody(f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_HEADER} "
+                      "printable ASCII characters without spaces")
+    return value
+
+
+def _with_key(call: Call, key: str | None) -> Call:
+    """The call with the header-derived idempotency key, unless it carries its own."""
+    if key is None or call.idempotency_key is not None:
+        return call
+    return dataclasses.replace(call, idempotency_key=key)
+
+
+# -- the state both doors share ------------------------------------------------------------
+
+#: Where the `Door` lives in ``app.extensions``.
+EXTENSION = "dispatcher.door"
+
+
+@dataclass(frozen=True)
+class Door:
+    """What the doors need: the producer, the configured credentials, the refusal log."""
+
+    settings: Settings
+    producer: Producer
+    key: str | None
+    community: str | None
+    safe: _Redactor
+    refusals: RefusalLog
+    rate: IngestRate | None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
+        # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
+        prod = producer or Producer(settings.with_(spool_dir=None))
+        key = settings.api_key.reveal() if settings.api_key else None
+        rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
+                if settings.ingest_rate else None)
+        return cls(settings, prod, key, settings.community_id, _Redactor([key or ""]),
+                   RefusalLog(log), rate)
+
+    def install(self, app: Flask) -> None:
+        """Mount both doors on `app`, with this door as their state."""
+        app.extensions[EXTENSION] = self
+        app.add_url_rule(V1_PATH, view_func=call_911, methods=["POST"])
+        app.add_url_rule(V2_PATH, view_func=call_911_v2, methods=["POST"])
+
+    def problem(self, status: int, title: str, detail: str, field: str | None = None,
+                **headers: str) -> Response:
+        """An RFC 9457 answer of the v2 door (its refusal logged)."""
+        safe = self.safe
+        trace = uuid.uuid4().hex
+        body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                                "detail": safe(detail), "instance": safe(request.path),
+                                "traceId": trace}
+        if field is not None:
+            body["field"] = safe(field, 100)
+        self.refusals.refused(client_addr(), f"http v2: {status} {body['detail']} "
+                              f"(trace {trace})",
+                              logging.WARNING if status >= 500 else logging.INFO)
+        return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=_PROBLEM,
+                        headers=headers)
+
+    def refuse(self, text: str, status: int = 400, **headers: str) -> Response:
+        """A plain-text refusal of the v1 door (logged)."""
+        text = self.safe(text, MAX_DETAIL_CHARS + 40)
+        self.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
+        return plain(text, status, **headers)
+
+    def too_fast(self) -> Verdict | None:
+        """The ingest rate's refusal of this request's source address, if any."""
+        return None if self.rate is None else self.rate.refusal(client_addr())
+
+    def enqueue_all(self, calls: list[Call]
+                    ) -> tuple[list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
+        """Queue calls in order; stop at the first failure (returns the ids queued)."""
+        ids: list[str] = []
+        for call in calls:
+            try:
+                ids.append(self.producer.enqueue(call, "http"))
+            except (QueueUnavailable, QueueFull, InvalidCall) as exc:
+                return ids, exc
+            except redis.RedisError as exc:  # bounded() translates the usual ones
+                return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
+        return ids, None
+
+
+def door() -> Door:
+    """The `Door` of the app serving this request."""
+    found: Door = current_app.extensions[EXTENSION]
+    return found
+
+
+def client_addr() -> str:
+    """This request's source address, as `dispatcher.http.clientaddr` believes it."""
+    return clientaddr.client_address(request)
+
+
+# -- v1: the seed's request ----------------------------------------------------------------
+
+def call_911() -> Response:
+    """``POST /emergency/call_911``: the seed's body; every call valid, then all queued."""
+    d = door()
+    key, refuse = d.key, d.refuse
+    if not d.community or not key:
+        return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
+                      "MUST BE SET", 503)
+    try:
+        body = parse_body(doorrules.read_body(request))
+        header_key = _idempotency_header()
+    except BadBody as exc:
+        return refuse(f"INVALID REQUEST BODY: {exc}")
+    in_request = doorrules.key_outside_body(key, None, header_key)
+    if in_request:
+        return refuse(f"INVALID REQUEST: {in_request}")
+    if body.get("type") != "CALL_911":
+        return refuse("INVALID REQUEST TYPE")
+    if not _same(body.get("id"), d.community):
+        return refuse("INVALID COMMUNITY ID")
+    if not _same(body.get("key"), key):
+        return refuse("INVALID API KEY")
+    slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
+    if slow_down is not None:
+        return refuse(f"TOO MANY REQUESTS: at most {d.settings.ingest_rate:g} per second from "
+                      f"one address (DISPATCHER_INGEST_RATE); retry in "
+                      f"{slow_down.retry_after_s} s", 429,
+                      **{"Retry-After": str(slow_down.retry_after_s)})
+    data = body.get("data")
+    if not isinstance(data, list) or not data:
+        return refuse("INVALID CALL: data must be a non-empty array of call objects")
+    if len(data) > MAX_CALLS_PER_REQUEST:
+        return refuse(f"INVALID CALL: data holds {len(data)} calls; at most "
+                      f"{MAX_CALLS_PER_REQUEST} calls per request")
+    calls: list[Call] = []
+    for i, obj in enumerate(data):  # all are validated before any is queued
+        try:
+            call = Call.parse(obj)
+        except InvalidCall as exc:
+            return refuse(f"INVALID CALL: data[{i}]: {exc}")
+        if _holds(obj, key):
+            return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
+        calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
+    ids, failure = d.enqueue_all(calls)
+    if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
+        return refuse(f"INVALID CALL: data[0]: {failure}")
+    if failure is not None:
+        return _v1_failure(d, failure, ids, len(calls))
+    log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
+              ",".join(ids))
+    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
+
+
+def _v1_failure(d: Door, failure: QueueUnavailable | QueueFull | InvalidCall,
+                ids: list[str], total: int) -> Response:
+    """The v1 answer when queueing stopped part-way: which calls are in, which are not."""
+    status, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+    text = f"{doorrules.failure_title(failure)}: "
+    text += (f"data[{len(ids)}]: {failure}." if isinstance(failure, InvalidCall)
+             else f"{doorrules.sentence(failure)} Retry in {wait} s.")
+    if ids:
+        text += (f" {len(ids)} of {total} calls were queued before the failure "
+                 f"(data[0..{len(ids) - 1}], ID: {','.join(ids)}); the others were not."
+                 " A retry queues those again unless the calls carry idempotencyKey"
+                 " or the request an Idempotency-Key header.")
+    else:
+        text += " No call of this request was queued."
+    text = d.safe(text, 4000)  # room for 50 ids
+    d.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.WARNING)
+    headers = {"Retry-After": str(wait)} if status == 503 else {}
+    return plain(text, status, **headers)
+
+
+# -- v2: one call, Bearer key, problem+json ------------------------------------------------
+
+def call_911_v2(server_id: str) -> Response:
+    """``POST /v2/emergency/servers/{serverId}/calls/911``: one call, queued."""
+    d = door()
+    key, problem = d.key, d.problem
+    if not key:
+        return problem(503, "Service Unavailable",
+                       "the dispatcher is not configured: SONORAN_API_KEY must be set")
+    in_path = doorrules.key_outside_body(key, server_id, None)
+    if in_path:  # before the Authorization check: never echo a path that holds it
+        return problem(400, "Bad Request", in_path, field="serverId")
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not _same(token.strip(), key):
+        return problem(401, "Unauthorized", "Invalid or missing API key",
+                       **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+    slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
+    if slow_down is not None:
+        return problem(429, "Too Many Requests",
+                       f"at most {d.settings.ingest_rate:g} requests per second from one "
+                       f"address (DISPATCHER_INGEST_RATE); retry in "
+                       f"{slow_down.retry_after_s} s",
+                       **{"Retry-After": str(slow_down.retry_after_s)})
+    try:
+        body = parse_body(doorrules.read_body(request))
+        header_key = _idempotency_header()
+    except BadBody as exc:
+        return problem(400, "Bad Request", str(exc))
+    in_header = doorrules.key_outside_body(key, None, header_key)
+    if in_header:
+        return problem(400, "Bad Request", in_header)
+    try:
+        doorrules.v2_check(body)
+        call = Call.parse({**body, "serverId": server_id})
+    except InvalidCall as exc:
+        return problem(400, "Bad Request", str(exc), field=exc.field)
+    if _holds(body, key):
+        return problem(400, "Bad Request", KEY_IN_CALL)
+    ids, failure = d.enqueue_all([_with_key(call, header_key)])
+    if isinstance(failure, InvalidCall):
+        return problem(400, "Bad Request", str(failure))
+    if failure is not None:
+        _, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
+        full = "queue full: " if isinstance(failure, QueueFull) else ""
+        return problem(503, "Service Unavailable", f"{full}{doorrules.sentence(failure)} "
+                       f"The call was not queued; retry in {wait} s.",
+                       **{"Retry-After": str(wait)})
+    (call_id,) = ids
+    log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
+    answer = {"callId": call_id, "status": "queued", **call.to_cad()}
+    answer["serverId"] = server_id
+    return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)
