@@ -173,7 +173,8 @@ class CadClient:
                 retry_after=retry_after_seconds(response.headers),
             )
         if 300 <= status < 400:
-            where = response.headers.get("Location", "?")
+            # A proxy may echo the request (key and all) in where it points.
+            where = self._redact(response.headers.get("Location", "?"))
             raise PermanentError(
                 f"the CAD answered a redirect {status} to {where}: check SONORAN_API_URL",
                 status_code=status, response=kept,

@@ -205,6 +205,17 @@ def test_a_redirect_is_permanent_and_names_where_it_points(
     assert "https://elsewhere.example/" in str(exc) and "SONORAN_API_URL" in str(exc)
 
 
+def test_a_redirect_that_echoes_the_key_does_not_carry_it_into_the_error(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    key = v1._settings.api_key.reveal()  # type: ignore[union-attr]
+    session.queue(proxy_page(302, {"Location": f"https://elsewhere.example/?key={key}"}))
+
+    exc = failure(v1, call)
+
+    assert key not in str(exc) and "https://elsewhere.example/" in str(exc)
+
+
 # -- v1 retryable failures ---------------------------------------------------------------
 
 
