@@ -84,7 +84,7 @@ class Deliverer:
         """Wait at the send gate; False (call back in line) on a 429 pause or a long wait."""
         waited = 0.0
         while True:
-            verdict = self._record(self.lifecycle.gate)
+            verdict = self._record(self.lifecycle.rate.gate)
             if verdict == "go":
                 return True
             if verdict == "paused" or waited > self.lifecycle.flow.max_wait_s:
