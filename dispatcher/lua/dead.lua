@@ -10,7 +10,8 @@
 --!include _observe.lua
 local id, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local reason, status, response, err = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-observe(k('latency'), 'permanent', ARGV[8], ARGV[9])
+local bucket, seconds = ARGV[8], ARGV[9]
+observe(k('latency'), 'permanent', bucket, seconds)
 local r = redis.call('HMGET', ck(id), 'state', 'gen')
 if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
 redis.call('HINCRBY', ck(id), 'attempts', 1)

@@ -15,7 +15,8 @@
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
-local id, call, now, idem = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local id, call, at, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(at)
 local idem_ttl, source = ARGV[5], ARGV[6]
 local interval, max_wait, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
@@ -36,8 +37,8 @@ end
 if existing then return {existing, 'duplicate'} end
 if idem ~= '' then redis.call('SET', k('idem:' .. idem), id, 'EX', idem_ttl) end
 if redis.call('EXISTS', ck(id)) == 1 then return {id, 'duplicate'} end
-redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', ARGV[3],
-  'age_from', ARGV[3], 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
+redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', at,
+  'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
   'idempotency_key', idem, 'replays', 0, 'updated_at', now)
 redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)

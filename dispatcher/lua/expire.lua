@@ -5,8 +5,8 @@
 -- ARGV[4]  score the page starts after ('' : from the oldest)
 -- Returns {expired, entries in the page, the page's last score ('' : empty)}.
 --!include _calls.lua
-local now, max_age, limit, after = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-  ARGV[4]
+local now, max_age, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local after = ARGV[4]
 local n = 0
 -- pending is ordered by enqueue time; a replayed call counts its age from the replay,
 -- so old replayed calls can fill a page without expiring: the caller pages through,

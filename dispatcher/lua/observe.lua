@@ -5,5 +5,6 @@
 -- ARGV[2]  bucket (upper bound)               ARGV[3]  duration, s
 -- Returns 1.
 --!include _observe.lua
-observe(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+local key, outcome, bucket, seconds = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+observe(key, outcome, bucket, seconds)
 return 1

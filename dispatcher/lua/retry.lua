@@ -17,7 +17,8 @@ local id, gen, now, due = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local err, status, response, kind = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local pause_s, threshold = tonumber(ARGV[9]), tonumber(ARGV[10])
 local cooldown, max_cooldown = tonumber(ARGV[11]), tonumber(ARGV[12])
-observe(k('latency'), 'retryable', ARGV[13], ARGV[14])
+local bucket, seconds = ARGV[13], ARGV[14]
+observe(k('latency'), 'retryable', bucket, seconds)
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'enqueued_at')
 if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
 redis.call('ZREM', k('inflight'), id)
