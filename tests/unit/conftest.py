@@ -9,8 +9,13 @@ from typing import Any
 import fakeredis
 import pytest
 
+from dispatcher.deadletters import DeadLetters
+from dispatcher.lifecycle import Lifecycle
+from dispatcher.records import Records
+from dispatcher.schedule import Pump
 from dispatcher.settings import Secret, Settings
 from dispatcher.simulator import CadSimulator
+from tests.unit.lifeworld import World
 
 COMMUNITY = "unit-community"
 #: Distinctive enough that finding it anywhere means it leaked.
@@ -185,3 +190,21 @@ def community() -> str:
 @pytest.fixture
 def recording_sleep() -> RecordingSleep:
     return RecordingSleep()
+
+
+@pytest.fixture
+def world(r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> Callable[..., World]:
+    def build(**overrides: Any) -> World:
+        base: dict[str, Any] = {"community_id": "c", "api_key": Secret("lifecycle-key"),
+                                "max_rate": 0.0}
+        base.update(overrides)
+        settings = Settings(**base)
+        return World(
+            r=r, clock=clock, publisher=publisher, settings=settings,
+            lc=Lifecycle(r, settings, clock=clock),
+            pump=Pump(r, settings, publisher, clock=clock),
+            dead=DeadLetters(r, settings.prefix, clock=clock),
+            records=Records(r, settings.prefix, clock=clock),
+        )
+
+    return build
