@@ -43,23 +43,41 @@ LEASE_MARGIN_S = 15.0
 #: rate; back in line), ``stale`` (another generation's message), ``expired`` (a dead
 #: letter now), ``missing`` (no record) or ``invalid`` (the stored call no longer
 #: validates: a dead letter now).
+EnqueueKind = Literal["pushed", "held", "duplicate", "gone", "full"]
+"""What `Lifecycle.enqueue` did: ``pushed`` (recorded, its first message pushed in the
+same step), ``held`` (recorded, waiting its turn in line), ``duplicate`` (already
+recorded: ``call_id`` is the first one's), ``gone`` (the inbox entry was taken by another
+bridge: nothing recorded) or ``full`` (the backlog cap refused it: nothing recorded)."""
+
 ClaimKind = Literal["claimed", "held", "stale", "expired", "missing", "invalid"]
 
 
 @dataclass(frozen=True)
 class Enqueued:
-    """Result of `Lifecycle.enqueue`."""
+    """Result of `Lifecycle.enqueue` (see `EnqueueKind`)."""
 
-    call_id: str
-    publish: bool
-    gen: int
-    duplicate: bool
-    gone: bool = False
-    #: The message was pushed by the script itself.
-    pushed: bool = False
-    #: Refused: the backlog cap was reached (``waiting`` calls); nothing was recorded.
-    full: bool = False
+    kind: EnqueueKind
+    call_id: str = ""
+    #: Generation of the message pushed (1), 0 when none was.
+    gen: int = 0
+    #: Calls waiting when the backlog cap refused this one.
     waiting: int = 0
+
+    @property
+    def pushed(self) -> bool:
+        return self.kind == "pushed"
+
+    @property
+    def duplicate(self) -> bool:
+        return self.kind == "duplicate"
+
+    @property
+    def gone(self) -> bool:
+        return self.kind == "gone"
+
+    @property
+    def full(self) -> bool:
+        return self.kind == "full"
 
 
 @dataclass(frozen=True)
@@ -102,22 +120,22 @@ class Lifecycle:
         self._unclaim = scripts.register(client, "unclaim.lua")
 
     def enqueue(
-        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None,
-        message: tuple[str, str] | None = None,
+        self, call: Call, message: tuple[str, str], source: str = "api",
+        take_from: tuple[str, str] | None = None,
     ) -> Enqueued:
-        """Record a call (idempotently); say whether the caller must still publish it.
+        """Record a call (idempotently) and put it in play or in line.
 
-        ``take_from=(list_key, raw)`` removes that entry from that list in the same
-        atomic step; if it is no longer there (another bridge took it), nothing is
-        recorded and ``gone`` is true. ``message=(queue_key, json)`` is the call's first
-        Celery message, pushed in the same step when the call may go at once.
+        ``message=(queue_key, json)`` is the call's first Celery message (gen 1), pushed
+        in the same atomic step when the call may go at once. ``take_from=(list_key,
+        raw)`` removes that entry from that list in the same step; if it is no longer
+        there (another bridge took it), nothing is recorded (``gone``).
         """
         keys, args = self._enqueue_args(call, source, take_from, message)
         return _enqueued(self._enqueue(keys=keys, args=args))
 
     def enqueue_pipelined(
-        self, pipe: redis.client.Pipeline, call: Call, source: str,
-        take_from: tuple[str, str] | None = None, message: tuple[str, str] | None = None,
+        self, pipe: redis.client.Pipeline, call: Call, message: tuple[str, str], source: str,
+        take_from: tuple[str, str] | None = None,
     ) -> None:
         """Queue the same script on a pipeline; parse its reply with `enqueued_from`."""
         keys, args = self._enqueue_args(call, source, take_from, message)
@@ -129,10 +147,10 @@ class Lifecycle:
 
     def _enqueue_args(
         self, call: Call, source: str, take_from: tuple[str, str] | None,
-        message: tuple[str, str] | None,
+        message: tuple[str, str],
     ) -> tuple[list[str], list[Any]]:
         inbox, entry = take_from or ("", "")
-        queue, body = message or ("", "")
+        queue, body = message
         return ([self.keys.prefix, inbox, queue],
                 [call.id, json.dumps(call.to_cad(), ensure_ascii=False), repr(call.enqueued_at),
                  call.idempotency_key or "", IDEMPOTENCY_TTL_S, source, *self.flow.argv(),
@@ -214,13 +232,10 @@ def _latency(elapsed_s: float | None) -> tuple[str, str]:
 
 
 def _enqueued(res: Any) -> Enqueued:
-    call_id = as_text(res[0])
-    kind = as_text(res[1])
-    out = kind in ("publish", "pushed")
+    kind = cast(EnqueueKind, as_text(res[1]))
     if kind == "full":
-        return Enqueued("", False, 0, False, full=True, waiting=int(as_text(res[2])))
-    return Enqueued(call_id, kind == "publish", int(as_text(res[2])) if out else 0,
-                    kind == "duplicate", kind == "gone", kind == "pushed")
+        return Enqueued(kind, waiting=int(as_text(res[2])))
+    return Enqueued(kind, as_text(res[0]), 1 if kind == "pushed" else 0)
 
 
 def as_text(value: Any) -> str:

@@ -2,7 +2,7 @@
 -- message in the same step (dispatcher.lifecycle.Lifecycle.enqueue).
 -- KEYS[1]  key prefix (see _calls.lua)
 -- KEYS[2]  inbox processing list the entry is taken from ('' : not from the inbox)
--- KEYS[3]  Celery queue list the first message goes to ('' : no message, say 'publish')
+-- KEYS[3]  Celery queue list the first message goes to
 -- ARGV[1]  call id            ARGV[2]  call JSON (as sent to the CAD)
 -- ARGV[3]  enqueued at (now)  ARGV[4]  idempotency key ('' : none)
 -- ARGV[5]  idempotency TTL, s ARGV[6]  source (api, inbox, http...)
@@ -10,8 +10,8 @@
 -- ARGV[10] the inbox entry to remove from KEYS[2]
 -- ARGV[11] the first Celery message (gen 1) for KEYS[3]
 -- ARGV[12] backlog cap (0 : none)
--- Returns {id, 'pushed'|'publish', '1'}, {id, 'held'}, {id, 'duplicate'}, {'', 'gone'}
--- or {'', 'full', waiting}.
+-- Returns {id, 'pushed', '1'}, {id, 'held'}, {id, 'duplicate'}, {'', 'gone'} or
+-- {'', 'full', waiting}.
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
@@ -46,12 +46,9 @@ if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, max_wait, win
   local slot = reserve_slot(now, interval)
   redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
   redis.call('ZADD', k('queued'), now, id)
-  if queue ~= '' then
-    -- The Celery message goes out in the same atomic step as the record.
-    redis.call('LPUSH', queue, message)
-    return {id, 'pushed', '1'}
-  end
-  return {id, 'publish', '1'}
+  -- The Celery message goes out in the same atomic step as the record.
+  redis.call('LPUSH', queue, message)
+  return {id, 'pushed', '1'}
 end
 hold(id, now, now)
 return {id, 'held'}

@@ -36,9 +36,8 @@ class World:
         now = self.clock()
         call = Call.create(caller=caller, location="Route 68", description="Crash",
                            idempotency_key=idem, **kw).with_envelope(new_call_id(now), now)
-        result = self.lc.enqueue(call)
-        if result.publish:
-            self.publisher.publish(call.to_dict(), result.gen)
+        message = (self.publisher.queue_key, self.publisher.message(call.to_dict(), 1))
+        result = self.lc.enqueue(call, message)
         self.clock.advance(1.0)
         return result
 

@@ -28,7 +28,7 @@ def test_enqueue_when_idle_takes_the_fast_path(world: Callable[..., World]) -> N
 
     result = w.add()
 
-    assert (result.publish, result.gen, result.duplicate) == (True, 1, False)
+    assert (result.kind, result.gen) == ("pushed", 1)
     assert w.state(result.call_id) == "queued"
     assert w.where(result.call_id) == ["queued", "pending"]
     assert w.records.stats()["queued"] == 1
@@ -44,7 +44,7 @@ def test_enqueue_holds_once_the_rate_window_is_full(world: Callable[..., World])
 
     # One request a second (plus margin), slots reserved at most MAX_SLOT_WAIT_S ahead:
     # slots at 0, 1.03 and 2.06 s; the rest wait in line.
-    assert [x.publish for x in results] == [True, True, True, False, False]
+    assert [x.kind for x in results] == ["pushed"] * 3 + ["held"] * 2
     assert [w.state(x.call_id) for x in results[3:]] == ["held", "held"]
     assert w.records.stats()["queued"] == 5
 
@@ -56,7 +56,7 @@ def test_enqueue_behind_a_backlog_is_held_even_with_capacity(world: Callable[...
         w.clock.advance(-1.0)
     w.clock.advance(100)  # the rate window is free again, but one call is still held
 
-    assert w.add().publish is False
+    assert w.add().kind == "held"
 
 
 def test_an_idempotency_key_yields_the_same_id_and_one_record(
@@ -68,7 +68,7 @@ def test_an_idempotency_key_yields_the_same_id_and_one_record(
     second = w.add(idem="game-911-42", caller="Someone Else")
 
     assert second.call_id == first.call_id
-    assert second.duplicate and not second.publish
+    assert second.kind == "duplicate"
     assert len(list(r.scan_iter("dispatcher:call:*"))) == 1
     assert w.records.stats()["enqueued"] == 1
     assert len(w.publisher.published) == 1
@@ -86,23 +86,6 @@ def test_the_producer_api_honours_idempotency(
 
     assert len(ids) == 1
     assert len(w.publisher.published) == 1
-
-
-def test_a_failed_publish_keeps_the_call_for_the_orphan_sweep(
-    world: Callable[..., World], r: fakeredis.FakeRedis
-) -> None:
-    w = world()
-    w.publisher.fail = True
-    producer = Producer(w.settings, client=r, publisher=w.publisher, clock=w.clock)
-
-    call_id = producer.enqueue(Call.create(caller="A", location="B", description="C"))
-
-    assert w.state(call_id) == "queued"
-    w.publisher.fail = False
-    w.clock.advance(w.pump.orphan_after_s + 1)
-    report = w.pump.tick()
-    assert (report.orphans, report.released) == (1, 1)
-    assert w.publisher.published[0][0]["id"] == call_id
 
 
 # -- claim -------------------------------------------------------------------------------

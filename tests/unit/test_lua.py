@@ -103,7 +103,7 @@ def test_enqueue_records_pushes_dedups_and_caps(client: redis.Redis) -> None:
     assert call_hash(client, "a")["state"] == "queued"
     assert client.ttl(f"{P}:idem:k") == 60
     assert enqueue(client, "b", idem="k") == ["a", "duplicate"]
-    assert enqueue(client, "c", queue="") == ["c", "publish", "1"]
+    assert enqueue(client, "c") == ["c", "pushed", "1"]
     assert enqueue(client, "d", window=2) == ["d", "held"], "the window of messages is full"
     assert where(client, "d") == ["held"]
     assert enqueue(client, "e", cap=3) == ["", "full", "3"]

@@ -32,7 +32,7 @@ def test_a_429_pauses_everyone_without_counting_a_failure(world: Callable[..., W
     assert stats["circuit"] == "closed"
 
     b = w.add("B")  # capacity is 0 during the pause
-    assert b.publish is False
+    assert b.kind == "held"
     for _ in range(3):
         assert w.pump.tick().released == 0
         w.clock.advance(2.5)

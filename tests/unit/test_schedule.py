@@ -97,6 +97,26 @@ def test_an_orphaned_message_is_published_again(world: Callable[..., World]) -> 
     assert w.lc.claim(call_id, 2).kind == "claimed"
 
 
+def test_a_failed_publish_leaves_the_released_calls_to_the_orphan_sweep(
+    world: Callable[..., World]
+) -> None:
+    w = world()
+    ids = [w.add().call_id for _ in range(2)]
+    w.publisher.published.clear()  # their first messages were lost
+    w.publisher.fail = True
+    w.clock.advance(w.pump.orphan_after_s + 1)
+
+    report = w.pump.tick()
+
+    assert (report.orphans, report.released, report.publish_failed) == (2, 0, 2)
+    assert [(w.state(i), w.field(i, "gen")) for i in ids] == [("queued", "2")] * 2
+    w.publisher.fail = False
+    w.clock.advance(w.pump.orphan_after_s + 1)
+    report = w.pump.tick()
+    assert (report.orphans, report.released, report.publish_failed) == (2, 2, 0)
+    assert [(p["id"], gen) for p, gen in w.publisher.published] == [(i, 3) for i in ids]
+
+
 def test_drain_stops_when_nothing_moves(world: Callable[..., World]) -> None:
     w = world()
     for _ in range(3):
