@@ -114,10 +114,10 @@ class Producer:
     def _flush_error(self, exc: Exception) -> None:
         if isinstance(exc, QueueFull):
             # Already accepted: the calls stay on disk and the flusher tries again.
-            if not self._spool_full:
+            first, self._spool_full = not self._spool_full, True
+            if first:
                 log.warning("spool flush waits: %s; %d call(s) stay spooled", exc,
                             self.pending_spooled())
-            self._spool_full = True
             return
         self._spool_full = False  # Redis is down again: the spool is for exactly that
         log.debug("spool flush waits for Redis (%s)", type(exc).__name__)
@@ -130,7 +130,7 @@ class Producer:
                 wait_s: float) -> str:
         # The first message is built up front (gen 1) so the script can push it with
         # the record, atomically; it is simply dropped when the call has to wait.
-        message = (self.publisher.queue_key, self.publisher.message(stamped.to_dict(), 1))
+        message = (self.publisher.queue_key, self.publisher.message(stamped.id, 1))
         result = bounded(
             lambda: self.lifecycle.enqueue(stamped, message, source, take_from), wait_s)
         if result.full:
@@ -162,7 +162,7 @@ class Producer:
         # A microsecond apart, so the batch keeps its order in line (held is by time).
         stamped = [c.with_envelope(new_call_id(now), now + i * 1e-6)
                    for i, c in enumerate(batch)]
-        messages = [(self.publisher.queue_key, self.publisher.message(c.to_dict(), 1))
+        messages = [(self.publisher.queue_key, self.publisher.message(c.id, 1))
                     for c in stamped]
 
         def run() -> list[Any]:

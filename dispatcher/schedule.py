@@ -18,7 +18,6 @@ duplicated scheduler process is harmless. Waiting calls cost only Redis memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -98,12 +97,7 @@ class Pump:
         if self.settings.max_age_s:
             report.expired = self._expire_page(now, self.settings.max_age_s)
         out = self._release(keys=p, args=[repr(now), BATCH, *self.flow.argv()])
-        items = []
-        for i in range(0, len(out), 5):
-            call_id, gen, call_json, enq, idem = (as_text(v) for v in out[i:i + 5])
-            payload = {"v": 1, "id": call_id, "call": json.loads(call_json),
-                       "idempotency_key": idem or None, "enqueued_at": float(enq)}
-            items.append((payload, int(gen)))
+        items = [(as_text(out[i]), int(out[i + 1])) for i in range(0, len(out), 2)]
         try:
             self.publisher.publish_many(items)  # one round trip, oldest first
             report.released = len(items)

@@ -107,5 +107,9 @@ class Flusher:
                 self.on_error(exc)
                 self._stop.wait(FLUSH_RETRY_S)
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop flushing; with ``wait_s``, wait that long for the thread to end."""
         self._stop.set()
+        thread = self._thread
+        if wait_s is not None and thread is not None:
+            thread.join(wait_s)

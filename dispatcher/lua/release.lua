@@ -4,7 +4,7 @@
 -- KEYS[1]  key prefix (see _calls.lua; walks up to ARGV[2] calls)
 -- ARGV[1]  now          ARGV[2]  most calls released
 -- ARGV[3]  rate interval, s        ARGV[4]  longest slot wait, s      ARGV[5]  window
--- Returns a flat list, 5 per released call: id, gen, call JSON, enqueued_at, idempotency key.
+-- Returns a flat list, 2 per released call, oldest first: id, gen (of its new message).
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
@@ -21,13 +21,13 @@ local out = {}
 local ids = redis.call('ZRANGE', k('held'), 0, n - 1)
 for _, id in ipairs(ids) do
   redis.call('ZREM', k('held'), id)
-  local r = redis.call('HMGET', ck(id), 'state', 'call', 'enqueued_at', 'idempotency_key')
-  if r[1] == 'held' then
+  if redis.call('HGET', ck(id), 'state') == 'held' then
     local g = redis.call('HINCRBY', ck(id), 'gen', 1)
     local slot = reserve_slot(now, interval)
     redis.call('HSET', ck(id), 'state', 'queued', 'updated_at', now, 'slot', slot)
     redis.call('ZADD', k('queued'), now, id)
-    for _, v in ipairs({id, tostring(g), r[2], r[3], r[4] or ''}) do table.insert(out, v) end
+    table.insert(out, id)
+    table.insert(out, g)
   end
 end
 return out

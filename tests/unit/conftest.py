@@ -38,12 +38,12 @@ class FakeClock:
 
 class FakePublisher:
     """Stands in for the Celery publisher: every message pushed to the queue list (by the
-    enqueue script or by the scheduler) is read back as (payload, gen)."""
+    enqueue script or by the scheduler) is read back as (call id, gen)."""
 
     queue_key = "dispatcher"
 
     def __init__(self) -> None:
-        self._published: list[tuple[dict[str, Any], int]] = []
+        self._published: list[tuple[str, int]] = []
         self.client: Any = None
         self.fail = False
 
@@ -52,31 +52,31 @@ class FakePublisher:
             self.client = client
         return self
 
-    def message(self, payload: dict[str, Any], gen: int) -> str:
-        return json.dumps({"payload": payload, "gen": gen})
+    def message(self, call_id: str, gen: int) -> str:
+        return json.dumps({"id": call_id, "gen": gen})
 
-    def publish_many(self, items: list[tuple[dict[str, Any], int]]) -> None:
+    def publish_many(self, items: list[tuple[str, int]]) -> None:
         if self.fail:
             raise ConnectionError("broker down")
-        for payload, gen in items:
-            self.client.lpush(self.queue_key, self.message(payload, gen))
+        for call_id, gen in items:
+            self.client.lpush(self.queue_key, self.message(call_id, gen))
 
-    def publish(self, payload: dict[str, Any], gen: int) -> None:
-        self.publish_many([(payload, gen)])
+    def publish(self, call_id: str, gen: int) -> None:
+        self.publish_many([(call_id, gen)])
 
     @property
-    def published(self) -> list[tuple[dict[str, Any], int]]:
+    def published(self) -> list[tuple[str, int]]:
         """Everything pushed so far, oldest first (clear() forgets what was read)."""
         while self.client is not None:
             raw = self.client.rpop(self.queue_key)
             if raw is None:
                 break
             data = json.loads(raw)
-            self._published.append((data["payload"], data["gen"]))
+            self._published.append((data["id"], data["gen"]))
         return self._published
 
     def ids(self) -> list[str]:
-        return [p["id"] for p, _ in self.published]
+        return [call_id for call_id, _ in self.published]
 
     def close(self) -> None:
         pass

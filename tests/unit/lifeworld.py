@@ -36,7 +36,7 @@ class World:
         now = self.clock()
         call = Call.create(caller=caller, location="Route 68", description="Crash",
                            idempotency_key=idem, **kw).with_envelope(new_call_id(now), now)
-        message = (self.publisher.queue_key, self.publisher.message(call.to_dict(), 1))
+        message = (self.publisher.queue_key, self.publisher.message(call.id, 1))
         result = self.lc.enqueue(call, message)
         self.clock.advance(1.0)
         return result
@@ -65,7 +65,7 @@ class World:
     def claim_published(self) -> list[str]:
         """Claim every published message once, newest generation only; return claim kinds."""
         kinds = []
-        for payload, gen in list(self.publisher.published):
-            kinds.append(self.lc.claim(payload["id"], gen).kind)
+        for call_id, gen in list(self.publisher.published):
+            kinds.append(self.lc.claim(call_id, gen).kind)
         self.publisher.published.clear()
         return kinds

@@ -48,8 +48,8 @@ def test_consecutive_failures_open_the_breaker_and_a_probe_closes_it(
     oldest_held = w.oldest_held()
     assert w.pump.tick().released == 1
     assert w.pump.tick().released == 0
-    [(payload, gen)] = w.publisher.published
-    probe = payload["id"]
+    [(released, gen)] = w.publisher.published
+    probe = released
     assert probe == oldest_held
     assert w.claim_published() == ["claimed"]
     assert w.pump.tick().released == 0
@@ -76,10 +76,10 @@ def test_a_failed_probe_reopens_with_a_longer_cooldown(world: Callable[..., Worl
     w.add("waits behind the probe")
     w.clock.advance(w.lc.circuit.cooldown_s)
     w.pump.tick()
-    [(payload, gen)] = w.publisher.published
+    [(released, gen)] = w.publisher.published
     w.publisher.published.clear()
 
-    _fail(w, payload["id"], gen)
+    _fail(w, released, gen)
 
     assert w.records.stats()["circuit"] == "open"
     w.clock.advance(w.lc.circuit.cooldown_s)

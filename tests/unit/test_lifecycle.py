@@ -144,12 +144,12 @@ def test_a_full_cycle_stores_no_api_key(
     deliverer = Deliverer(lc, CadClient(settings), sleep=recording_sleep, clock=clock)
 
     def deliver_published() -> list[str]:
-        out = [deliverer.deliver(p["id"], gen) for p, gen in publisher.published]
+        out = [deliverer.deliver(call_id, gen) for call_id, gen in publisher.published]
         publisher.published.clear()
         return out
 
     def deliver(call_id: str) -> str:
-        [gen] = [g for p, g in publisher.published if p["id"] == call_id]
+        [gen] = [g for i, g in publisher.published if i == call_id]
         return deliverer.deliver(call_id, gen)
 
     ids = [producer.enqueue(Call.create(caller=f"c{i}", location="l", description="d",

@@ -100,8 +100,8 @@ def test_claims_are_spaced_by_the_rate_and_a_far_slot_is_held(
     w.clock.now = starts[-1]
     w.publisher.published.clear()
     w.pump.tick()
-    [(payload, gen)] = w.publisher.published
-    assert payload["id"] == ids[3]
+    [(released, gen)] = w.publisher.published
+    assert released == ids[3]
     claim = w.lc.claim(ids[3], gen)
     assert claim.kind == "claimed"
     assert w.clock() + claim.wait_s - starts[-1] >= 1.0
