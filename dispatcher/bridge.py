@@ -26,6 +26,7 @@ from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.producer import Producer
 from dispatcher.redact import Redactor, withheld_note
+from dispatcher.redisconn import UNREACHABLE
 
 log = logging.getLogger("dispatcher.bridge")
 
@@ -193,13 +194,13 @@ class Bridge:
             except QueueFull as exc:
                 self._queue_full(exc)
                 stop.wait(FULL_WAIT_S)
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*UNREACHABLE):
                     self.recover(quiet=True)  # the refused entries wait in the inbox, in order
             except (redis.RedisError, QueueUnavailable) as exc:
                 # Down or refusing writes (full): the entry is safe in the processing list.
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*UNREACHABLE):
                     self.recover()
 
 
