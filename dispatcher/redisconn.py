@@ -50,7 +50,7 @@ def connect(settings: Settings, **overrides: object) -> redis.Redis:
     }
     options.update(tls_options(settings))
     options.update(overrides)
-    return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 #: Query arguments of REDIS_URL that both redis-py and the worker's kombu honour.
@@ -59,12 +59,18 @@ URL_QUERY_ARGS = frozenset({"db", "password", "username", "client_name", "ssl_ce
                             "ssl_check_hostname"})
 
 
+def parse_url(url: str) -> dict[str, Any]:
+    """redis-py's own reading of a Redis URL; ValueError when it cannot read it."""
+    options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    return options
+
+
 def check_url(url: str, ca_file: str | None = None) -> dict[str, Any]:
     """redis-py's reading of REDIS_URL; ConfigError (one line, no secret) if unusable."""
     from urllib.parse import parse_qs, urlsplit
 
     try:
-        options = redis.connection.parse_url(url)
+        options = parse_url(url)
         query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     except ValueError as exc:
         why = str(exc) if "connection URL" in str(exc) else "it cannot be parsed"
