@@ -64,6 +64,16 @@ local function circuit_failure(id, now, err, threshold, cooldown0, maxcool)
   end
 end
 
+-- Has the breaker closed since calls went on backoff (they go back in line)?
+local function circuit_flush_due()
+  local c = redis.call('HMGET', k('circuit'), 'state', 'flush')
+  return c[1] == 'closed' and c[2] == '1'
+end
+
+local function circuit_flush_done()
+  redis.call('HDEL', k('circuit'), 'flush')
+end
+
 local function circuit_is_open()
   return redis.call('HGET', k('circuit'), 'state') == 'open'
 end

@@ -5,14 +5,14 @@
 -- ARGV[1]  now          ARGV[2]  most calls moved
 -- Returns how many calls were moved.
 --!include _calls.lua
+--!include _circuit.lua
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local c = redis.call('HMGET', k('circuit'), 'state', 'flush')
-if c[1] ~= 'closed' or c[2] ~= '1' then return 0 end
+if not circuit_flush_due() then return 0 end
 local ids = redis.call('ZRANGE', k('scheduled'), 0, limit - 1)
 for _, id in ipairs(ids) do
   redis.call('ZREM', k('scheduled'), id)
   local r = redis.call('HMGET', ck(id), 'state', 'enqueued_at')
   if r[1] == 'scheduled' then hold(id, tonumber(r[2]), now) end
 end
-if #ids < limit then redis.call('HDEL', k('circuit'), 'flush') end
+if #ids < limit then circuit_flush_done() end
 return #ids
