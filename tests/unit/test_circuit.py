@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dispatcher import circuit
 from dispatcher.policy import CIRCUIT_FAILURE_THRESHOLD
 from tests.unit.lifeworld import World
 
@@ -113,3 +114,23 @@ def test_a_permanent_answer_proves_the_cad_is_up(world: Callable[..., World]) ->
     _fail(w, ids[5], 1)
 
     assert w.records.stats()["circuit"] == "closed"
+
+
+# -- reading the hash ----------------------------------------------------------------------
+
+
+def test_the_view_shows_an_open_breaker_past_its_cooldown_as_half_open(
+    world: Callable[..., World],
+) -> None:
+    w = world()
+    now = w.clock()
+    assert circuit.read(w.r, w.settings.prefix, now).state == "closed"
+    w.r.hset(w.keys.circuit, mapping={"state": "open", "open_until": now + 5, "failures": 5,
+                                      "last_error": "timeout", "last_failure_at": now})
+
+    still = circuit.read(w.r, w.settings.prefix, now)
+    over = circuit.read(w.r, w.settings.prefix, now + 5)
+
+    assert (still.state, still.failures, still.last_error) == ("open", 5, "timeout")
+    assert still.last_failure_at == now and still.last_success_at is None
+    assert over.state == "half_open"

@@ -225,3 +225,24 @@ def test_a_backlogs_first_claim_coming_late_leaves_no_slot_unused(
         w.clock.advance(0.002)
     assert set(kinds.values()) == {"claimed"}, kinds
     assert w.records.stats()["in_flight"] == 6
+
+
+# -- the send gate -------------------------------------------------------------------------
+
+
+def test_the_gate_spaces_sends_by_the_interval_and_stops_for_a_pause(
+    world: Callable[..., World],
+) -> None:
+    w = world(max_rate=2.0)
+    gate = w.lc.rate
+    gap = w.lc.flow.send_gap_s
+    assert gap > 0.5, "the interval carries its margin over 1/rate"
+
+    assert gate.gate() == "go"
+    w.clock.advance(0.1)
+    assert gate.gate() == pytest.approx(gap - 0.1)
+    w.clock.advance(gap)
+    assert gate.gate() == "go"
+    assert gate.paused_until() == 0.0
+    w.r.hset(w.keys.rate, "pause_until", w.clock() + 30)
+    assert gate.gate() == "paused" and gate.paused_until() == w.clock() + 30
