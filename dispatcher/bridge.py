@@ -21,11 +21,13 @@ from collections.abc import Callable
 
 import redis
 
+from dispatcher import scripts
 from dispatcher.call import Call
 from dispatcher.deadletters import DeadLetters
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.producer import Producer
 from dispatcher.redact import Redactor, withheld_note
+from dispatcher.redisconn import UNREACHABLE
 
 log = logging.getLogger("dispatcher.bridge")
 
@@ -39,18 +41,6 @@ BATCH = 200
 FULL_WAIT_S = 2.0
 #: While the cap refuses entries, one log line per this many seconds.
 FULL_LOG_EVERY_S = 60.0
-
-# Move up to ARGV[1] more entries to the processing list in one step (oldest first).
-_TAKE = r"""
-local out = {}
-for _ = 1, tonumber(ARGV[1]) do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
-  out[#out + 1] = v
-end
-return out
-"""
-
 
 def _bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
@@ -129,7 +119,7 @@ class Bridge:
         self.processing = f"{inbox_key}:processing"
         self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock,
                                 max_invalid=producer.settings.max_invalid)
-        self._take = self.client.register_script(_TAKE)
+        self._take = scripts.register(self.client, "inbox_take.lua")
         self.moved = 0
         self.invalid = 0
         self._full_since: float | None = None
@@ -229,13 +219,13 @@ class Bridge:
             except QueueFull as exc:
                 self._queue_full(exc)
                 stop.wait(FULL_WAIT_S)
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*UNREACHABLE):
                     self.recover(quiet=True)  # the refused entries wait in the inbox, in order
             except (redis.RedisError, QueueUnavailable) as exc:
                 # Down or refusing writes (full): the entry is safe in the processing list.
                 log.warning("Redis unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*UNREACHABLE):
                     self.recover()
 
 

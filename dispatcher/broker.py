@@ -1,9 +1,9 @@
 """The Celery app, configured for durability, and the one way we publish a call message.
 
 Celery's Redis transport is only the conveyor belt: a message says "send call X of
-generation G" and carries the call payload. The truth about every call lives in our
-own Redis records (`dispatcher.lifecycle`), so a lost, duplicated or redelivered
-message cannot lose or double a call. Retries never use Celery's countdown/ETA
+generation G" (task args ``[call_id, gen]``) and nothing more. The truth about every
+call lives in our own Redis records (`dispatcher.lifecycle`), so a lost, duplicated or
+redelivered message cannot lose or double a call. Retries never use Celery's countdown/ETA
 (they sit in worker memory and outlive the visibility timeout); they use the Redis
 schedule instead.
 """
@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import socket
-from typing import Any
 
 import redis
 from celery import Celery
@@ -85,7 +84,7 @@ class Publisher:
     enqueue (an exchange lookup, then the push). We build the same message with Celery's
     own ``as_task_v2`` and kombu's envelope, so the enqueue script can push it in the same
     atomic step that records the call, and the scheduler can push a batch in one round
-    trip. tests/unit/test_broker.py checks the message against one Celery publishes.
+    trip. tests/integration/test_broker.py checks the message against one Celery publishes.
     """
 
     def __init__(self, settings: Settings, app: Celery | None = None,
@@ -102,14 +101,12 @@ class Publisher:
             self.client = client
         return self
 
-    def message(self, payload: dict[str, Any], gen: int) -> str:
+    def message(self, call_id: str, gen: int) -> str:
         """The JSON of one deliver message, as kombu's Redis transport stores it."""
         task_id = uuid()
         m = self.app.amqp.as_task_v2(
-            task_id, DELIVER_TASK, args=[payload, gen], kwargs={}, ignore_result=True,
-            origin=self._origin,
-            # Logs show the call id, not the call: a 911 description is personal data.
-            argsrepr=f"[{payload.get('id')!r}, {gen}]", kwargsrepr="{}",
+            task_id, DELIVER_TASK, args=[call_id, gen], kwargs={}, ignore_result=True,
+            origin=self._origin, argsrepr=f"[{call_id!r}, {gen}]", kwargsrepr="{}",
         )
         body = json.dumps(m.body, separators=(",", ":")).encode()
         properties = dict(m.properties)
@@ -128,19 +125,19 @@ class Publisher:
             "properties": properties,
         }, separators=(",", ":"))
 
-    def publish_many(self, items: list[tuple[dict[str, Any], int]]) -> None:
-        """Push several messages in one round trip (oldest first out of the list)."""
+    def publish_many(self, items: list[tuple[str, int]]) -> None:
+        """Push several (call id, gen) messages in one round trip (oldest first out)."""
         if not items:
             return
         assert self.client is not None, "Publisher needs a Redis client to push"
         pipe = self.client.pipeline(transaction=False)
-        for payload, gen in items:
-            pipe.lpush(self.queue_key, self.message(payload, gen))
+        for call_id, gen in items:
+            pipe.lpush(self.queue_key, self.message(call_id, gen))
         pipe.execute()
 
-    def publish(self, payload: dict[str, Any], gen: int) -> None:
+    def publish(self, call_id: str, gen: int) -> None:
         """Push one message."""
-        self.publish_many([(payload, gen)])
+        self.publish_many([(call_id, gen)])
 
     def close(self) -> None:
         self.app.close()

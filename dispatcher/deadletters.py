@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import redis
 
+from dispatcher import scripts
 from dispatcher.call import new_call_id
-from dispatcher.keys import LUA_COMMON, Keys
+from dispatcher.keys import Keys
 from dispatcher.lifecycle import as_text
 from dispatcher.records import CallRecord, Records, iso
 from dispatcher.settings import DEFAULT_MAX_INVALID
@@ -39,73 +40,6 @@ AUDIT_KEEP = 10_000
 SUMMARY_HASHES_KEEP = 1_000
 #: At most one log line per this many seconds about summarised invalid entries.
 SUMMARY_LOG_EVERY_S = 60.0
-
-_REPLAY = LUA_COMMON + r"""
-local id, now = ARGV[2], tonumber(ARGV[3])
-local r = redis.call('HMGET', ck(id), 'state', 'enqueued_at', 'reason', 'call')
-if not r[1] then return 'missing' end
-if r[1] ~= 'dead' then return 'not_dead' end
-if not r[4] or r[4] == '' or r[4] == '{}' then return 'unreplayable' end
-redis.call('ZREM', k('dead'), id)
-redis.call('HINCRBY', ck(id), 'replays', 1)
-redis.call('HSET', ck(id), 'last_reason', r[3] or '', 'reason', '', 'age_from', now,
-  'replayed_at', now, 'failures', 0)
-redis.call('ZADD', k('pending'), tonumber(r[2]), id)
-redis.call('HINCRBY', k('counters'), 'replayed', 1)
-hold(id, tonumber(r[2]), now)
-return 'replayed'
-"""
-
-_PURGE = LUA_COMMON + r"""
-local id = ARGV[2]
-if redis.call('HGET', ck(id), 'state') ~= 'dead' then return 0 end
-redis.call('DEL', ck(id))
-redis.call('ZREM', k('dead'), id)
-redis.call('ZREM', k('invalid'), id)
-redis.call('HINCRBY', k('counters'), 'purged', 1)
-return 1
-"""
-
-_BURY_INVALID = LUA_COMMON + r"""
-local id, now = ARGV[2], tonumber(ARGV[3])
-if ARGV[7] and ARGV[7] ~= '' then
-  if redis.call('LREM', ARGV[7], 1, ARGV[8]) == 0 then return '' end
-end
-redis.call('HSET', ck(id), 'id', id, 'call', '{}', 'raw', ARGV[4], 'state', 'dead',
-  'reason', 'invalid', 'last_error', ARGV[5], 'enqueued_at', now, 'dead_at', now,
-  'attempts', 0, 'source', ARGV[6], 'updated_at', now, 'raw_sha256', ARGV[9])
-redis.call('ZADD', k('dead'), now, id)
-redis.call('ZADD', k('invalid'), now, id)
-redis.call('HINCRBY', k('counters'), 'dead:invalid', 1)
--- Beyond the cap (ARGV[10]) the oldest invalid entries are summarised, never silently:
--- counted, their times and hashes (the newest ARGV[11]) kept, their records dropped.
-local summarised, total = 0, 0
-local over = redis.call('ZCARD', k('invalid')) - tonumber(ARGV[10])
-if over > 0 then
-  local sum = k('invalid:summary')
-  for _, old in ipairs(redis.call('ZRANGE', k('invalid'), 0, over - 1)) do
-    local r = redis.call('HMGET', ck(old), 'state', 'dead_at', 'raw_sha256')
-    redis.call('ZREM', k('invalid'), old)
-    if r[1] == 'dead' then
-      redis.call('DEL', ck(old))
-      redis.call('ZREM', k('dead'), old)
-      local at = tonumber(r[2]) or now
-      local first = tonumber(redis.call('HGET', sum, 'oldest_at'))
-      if not first or at < first then redis.call('HSET', sum, 'oldest_at', r[2] or now) end
-      local last = tonumber(redis.call('HGET', sum, 'newest_at'))
-      if not last or at > last then redis.call('HSET', sum, 'newest_at', r[2] or now) end
-      redis.call('LPUSH', k('invalid:hashes'), r[3] or '')
-      summarised = summarised + 1
-    end
-  end
-  if summarised > 0 then
-    redis.call('LTRIM', k('invalid:hashes'), 0, tonumber(ARGV[11]) - 1)
-    total = redis.call('HINCRBY', k('counters'), 'invalid_summarised', summarised)
-  end
-end
-return {id, tostring(summarised), tostring(total)}
-"""
-
 
 @dataclass(frozen=True)
 class Filter:
@@ -141,9 +75,9 @@ class DeadLetters:
         self.max_invalid = max_invalid
         self._summarised_unlogged = 0
         self._summary_logged_at: float | None = None
-        self._replay = client.register_script(_REPLAY)
-        self._purge = client.register_script(_PURGE)
-        self._bury_invalid = client.register_script(_BURY_INVALID)
+        self._replay = scripts.register(client, "replay.lua")
+        self._purge = scripts.register(client, "purge.lua")
+        self._bury_invalid = scripts.register(client, "bury_invalid.lua")
 
     def count(self) -> int:
         return int(self.client.zcard(self.keys.dead))
@@ -185,7 +119,7 @@ class DeadLetters:
 
     def replay(self, call_id: str, actor: str = "cli") -> str:
         """Put one dead letter back in line; returns replayed, missing, not_dead or unreplayable."""
-        result = self._replay(args=[self.keys.prefix, call_id, repr(self.clock())])
+        result = self._replay(keys=[self.keys.prefix], args=[call_id, repr(self.clock())])
         outcome = result.decode() if isinstance(result, bytes) else str(result)
         if outcome == "replayed":
             self._audit("replay", call_id, actor)
@@ -193,7 +127,7 @@ class DeadLetters:
 
     def purge(self, call_id: str, actor: str = "cli") -> bool:
         """Delete one dead letter for good."""
-        done = bool(self._purge(args=[self.keys.prefix, call_id]))
+        done = bool(self._purge(keys=[self.keys.prefix], args=[call_id]))
         if done:
             self._audit("purge", call_id, actor)
         return done
@@ -213,10 +147,11 @@ class DeadLetters:
         original = take_from[1] if take_from else raw
         digest = hashlib.sha256(
             original if isinstance(original, bytes) else original.encode()).hexdigest()
-        result = self._bury_invalid(args=[self.keys.prefix, call_id, repr(now),
-                                          raw[:MAX_RAW_CHARS], error[:500], source,
-                                          *(take_from or ("", "")), digest,
-                                          self.max_invalid, SUMMARY_HASHES_KEEP])
+        inbox, entry = take_from or ("", "")
+        result = self._bury_invalid(keys=[self.keys.prefix, inbox],
+                                    args=[call_id, repr(now), raw[:MAX_RAW_CHARS], error[:500],
+                                          source, entry, digest, self.max_invalid,
+                                          SUMMARY_HASHES_KEEP])
         if not isinstance(result, list):
             return ""
         self._log_summarised(int(as_text(result[1])), int(as_text(result[2])))
@@ -241,9 +176,9 @@ class DeadLetters:
         """Invalid entries summarised beyond the cap: count, first/last time, newest hashes."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.keys.counters, "invalid_summarised")
-        pipe.hmget(f"{self.keys.prefix}:invalid:summary", "oldest_at", "newest_at")
+        pipe.hmget(self.keys.invalid_summary, "oldest_at", "newest_at")
         if hashes > 0:
-            pipe.lrange(f"{self.keys.prefix}:invalid:hashes", 0, hashes - 1)
+            pipe.lrange(self.keys.invalid_hashes, 0, hashes - 1)
         count, (oldest, newest), *rest = pipe.execute()
         digests = rest[0] if rest else []
         return {"count": int(count or 0),

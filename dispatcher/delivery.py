@@ -15,26 +15,19 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import redis
 import tenacity
 
 from dispatcher.cad import CadClient
 from dispatcher.errors import DeliveryError, RateLimited, RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import RetryPolicy
+from dispatcher.redisconn import transient
 
 log = logging.getLogger("dispatcher.delivery")
 T = TypeVar("T")
 
 #: Dead-letter reason for a call the CAD refused (400 texts, other 4xx, redirects).
 REASON_REJECTED = "rejected"
-
-
-def _transient(exc: BaseException) -> bool:
-    """Redis errors worth waiting out: down, slow, or refusing writes while full."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("OOM", "LOADING"))
 
 
 class Deliverer:
@@ -84,7 +77,7 @@ class Deliverer:
         """Wait at the send gate; False (call back in line) on a 429 pause or a long wait."""
         waited = 0.0
         while True:
-            verdict = self._record(self.lifecycle.gate)
+            verdict = self._record(self.lifecycle.rate.gate)
             if verdict == "go":
                 return True
             if verdict == "paused" or waited > self.lifecycle.flow.max_wait_s:
@@ -123,10 +116,10 @@ class Deliverer:
         try:
             return fn()  # the common case, without building a retry loop (worker profile)
         except Exception as exc:
-            if not _transient(exc):
+            if not transient(exc):
                 raise
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_transient),
+            retry=tenacity.retry_if_exception(transient),
             stop=tenacity.stop_after_delay(self._record_for_s),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2),
             sleep=self.sleep,

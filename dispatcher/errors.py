@@ -6,9 +6,11 @@
     ├── QueueFull              the backlog cap is reached (never spooled)
     ├── InvalidCall            a call payload fails validation (also a ValueError)
     └── DeliveryError          sending one call to the CAD failed
-        ├── RetryableError     network error, timeout, 5xx, 408, 429: try again later
+        ├── RetryableError     network error, timeout, 5xx, 408, 429, a 2xx answer that
+        │                      is not the CAD's (a proxy page): try again later
         │   └── RateLimited    429: every sender pauses, no attempt is spent
-        └── PermanentError     400 and other 4xx: retrying cannot help; dead letter
+        └── PermanentError     400 and other 4xx, redirects (3xx, never followed: the
+                               URL is wrong): retrying cannot help; dead letter
 
 Only `dispatcher.cad` raises DeliveryError subclasses; it translates every ``requests``
 exception so nothing above it sees one. Messages never contain the API key.

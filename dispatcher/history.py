@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from dispatcher import scripts
 from dispatcher.keys import Keys
 from dispatcher.records import Records
 
@@ -30,24 +31,6 @@ SAMPLE_EVERY_S = 10.0
 KEEP = 360
 #: Two samples further apart than this have a gap between them (no scheduler ran).
 GAP_AFTER_S = 3 * SAMPLE_EVERY_S
-
-# Push ARGV[2] (whose time is ARGV[3]) unless the newest sample is younger than ARGV[4]
-# seconds; keep ARGV[5] samples.
-_APPEND = r"""
-local key = ARGV[1] .. ':history'
-local head = redis.call('LINDEX', key, 0)
-if head then
-  local ok, last = pcall(cjson.decode, head)
-  if ok and type(last) == 'table' and tonumber(last.t) and
-     tonumber(ARGV[3]) - tonumber(last.t) < tonumber(ARGV[4]) then
-    return 0
-  end
-end
-redis.call('LPUSH', key, ARGV[2])
-redis.call('LTRIM', key, 0, tonumber(ARGV[5]) - 1)
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -80,7 +63,7 @@ class History:
         self.records = Records(client, prefix, clock)
         self.clock = clock
         self.every_s = every_s
-        self._append = client.register_script(_APPEND)
+        self._append = scripts.register(client, "history_append.lua")
         self._next_at = 0.0
 
     def tick(self) -> bool:
@@ -108,7 +91,7 @@ class History:
                            "delivered": sample.delivered, "dead": sample.dead})
         # Half a period of tolerance, so two schedulers ticking out of step still
         # produce one sample per period rather than alternating refusals.
-        done = self._append(args=[self.keys.prefix, body, repr(sample.t),
+        done = self._append(keys=[self.keys.history], args=[body, repr(sample.t),
                                   repr(self.every_s * 0.5), KEEP])
         return bool(done)
 

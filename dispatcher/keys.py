@@ -14,17 +14,18 @@ Layout (prefix ``dispatcher`` by default):
     {p}:invalid:summary  hash  invalid entries summarised beyond DISPATCHER_MAX_INVALID:
                       oldest_at, newest_at (the count is counters' invalid_summarised)
     {p}:invalid:hashes   list  SHA-256 of the newest summarised invalid entries (capped)
-    {p}:circuit       hash  the shared circuit breaker
-    {p}:rate          hash  the shared rate limiter (next slot, 429 pause)
+    {p}:circuit       hash  the shared circuit breaker (dispatcher.circuit)
+    {p}:rate          hash  the shared rate limiter: next slot, 429 pause (dispatcher.ratelimit)
     {p}:counters      hash  monotonic counters (survive restarts, shared by processes)
     {p}:audit         list  operator actions on dead letters (replay, purge)
-    {p}:rate:granted  zset  send times granted by the rate limiter (recent only)
+    {p}:rate:granted  zset  send times granted by the rate limiter, recent only (ratelimit)
     {p}:latency       hash  CAD request latency histogram (dispatcher.telemetry)
     {p}:heartbeats    hash  worker -> last heartbeat (dispatcher.heartbeat)
     {p}:history       list  one sample per 10 s for the page's chart (dispatcher.history)
 
 A call is in exactly one of held/queued/scheduled/inflight/dead (or delivered, in
-none). Every transition is one Lua script, so a crash leaves each call in one place.
+none). Every transition is one Lua script (``dispatcher/lua/``, loaded by
+`dispatcher.scripts`), so a crash leaves each call in one place.
 Redis Cluster is not supported: the scripts touch several keys at once.
 """
 
@@ -37,6 +38,7 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 #: How long a delivered call's record is kept for `dispatcher status` (a week).
 DELIVERED_TTL_S = 7 * 24 * 3600
 
+#: The sorted sets a call's place is one of (and ``pending``, every call not yet done).
 ZSETS = ("held", "queued", "scheduled", "inflight", "pending", "dead")
 
 
@@ -52,107 +54,79 @@ class Keys:
     def idem(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
-    def __getattr__(self, name: str) -> str:
-        if name in ZSETS or name in ("circuit", "rate", "counters", "audit", "heartbeats",
-                                     "history", "invalid"):
-            return f"{self.prefix}:{name}"
-        raise AttributeError(name)
+    def _name(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
 
+    @property
+    def held(self) -> str:
+        return self._name("held")
 
-# Shared Lua, prepended to every script. ARGV[1] is always the key prefix. Numbers that
-# go back to Python are returned as strings: Redis truncates Lua numbers to integers.
-LUA_COMMON = r"""
-local P = ARGV[1]
-local function k(name) return P .. ':' .. name end
-local function ck(id) return P .. ':call:' .. id end
-local function num(v, d) if v then return tonumber(v) or d end return d end
+    @property
+    def queued(self) -> str:
+        return self._name("queued")
 
-local function hold(id, enq, now)
-  redis.call('HSET', ck(id), 'state', 'held', 'updated_at', now)
-  redis.call('ZADD', k('held'), enq, id)
-end
+    @property
+    def scheduled(self) -> str:
+        return self._name("scheduled")
 
-local function unplace(id)
-  for _, z in ipairs({'held', 'queued', 'scheduled', 'inflight', 'pending', 'dead'}) do
-    redis.call('ZREM', k(z), id)
-  end
-end
+    @property
+    def inflight(self) -> str:
+        return self._name("inflight")
 
-local function bury(id, now, reason, status, response, err)
-  unplace(id)
-  redis.call('HSET', ck(id), 'state', 'dead', 'reason', reason, 'status_code', status,
-    'response', response, 'last_error', err, 'dead_at', now, 'updated_at', now)
-  redis.call('ZADD', k('dead'), now, id)
-  redis.call('HINCRBY', k('counters'), 'dead:' .. reason, 1)
-end
+    @property
+    def pending(self) -> str:
+        return self._name("pending")
 
--- One CAD request's duration into the latency histogram (dispatcher.telemetry).
-local function observe(outcome, bucket, seconds)
-  if not bucket or bucket == '' then return end
-  local key = k('latency')
-  redis.call('HINCRBY', key, outcome .. ':' .. bucket, 1)
-  redis.call('HINCRBY', key, outcome .. ':count', 1)
-  redis.call('HINCRBYFLOAT', key, outcome .. ':sum', seconds)
-end
+    @property
+    def dead(self) -> str:
+        return self._name("dead")
 
-local function release_probe(id)
-  if redis.call('HGET', k('circuit'), 'probe') == id then
-    redis.call('HSET', k('circuit'), 'probe', '', 'probe_until', 0)
-  end
-end
+    @property
+    def invalid(self) -> str:
+        return self._name("invalid")
 
-local function circuit_success(now)
-  local st = redis.call('HGET', k('circuit'), 'state')
-  if st and st ~= 'closed' then
-    -- The CAD is back: calls waiting on their own backoff go back in line, oldest first.
-    redis.call('HSET', k('circuit'), 'flush', 1)
-    redis.call('HINCRBY', k('counters'), 'circuit_closed', 1)
-  end
-  redis.call('HSET', k('circuit'), 'state', 'closed', 'failures', 0, 'cooldown', 0,
-    'probe', '', 'probe_until', 0, 'last_success_at', now)
-end
+    @property
+    def invalid_summary(self) -> str:
+        return self._name("invalid:summary")
 
-local function circuit_failure(id, now, err, threshold, cooldown0, maxcool)
-  local c = redis.call('HMGET', k('circuit'), 'state', 'cooldown', 'probe')
-  local st = c[1] or 'closed'
-  local f = redis.call('HINCRBY', k('circuit'), 'failures', 1)
-  redis.call('HSET', k('circuit'), 'last_failure_at', now, 'last_error', err)
-  -- Only the probe's failure re-opens a half-open breaker: a call sent before the
-  -- breaker opened may fail late and must not cut the probe short.
-  if (st == 'half_open' and c[3] == id) or (st == 'closed' and f >= threshold) then
-    local cd = cooldown0
-    if st == 'half_open' then cd = math.min(math.max(num(c[2], 0) * 2, cooldown0), maxcool) end
-    redis.call('HSET', k('circuit'), 'state', 'open', 'open_until', now + cd, 'cooldown', cd,
-      'probe', '', 'probe_until', 0, 'opened_at', now)
-    redis.call('HINCRBY', k('counters'), 'circuit_opened', 1)
-  end
-end
+    @property
+    def invalid_hashes(self) -> str:
+        return self._name("invalid:hashes")
 
--- Reserve the next slot of the shared rate limiter (GCRA: "tat" is the theoretical
--- arrival time of the next request). Slots are handed out when a call is given its
--- message, in line order, so calls reach the CAD in that order and never closer
--- together than the interval, however the worker threads race to claim them.
-local function reserve_slot(now, interval)
-  local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
-  local start = math.max(num(rate[1], 0), now, num(rate[2], 0))
-  if interval > 0 then redis.call('HSET', k('rate'), 'tat', start + interval) end
-  return start
-end
+    @property
+    def circuit(self) -> str:
+        return self._name("circuit")
 
--- How many more calls may be given a Celery message now: the rate limiter's free slots
--- within the longest slot wait (bounded by the window of messages out at once); none
--- while the breaker is not closed or a 429 pause runs.
-local function capacity(now, interval, max_wait, window)
-  local st = redis.call('HGET', k('circuit'), 'state')
-  if st == 'open' or st == 'half_open' then return 0 end
-  local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
-  if num(rate[2], 0) > now then return 0 end
-  local c = window - redis.call('ZCARD', k('queued'))
-  if interval > 0 then
-    local tat = math.max(num(rate[1], 0), now)
-    c = math.min(c, math.floor((now + max_wait - tat) / interval) + 1)
-  end
-  if c < 0 then return 0 end
-  return c
-end
-"""
+    @property
+    def rate(self) -> str:
+        return self._name("rate")
+
+    @property
+    def rate_granted(self) -> str:
+        return self._name("rate:granted")
+
+    @property
+    def counters(self) -> str:
+        return self._name("counters")
+
+    @property
+    def audit(self) -> str:
+        return self._name("audit")
+
+    @property
+    def latency(self) -> str:
+        return self._name("latency")
+
+    @property
+    def heartbeats(self) -> str:
+        return self._name("heartbeats")
+
+    @property
+    def history(self) -> str:
+        return self._name("history")
+
+    def zset(self, name: str) -> str:
+        """One of `ZSETS` by name."""
+        if name not in ZSETS:
+            raise KeyError(name)
+        return self._name(name)

@@ -166,8 +166,8 @@ def latency_histogram(latency: dict[str, dict[str, float]]) -> HistogramMetricFa
             running += fields.get(repr(bound), 0.0)
             buckets.append((floatToGoString(bound), running))
         running += fields.get("+Inf", 0.0)
-        # The count is written in the same pipeline as the bucket; they agree unless a
-        # worker died between the two writes, and then the buckets are the truth.
+        # The count is written by the same atomic script as the bucket (lua/_observe.lua),
+        # so the two agree; +Inf is the buckets' own total either way.
         buckets.append(("+Inf", running))
         family.add_metric([outcome], buckets, sum_value=fields.get("sum", 0.0))
     return family

@@ -46,7 +46,6 @@ class RetryPolicy:
             multiplier=BACKOFF_INITIAL_S, max=BACKOFF_MAX_S
         ) + tenacity.wait_random(0, BACKOFF_JITTER_S)
     )
-    max_delay_s: float = BACKOFF_MAX_S + BACKOFF_JITTER_S
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         """Seconds before the next try; a server's Retry-After is a floor, never ignored."""

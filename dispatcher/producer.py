@@ -2,10 +2,10 @@
 
 `enqueue_call` is the public Python API (see the contract). The record is written by
 one Lua script (idempotency key, record, backlog placement); when the system is idle
-the same script says "publish" and we hand Celery the message at once (the fast
-path); otherwise the scheduler releases the call in its turn. If the publish fails
-after the record was written, the call is already safe: the scheduler's orphan sweep
-re-publishes it, so we return its id rather than invite a duplicate.
+the same script pushes the call's first Celery message, in the same atomic step (the
+fast path); otherwise the call waits in line and the scheduler releases it in its turn.
+A message lost after that (a broker list flushed) is found by the scheduler's orphan
+sweep, which gives the call a new one.
 """
 
 from __future__ import annotations
@@ -114,10 +114,10 @@ class Producer:
     def _flush_error(self, exc: Exception) -> None:
         if isinstance(exc, QueueFull):
             # Already accepted: the calls stay on disk and the flusher tries again.
-            if not self._spool_full:
+            first, self._spool_full = not self._spool_full, True
+            if first:
                 log.warning("spool flush waits: %s; %d call(s) stay spooled", exc,
                             self.pending_spooled())
-            self._spool_full = True
             return
         self._spool_full = False  # Redis is down again: the spool is for exactly that
         log.debug("spool flush waits for Redis (%s)", type(exc).__name__)
@@ -130,18 +130,11 @@ class Producer:
                 wait_s: float) -> str:
         # The first message is built up front (gen 1) so the script can push it with
         # the record, atomically; it is simply dropped when the call has to wait.
-        message = (self.publisher.queue_key, self.publisher.message(stamped.to_dict(), 1))
+        message = (self.publisher.queue_key, self.publisher.message(stamped.id, 1))
         result = bounded(
-            lambda: self.lifecycle.enqueue(stamped, source, take_from, message), wait_s)
+            lambda: self.lifecycle.enqueue(stamped, message, source, take_from), wait_s)
         if result.full:
             raise queue_full(self.settings.max_backlog, result.waiting)
-        if result.publish:
-            payload = stamped.to_dict()
-            try:
-                self.publisher.publish(payload, result.gen)
-            except Exception as exc:  # the record is safe; the orphan sweep re-publishes
-                log.warning("call %s recorded but not yet published (%s); the scheduler "
-                            "will publish it", result.call_id, type(exc).__name__)
         return result.call_id
 
     def enqueue_many(
@@ -169,24 +162,22 @@ class Producer:
         # A microsecond apart, so the batch keeps its order in line (held is by time).
         stamped = [c.with_envelope(new_call_id(now), now + i * 1e-6)
                    for i, c in enumerate(batch)]
-        messages = [(self.publisher.queue_key, self.publisher.message(c.to_dict(), 1))
+        messages = [(self.publisher.queue_key, self.publisher.message(c.id, 1))
                     for c in stamped]
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for call, take, message in zip(stamped, takes, messages, strict=True):
-                self.lifecycle.enqueue_pipelined(pipe, call, source, take, message)
+                self.lifecycle.enqueue_pipelined(pipe, call, message, source, take)
             return list(pipe.execute())
 
         replies = bounded(run, self.wait_s)
         ids = []
         refused: Enqueued | None = None
-        for call, reply in zip(stamped, replies, strict=True):
+        for reply in replies:
             result = self.lifecycle.enqueued_from(reply)
             if result.full:
                 refused = refused or result
-            if result.publish:
-                self.publisher.publish(call.to_dict(), result.gen)
             ids.append(result.call_id)
         if refused is not None:
             exc = queue_full(self.settings.max_backlog, refused.waiting)

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from dispatcher.circuit import CircuitView
 from dispatcher.keys import Keys
 
 #: States as users see them: held and sending are details of queued.
@@ -39,7 +40,7 @@ def _f(value: str | None) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     except ValueError:
         return None
 
@@ -173,8 +174,8 @@ class Records:
         """The contract's stats keys, and a few more."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        for name in ("held", "queued", "scheduled", "inflight", "dead"):
-            pipe.zcard(getattr(k, name))
+        for name in (k.held, k.queued, k.scheduled, k.inflight, k.dead):
+            pipe.zcard(name)
         pipe.zrange(k.pending, 0, 0, withscores=True)
         pipe.hgetall(k.counters)
         pipe.hgetall(k.circuit)
@@ -182,10 +183,8 @@ class Records:
         held, queued, scheduled, inflight, dead, oldest, counters, circuit, pause = pipe.execute()
         now = self.clock()
         counters = {key.decode(): int(value) for key, value in counters.items()}
-        circ = {key.decode(): value.decode() for key, value in circuit.items()}
-        state = circ.get("state", "closed")
-        if state == "open" and float(circ.get("open_until", 0)) <= now:
-            state = "half_open"  # cooldown over: the next call is a probe
+        breaker = CircuitView.from_hash(
+            {key.decode(): value.decode() for key, value in circuit.items()}, now)
         pause_until = float(pause) if pause else 0.0
         return {
             "queued": held + queued,
@@ -194,7 +193,7 @@ class Records:
             "dead": dead,
             "delivered": counters.get("delivered", 0),
             "oldest_age_s": round(max(0.0, now - oldest[0][1]), 3) if oldest else None,
-            "circuit": state,
+            "circuit": breaker.state,
             "enqueued": counters.get("enqueued", 0),
             "retried": counters.get("retried", 0),
             "rate_limited": counters.get("rate_limited", 0),
@@ -204,9 +203,9 @@ class Records:
             # Invalid inbox entries beyond DISPATCHER_MAX_INVALID, summarised and dropped.
             "invalid_summarised": counters.get("invalid_summarised", 0),
             "cad": {
-                "last_success_at": iso(_f(circ.get("last_success_at"))),
-                "last_failure_at": iso(_f(circ.get("last_failure_at"))),
-                "last_error": circ.get("last_error") or None,
-                "consecutive_failures": int(circ.get("failures", 0) or 0),
+                "last_success_at": iso(breaker.last_success_at),
+                "last_failure_at": iso(breaker.last_failure_at),
+                "last_error": breaker.last_error,
+                "consecutive_failures": breaker.failures,
             },
         }

@@ -159,7 +159,7 @@ def secrets_of(settings: Settings) -> list[str]:
 def redis_credentials(url: str) -> list[str]:
     """The password (userinfo or query) of a Redis URL."""
     try:
-        from redis.connection import parse_url
+        from dispatcher.redisconn import parse_url
 
         options = parse_url(url)
     except (ValueError, TypeError):
@@ -191,7 +191,7 @@ def _for(secret: str) -> Redactor:
 
 def holds_secret(value: Any, secret: str | None) -> bool:
     """Whether a parsed JSON value holds one secret (the API key) in any decodable form."""
-    return bool(secret) and holds(value, _for(secret))  # type: ignore[arg-type]
+    return bool(secret) and holds(value, _for(secret))
 
 
 class LineRedactor:

@@ -1,5 +1,10 @@
 """Redis connections: short timeouts, bounded retries, our own error on failure.
 
+This is the one place that classifies Redis errors: `UNREACHABLE` (down or slow: wait
+it out), `transient` (those, and a Redis loading its data set or refusing writes while
+full), `refusal` (configuration: TLS, credentials), and `bounded`, which translates
+what is left after a bounded wait into our own `QueueUnavailable`.
+
 REDIS_URL is read by redis-py (producers, web, scheduler, bridge, CLI) and by kombu
 (the worker's broker), which understand different URL forms: kombu fails on
 ``?password=``, and takes ``rediss://`` without options as "do not verify". So the URL
@@ -45,7 +50,7 @@ def connect(settings: Settings, **overrides: object) -> redis.Redis:
     }
     options.update(tls_options(settings))
     options.update(overrides)
-    return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 #: Query arguments of REDIS_URL that both redis-py and the worker's kombu honour.
@@ -54,12 +59,18 @@ URL_QUERY_ARGS = frozenset({"db", "password", "username", "client_name", "ssl_ce
                             "ssl_check_hostname"})
 
 
+def parse_url(url: str) -> dict[str, Any]:
+    """redis-py's own reading of a Redis URL; ValueError when it cannot read it."""
+    options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    return options
+
+
 def check_url(url: str, ca_file: str | None = None) -> dict[str, Any]:
     """redis-py's reading of REDIS_URL; ConfigError (one line, no secret) if unusable."""
     from urllib.parse import parse_qs, urlsplit
 
     try:
-        options = redis.connection.parse_url(url)
+        options = parse_url(url)
         query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     except ValueError as exc:
         why = str(exc) if "connection URL" in str(exc) else "it cannot be parsed"
@@ -122,6 +133,17 @@ def kombu_broker(settings: Settings) -> tuple[str, dict[str, Any] | None, dict[s
     return url, use_ssl, extra
 
 
+#: Redis errors of a server that is down or slow (BusyLoadingError is one of them).
+UNREACHABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+
+def transient(exc: BaseException) -> bool:
+    """Redis errors worth waiting out: down, slow, loading, or refusing writes while full."""
+    if isinstance(exc, UNREACHABLE):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("OOM", "LOADING"))
+
+
 def bounded(
     fn: Callable[[], T],
     wait_s: float = QUEUE_WAIT_S,
@@ -130,12 +152,12 @@ def bounded(
     """Run ``fn``, retrying Redis connection errors for up to ``wait_s``; then QueueUnavailable."""
     try:
         return fn()  # the common case, without building a retry loop (producer profile)
-    except (redis.ConnectionError, redis.TimeoutError):
+    except UNREACHABLE:
         pass
     except redis.ResponseError as exc:
         raise QueueUnavailable(f"the queue (Redis) refused the write: {_why(exc)}") from None
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        retry=tenacity.retry_if_exception_type(UNREACHABLE),
         stop=tenacity.stop_after_delay(wait_s),
         wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
         sleep=sleep,
@@ -143,7 +165,7 @@ def bounded(
     )
     try:
         return retrying(fn)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except UNREACHABLE as exc:
         raise QueueUnavailable(
             f"the queue (Redis) could not be reached within {wait_s:g}s: {_why(exc)}"
         ) from None

@@ -107,5 +107,15 @@ class Flusher:
                 self.on_error(exc)
                 self._stop.wait(FLUSH_RETRY_S)
 
-    def stop(self) -> None:
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the flusher thread to end; True when none runs."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return thread is None or not thread.is_alive()
+
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop flushing; with ``wait_s``, wait that long for the thread to end."""
         self._stop.set()
+        if wait_s is not None:
+            self.wait(wait_s)

@@ -11,6 +11,7 @@ import bisect
 
 import redis
 
+from dispatcher import scripts
 from dispatcher.keys import Keys
 
 #: Upper bounds (seconds) of the latency buckets; the CAD answers in tens of ms when well.
@@ -23,23 +24,15 @@ def bucket_for(seconds: float) -> str:
     return "+Inf" if i == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[i])
 
 
-_OBSERVE = r"""
-redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 1)
-redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':count', 1)
-redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1] .. ':sum', ARGV[3])
-return 1
-"""
-
-
 class Telemetry:
     """Records observations into Redis hashes."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
         self.client = client
-        self.key = Keys(prefix).prefix + ":latency"
+        self.key = Keys(prefix).latency
         # One script call, not a pipeline: a redis-py pipeline object costs more CPU to
         # build than the three commands take to run (the worker profile showed it).
-        self._observe = client.register_script(_OBSERVE)
+        self._observe = scripts.register(client, "observe.lua")
 
     def observe_latency(self, seconds: float, outcome: str) -> None:
         """One CAD request's duration; ``outcome`` is delivered/retryable/permanent.

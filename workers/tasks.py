@@ -42,6 +42,11 @@ def deliverer() -> Deliverer:
 
 @app.task(name="dispatcher.deliver", acks_late=True, reject_on_worker_lost=True,
           ignore_result=True)
-def deliver(payload: dict[str, Any], gen: int) -> str:
-    """Send the call named in ``payload`` if this message's generation is current."""
-    return deliverer().deliver(str(payload["id"]), int(gen))
+def deliver(call: str | dict[str, Any], gen: int) -> str:
+    """Send call ``call`` (its id) if this message's generation is current.
+
+    Messages published before the upgrade carry the whole envelope (a dict with
+    ``id``): they are accepted as they are, so an upgrade loses no message in flight.
+    """
+    call_id = call if isinstance(call, str) else str(call["id"])
+    return deliverer().deliver(call_id, int(gen))

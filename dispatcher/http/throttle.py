@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
+
+from dispatcher import scripts
 
 #: Failed logins allowed from one address in one window before it is locked out.
 LOGIN_FAILURES = 5
@@ -33,10 +34,6 @@ FIRST_LOCKOUT_S = 60
 MAX_LOCKOUT_S = 3600
 #: How long lock-outs are remembered (so the next one is longer), seconds.
 STRIKES_TTL_S = 24 * 3600
-
-
-def _lua(name: str) -> str:
-    return resources.files("dispatcher").joinpath("lua", name).read_text()
 
 
 @dataclass(frozen=True)
@@ -53,8 +50,8 @@ class LoginThrottle:
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
         self.client = client
         self.base = f"{prefix}:throttle:login"
-        self._attempt = client.register_script(_lua("login_attempt.lua"))
-        self._failure = client.register_script(_lua("login_failure.lua"))
+        self._attempt = scripts.register(client, "login_attempt.lua")
+        self._failure = scripts.register(client, "login_failure.lua")
 
     def _keys(self, addr: str) -> list[str]:
         return [f"{self.base}:{part}:{addr}" for part in ("fails", "lock", "strikes")]
@@ -87,7 +84,7 @@ class IngestRate:
         self.rate = rate
         self.burst = max(1.0, rate)
         self.base = f"{prefix}:throttle:ingest"
-        self._take = client.register_script(_lua("ingest_bucket.lua"))
+        self._take = scripts.register(client, "ingest_bucket.lua")
 
     def refusal(self, addr: str) -> Verdict | None:
         """The verdict when this request must wait; None when it may go on (or when

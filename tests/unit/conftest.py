@@ -9,8 +9,13 @@ from typing import Any
 import fakeredis
 import pytest
 
+from dispatcher.deadletters import DeadLetters
+from dispatcher.lifecycle import Lifecycle
+from dispatcher.records import Records
+from dispatcher.schedule import Pump
 from dispatcher.settings import Secret, Settings
 from dispatcher.simulator import CadSimulator
+from tests.unit.lifeworld import World
 
 COMMUNITY = "unit-community"
 #: Distinctive enough that finding it anywhere means it leaked.
@@ -33,12 +38,12 @@ class FakeClock:
 
 class FakePublisher:
     """Stands in for the Celery publisher: every message pushed to the queue list (by the
-    enqueue script or by the scheduler) is read back as (payload, gen)."""
+    enqueue script or by the scheduler) is read back as (call id, gen)."""
 
     queue_key = "dispatcher"
 
     def __init__(self) -> None:
-        self._published: list[tuple[dict[str, Any], int]] = []
+        self._published: list[tuple[str, int]] = []
         self.client: Any = None
         self.fail = False
 
@@ -47,31 +52,31 @@ class FakePublisher:
             self.client = client
         return self
 
-    def message(self, payload: dict[str, Any], gen: int) -> str:
-        return json.dumps({"payload": payload, "gen": gen})
+    def message(self, call_id: str, gen: int) -> str:
+        return json.dumps({"id": call_id, "gen": gen})
 
-    def publish_many(self, items: list[tuple[dict[str, Any], int]]) -> None:
+    def publish_many(self, items: list[tuple[str, int]]) -> None:
         if self.fail:
             raise ConnectionError("broker down")
-        for payload, gen in items:
-            self.client.lpush(self.queue_key, self.message(payload, gen))
+        for call_id, gen in items:
+            self.client.lpush(self.queue_key, self.message(call_id, gen))
 
-    def publish(self, payload: dict[str, Any], gen: int) -> None:
-        self.publish_many([(payload, gen)])
+    def publish(self, call_id: str, gen: int) -> None:
+        self.publish_many([(call_id, gen)])
 
     @property
-    def published(self) -> list[tuple[dict[str, Any], int]]:
+    def published(self) -> list[tuple[str, int]]:
         """Everything pushed so far, oldest first (clear() forgets what was read)."""
         while self.client is not None:
             raw = self.client.rpop(self.queue_key)
             if raw is None:
                 break
             data = json.loads(raw)
-            self._published.append((data["payload"], data["gen"]))
+            self._published.append((data["id"], data["gen"]))
         return self._published
 
     def ids(self) -> list[str]:
-        return [p["id"] for p, _ in self.published]
+        return [call_id for call_id, _ in self.published]
 
     def close(self) -> None:
         pass
@@ -185,3 +190,21 @@ def community() -> str:
 @pytest.fixture
 def recording_sleep() -> RecordingSleep:
     return RecordingSleep()
+
+
+@pytest.fixture
+def world(r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> Callable[..., World]:
+    def build(**overrides: Any) -> World:
+        base: dict[str, Any] = {"community_id": "c", "api_key": Secret("lifecycle-key"),
+                                "max_rate": 0.0}
+        base.update(overrides)
+        settings = Settings(**base)
+        return World(
+            r=r, clock=clock, publisher=publisher, settings=settings,
+            lc=Lifecycle(r, settings, clock=clock),
+            pump=Pump(r, settings, publisher, clock=clock),
+            dead=DeadLetters(r, settings.prefix, clock=clock),
+            records=Records(r, settings.prefix, clock=clock),
+        )
+
+    return build

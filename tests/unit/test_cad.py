@@ -277,6 +277,7 @@ def test_a_timeout_is_retryable_without_a_status(
 
     exc = failure(v1, call)
 
+    # The fault hangs for 10 s and then answers: a timeout means the client gave up first.
     assert type(exc) is RetryableError
     assert "timeout" in str(exc)
     assert exc.status_code is None

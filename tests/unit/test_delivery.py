@@ -39,7 +39,7 @@ class Rig:
         return call_id
 
     def deliver_all(self) -> list[str]:
-        out = [self.deliverer.deliver(p["id"], gen) for p, gen in self.publisher.published]
+        out = [self.deliverer.deliver(call_id, gen) for call_id, gen in self.publisher.published]
         self.publisher.published.clear()
         return out
 

@@ -166,7 +166,7 @@ def test_the_flusher_keeps_spooled_calls_while_the_cap_is_reached(
     spool.push({"call": {**stamped.to_dict(), "idempotency_key": "spool:x"}, "source": "api"})
     spooling = _producer(r, clock, publisher, max_backlog=1, spool_dir=str(tmp_path))
     assert spooling.flusher is not None
-    spooling.flusher.stop()  # drive it by hand below
+    spooling.flusher.stop(wait_s=10)  # drive it by hand below
 
     with pytest.raises(QueueFull):
         spooling.flusher.flush_once()

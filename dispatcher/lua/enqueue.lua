@@ -1,0 +1,54 @@
+-- Record a new call (idempotently) and, when it may go at once, push its first Celery
+-- message in the same step (dispatcher.lifecycle.Lifecycle.enqueue).
+-- KEYS[1]  key prefix (see _calls.lua)
+-- KEYS[2]  inbox processing list the entry is taken from ('' : not from the inbox)
+-- KEYS[3]  Celery queue list the first message goes to
+-- ARGV[1]  call id            ARGV[2]  call JSON (as sent to the CAD)
+-- ARGV[3]  enqueued at (now)  ARGV[4]  idempotency key ('' : none)
+-- ARGV[5]  idempotency TTL, s ARGV[6]  source (api, inbox, http...)
+-- ARGV[7]  rate interval, s   ARGV[8]  longest slot wait, s   ARGV[9]  window
+-- ARGV[10] the inbox entry to remove from KEYS[2]
+-- ARGV[11] the first Celery message (gen 1) for KEYS[3]
+-- ARGV[12] backlog cap (0 : none)
+-- Returns {id, 'pushed', '1'}, {id, 'held'}, {id, 'duplicate'}, {'', 'gone'} or
+-- {'', 'full', waiting}.
+--!include _calls.lua
+--!include _circuit.lua
+--!include _ratelimit.lua
+local id, call, at, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(at)
+local idem_ttl, source = ARGV[5], ARGV[6]
+local interval, max_wait, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
+local cap = tonumber(ARGV[12]) or 0
+
+local existing = nil
+if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
+-- The backlog cap counts every call not yet delivered or dead. A call already
+-- recorded (idempotency key, or its id) is not new work: it is answered.
+if cap > 0 and not existing and redis.call('EXISTS', ck(id)) == 0 then
+  local waiting = redis.call('ZCARD', k('pending'))
+  if waiting >= cap then return {'', 'full', tostring(waiting)} end
+end
+-- From the inbox: the entry leaves its processing list in the same step that records it.
+if inbox ~= '' then
+  if redis.call('LREM', inbox, 1, entry) == 0 then return {'', 'gone'} end
+end
+if existing then return {existing, 'duplicate'} end
+if idem ~= '' then redis.call('SET', k('idem:' .. idem), id, 'EX', idem_ttl) end
+if redis.call('EXISTS', ck(id)) == 1 then return {id, 'duplicate'} end
+redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', at,
+  'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
+  'idempotency_key', idem, 'replays', 0, 'updated_at', now)
+redis.call('ZADD', k('pending'), now, id)
+redis.call('HINCRBY', k('counters'), 'enqueued', 1)
+if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, max_wait, window) > 0 then
+  local slot = reserve_slot(now, interval)
+  redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
+  redis.call('ZADD', k('queued'), now, id)
+  -- The Celery message goes out in the same atomic step as the record.
+  redis.call('LPUSH', queue, message)
+  return {id, 'pushed', '1'}
+end
+hold(id, now, now)
+return {id, 'held'}

@@ -1,0 +1,44 @@
+"""The one loader of the Lua scripts in ``dispatcher/lua/``.
+
+Each script opens with a comment naming every ``KEYS[i]`` and ``ARGV[i]`` it takes. A
+line ``--!include _name.lua`` is replaced by that file (its own includes expanded first,
+each file once per script): ``_calls.lua`` (key helpers and a call's places),
+``_circuit.lua`` (the breaker), ``_ratelimit.lua`` (the rate limiter), ``_observe.lua``
+(the latency histogram). Scripts are registered with redis-py's ``register_script``, so
+they run by EVALSHA and are loaded again by themselves after a Redis restart.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+INCLUDE = "--!include "
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of script ``name`` with its includes expanded."""
+    return _expand(name, set())
+
+
+def _expand(name: str, seen: set[str]) -> str:
+    seen.add(name)
+    text = resources.files("dispatcher").joinpath("lua", name).read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(INCLUDE):
+            included = line[len(INCLUDE):].strip()
+            if included not in seen:
+                out.append(_expand(included, seen))
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def register(client: redis.Redis, name: str) -> Script:
+    """Script ``name`` bound to ``client`` (called like ``script(keys=[...], args=[...])``)."""
+    return client.register_script(source(name))
