@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import redis
 
+from dispatcher import __version__
 from dispatcher.cli import processes
 from dispatcher.cli.console import (
     EXIT_ERROR,
@@ -72,6 +73,7 @@ def _meta(value: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dispatcher", description="Durable, queued 911 calls into Sonoran CAD.")
+    p.add_argument("--version", action="version", version=f"dispatcher {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
                            metavar="COMMAND")
 
