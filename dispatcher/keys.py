@@ -4,6 +4,7 @@ Layout (prefix ``dispatcher`` by default):
 
     {p}:call:{id}     hash  the call record: payload, state, attempts, outcome
     {p}:idem:{key}    str   idempotency key -> call id (expires, see IDEMPOTENCY_TTL_S)
+    {p}:batch:{id}    str   an enqueue_many batch met the backlog cap (expires in 60 s)
     {p}:pending       zset  every call not yet delivered or dead, by enqueue time
     {p}:held          zset  calls waiting for capacity, by enqueue time (oldest first)
     {p}:queued        zset  calls with a Celery message out, by publish time
@@ -53,6 +54,10 @@ class Keys:
 
     def idem(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
+
+    def batch(self, first_id: str) -> str:
+        """Marker of an `enqueue_many` batch refused at the backlog cap (expires in 60 s)."""
+        return f"{self.prefix}:batch:{first_id}"
 
     def _name(self, name: str) -> str:
         return f"{self.prefix}:{name}"

@@ -135,11 +135,15 @@ class Lifecycle:
 
     def enqueue_pipelined(
         self, pipe: redis.client.Pipeline, call: Call, message: tuple[str, str], source: str,
-        take_from: tuple[str, str] | None = None,
+        take_from: tuple[str, str] | None = None, batch: str = "",
     ) -> None:
-        """Queue the same script on a pipeline; parse its reply with `enqueued_from`."""
+        """Queue the same script on a pipeline; parse its reply with `enqueued_from`.
+
+        ``batch`` names a marker key shared by the calls of one batch: once one is refused
+        at the backlog cap, the later ones are too (the batch keeps its order).
+        """
         keys, args = self._enqueue_args(call, source, take_from, message)
-        self._enqueue(keys=keys, args=args, client=pipe)
+        self._enqueue(keys=[*keys, batch], args=args, client=pipe)
 
     @staticmethod
     def enqueued_from(reply: Any) -> Enqueued:

@@ -147,7 +147,8 @@ class Producer:
         after a broken connection finds the calls already recorded and records none twice.
         ``take_from`` gives, per call, the inbox entry it consumes ("" ids for entries
         another bridge took first). When the backlog cap is reached the calls from the
-        first refused one on are not recorded; QueueFull is raised with ``accepted``,
+        first refused one on are not recorded (a marker key keeps the rest of the batch
+        refused even if room frees meanwhile); QueueFull is raised with ``accepted``,
         the ids of the batch ("" for each call not recorded).
         """
         batch = list(calls)
@@ -165,10 +166,13 @@ class Producer:
         messages = [(self.publisher.queue_key, self.publisher.message(c.id, 1))
                     for c in stamped]
 
+        # Once the cap refuses one call of the batch, the later ones are refused too.
+        batch = self.lifecycle.keys.batch(stamped[0].id)
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for call, take, message in zip(stamped, takes, messages, strict=True):
-                self.lifecycle.enqueue_pipelined(pipe, call, message, source, take)
+                self.lifecycle.enqueue_pipelined(pipe, call, message, source, take, batch)
             return list(pipe.execute())
 
         replies = bounded(run, self.wait_s)

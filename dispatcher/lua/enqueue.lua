@@ -3,6 +3,9 @@
 -- KEYS[1]  key prefix (see _calls.lua)
 -- KEYS[2]  inbox processing list the entry is taken from ('' : not from the inbox)
 -- KEYS[3]  Celery queue list the first message goes to
+-- KEYS[4]  batch marker ('' : a lone call): once one call of a batch (enqueue_many) is
+--          refused at the cap, this key says so and the batch's later calls are refused
+--          too, even if the backlog shrank meanwhile, so a batch never skips a call
 -- ARGV[1]  call id            ARGV[2]  call JSON (as sent to the CAD)
 -- ARGV[3]  enqueued at (now)  ARGV[4]  idempotency key ('' : none)
 -- ARGV[5]  idempotency TTL, s ARGV[6]  source (api, inbox, http...)
@@ -21,6 +24,7 @@ local idem_ttl, source = ARGV[5], ARGV[6]
 local interval, max_wait, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
 local cap = tonumber(ARGV[12]) or 0
+local batch = KEYS[4] or ''
 
 local existing = nil
 if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
@@ -28,7 +32,10 @@ if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
 -- recorded (idempotency key, or its id) is not new work: it is answered.
 if cap > 0 and not existing and redis.call('EXISTS', ck(id)) == 0 then
   local waiting = redis.call('ZCARD', k('pending'))
-  if waiting >= cap then return {'', 'full', tostring(waiting)} end
+  if waiting >= cap or (batch ~= '' and redis.call('EXISTS', batch) == 1) then
+    if batch ~= '' then redis.call('SET', batch, '1', 'PX', 60000) end
+    return {'', 'full', tostring(waiting)}
+  end
 end
 -- From the inbox: the entry leaves its processing list in the same step that records it.
 if inbox ~= '' then

@@ -106,6 +106,27 @@ def test_enqueue_many_records_up_to_the_cap_and_says_which(
     assert _waiting(r) == 3
 
 
+def test_a_batch_refused_at_the_cap_stays_refused_when_room_frees_mid_batch(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    """The calls of a batch run as separate scripts: a delivery between two of them must
+    not let a later call in after an earlier one was refused (it would jump the line)."""
+    producer = _producer(r, clock, publisher, max_backlog=1)
+    first = producer.enqueue(_call(0))
+    life, batch = producer.lifecycle, producer.lifecycle.keys.batch("b-1")
+
+    def one(i: int) -> str:
+        pipe = r.pipeline(transaction=False)
+        life.enqueue_pipelined(pipe, _call(i).with_envelope(f"id-{i}", clock()),
+                               ("dispatcher", "{}"), "inbox", None, batch)
+        return life.enqueued_from(pipe.execute()[0]).call_id
+
+    assert one(1) == "", "refused at the cap"
+    life.delivered(first, "cad-1", 200, "ok")  # room frees between two calls of the batch
+    assert one(2) == "", "the batch stays refused"
+    assert producer.enqueue(_call(3)), "a call outside the batch takes the room"
+    assert r.pttl(batch) > 0
+
+
 def test_a_refused_inbox_entry_stays_in_its_processing_list(
         r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
     producer = _producer(r, clock, publisher, max_backlog=1)
