@@ -167,12 +167,12 @@ class Producer:
                     for c in stamped]
 
         # Once the cap refuses one call of the batch, the later ones are refused too.
-        batch = self.lifecycle.keys.batch(stamped[0].id)
+        marker = self.lifecycle.keys.batch(stamped[0].id)
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for call, take, message in zip(stamped, takes, messages, strict=True):
-                self.lifecycle.enqueue_pipelined(pipe, call, message, source, take, batch)
+                self.lifecycle.enqueue_pipelined(pipe, call, message, source, take, marker)
             return list(pipe.execute())
 
         replies = bounded(run, self.wait_s)
