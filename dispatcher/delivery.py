@@ -4,8 +4,9 @@
 
 The outcome is recorded with its own short retry loop: Redis blinking right after the
 CAD said yes must not turn a delivered call into a re-sent one. Only if Redis stays
-unreachable for longer than the call's lease can the call be sent twice (the one
-duplicate window; see docs/RELIABILITY.md).
+unreachable for longer than half the call's lease (the retry loop then gives up, before
+the lease hands the call on) can the call be sent twice (the one duplicate window; see
+docs/RELIABILITY.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
     └── DeliveryError          sending one call to the CAD failed
         ├── RetryableError     network error, timeout, 5xx, 408, 429, a 2xx answer that
         │                      is not the CAD's (a proxy page): try again later
-        │   └── RateLimited    429: every sender pauses, no attempt is spent
+        │   └── RateLimited    429: every sender pauses; the backoff does not grow
         └── PermanentError     400 and other 4xx, redirects (3xx, never followed: the
                                URL is wrong): retrying cannot help; dead letter
 

@@ -47,7 +47,8 @@ DEFAULT_ORPHAN_AFTER_S = 60.0
 #: smallest count that drained more than 150 calls/s from a CAD answering in 100 ms on
 #: 2 cores (bench/drain.py; docs/PERFORMANCE.md); with the default rate limit it idles.
 DEFAULT_CONCURRENCY = 32
-#: Most calls waiting to be delivered (queued, scheduled, held); beyond it producers get
+#: Most calls not yet delivered or dead (held, queued, scheduled, in flight: the
+#: ``pending`` index); beyond it producers get
 #: QueueFull and the HTTP door 503. Sized so that a burst never costs Redis more than
 #: ~40 MB (about 800 B per call), far above any community's honest backlog.
 DEFAULT_MAX_BACKLOG = 50_000
