@@ -48,9 +48,9 @@ DEFAULT_ORPHAN_AFTER_S = 60.0
 #: 2 cores (bench/drain.py; docs/PERFORMANCE.md); with the default rate limit it idles.
 DEFAULT_CONCURRENCY = 32
 #: Most calls not yet delivered or dead (held, queued, scheduled, in flight: the
-#: ``pending`` index); beyond it producers get
-#: QueueFull and the HTTP door 503. Sized so that a burst never costs Redis more than
-#: ~40 MB (about 800 B per call), far above any community's honest backlog.
+#: ``pending`` index); beyond it producers get QueueFull and the HTTP door 503. Sized so
+#: that a burst never costs Redis more than about 40-75 MB (0.8-1.5 KB per waiting call,
+#: docs/ARCHITECTURE.md), far above any community's honest backlog.
 DEFAULT_MAX_BACKLOG = 50_000
 #: Most invalid inbox entries kept as dead letters; older ones beyond it are summarised
 #: (counted, their hashes kept) instead of being kept whole.
