@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import redis
@@ -23,7 +23,7 @@ from dispatcher.cli.console import (
     say,
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
-from dispatcher.settings import DEFAULT_WEB_HOST, Settings
+from dispatcher.settings import Settings
 from dispatcher.since import parse_since
 
 
@@ -186,48 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     redact.install(settings)  # every log line, error and traceback of this process
-    command = args.command
-    if command == "enqueue":
-        return _enqueue(settings, args)
-    if command == "status":
-        return _status(settings, args)
-    if command == "stats":
-        return _stats(settings, args)
-    if command == "dlq":
-        from dispatcher.cli import dlq
-
-        return dlq.run(settings, args)
-    if command == "simulate-cad":
-        from dispatcher.simulator import serve
-
-        serve(args.host, args.port, settings.community_id or "demo-community",
-              settings.api_key.reveal() if settings.api_key else "demo-key",
-              control_port=args.control_port)
-        return 0
-    if command == "run":
-        if args.demo:
-            from dispatcher.cli.demo import run_demo
-
-            return run_demo(settings, calls=args.calls)
-        from dispatcher.cli.runner import run
-
-        return run(settings)
-    if command == "worker":
-        return processes.worker(settings, args)
-    if command == "scheduler":
-        return processes.scheduler(settings)
-    if command == "bridge":
-        return processes.bridge(settings)
-    if command == "web":
-        processes.setup_logging()
-        from dispatcher.http.server import serve as web_serve
-
-        processes.ping(settings)
-        host = settings.web_host or DEFAULT_WEB_HOST
-        processes.require_free_port(host, settings.port, "PORT")
-        web_serve(settings, host=host)
-        return 0
-    raise CliError(f"unknown command {command!r}")
+    command = COMMANDS.get(args.command)
+    if command is None:
+        raise CliError(f"unknown command {args.command!r}")
+    return command(settings, args)
 
 
 def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
@@ -309,6 +271,38 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         time.sleep(max(0.2, args.interval))
 
+
+def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.cli import dlq
+
+    return dlq.run(settings, args)
+
+
+def _simulate_cad(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.simulator import serve
+
+    serve(args.host, args.port, settings.community_id or "demo-community",
+          settings.api_key.reveal() if settings.api_key else "demo-key",
+          control_port=args.control_port)
+    return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.demo:
+        from dispatcher.cli.demo import run_demo
+
+        return run_demo(settings, calls=args.calls)
+    from dispatcher.cli.runner import run
+
+    return run(settings)
+
+
+#: ``dispatcher`` commands by name: one function of the settings and the arguments each.
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "enqueue": _enqueue, "status": _status, "stats": _stats, "dlq": _dlq,
+    "simulate-cad": _simulate_cad, "run": _run, "worker": processes.worker,
+    "scheduler": processes.scheduler, "bridge": processes.bridge, "web": processes.web,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from dispatcher.cli.console import CliError, client_for, first_line
-from dispatcher.settings import Settings
+from dispatcher.settings import DEFAULT_WEB_HOST, Settings
 
 
 def ping(settings: Settings) -> None:
@@ -52,6 +52,7 @@ def _stop_event() -> threading.Event:
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
+    """``dispatcher worker``: the Celery worker that sends calls to the CAD."""
     settings.require_credentials()
     from workers.app import app
 
@@ -74,7 +75,8 @@ def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]
     return 0
 
 
-def scheduler(settings: Settings) -> int:
+def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int:
+    """``dispatcher scheduler``: due retries and the backlog back into play (no options)."""
     from dispatcher.broker import Publisher
     from dispatcher.history import History
     from dispatcher.schedule import TICK_S, Pump
@@ -99,7 +101,8 @@ def scheduler(settings: Settings) -> int:
     return _loop("scheduler", settings, body)
 
 
-def bridge(settings: Settings) -> int:
+def bridge(settings: Settings, args: argparse.Namespace | None = None) -> int:
+    """``dispatcher bridge``: the Redis inbox into the queue (no options)."""
     from dispatcher.bridge import main_loop
     from dispatcher.producer import Producer
 
@@ -107,3 +110,15 @@ def bridge(settings: Settings) -> int:
         main_loop(Producer(settings.with_(spool_dir=None)), settings.inbox_key, stop)
 
     return _loop("bridge", settings, body)
+
+
+def web(settings: Settings, args: argparse.Namespace | None = None) -> int:
+    """``dispatcher web``: HTTP ingest, probes, /metrics and the operations page (no options)."""
+    setup_logging()
+    from dispatcher.http.server import serve
+
+    ping(settings)
+    host = settings.web_host or DEFAULT_WEB_HOST
+    require_free_port(host, settings.port, "PORT")
+    serve(settings, host=host)
+    return 0
