@@ -128,3 +128,15 @@ class Pump:
             if r.total() == 0:
                 break
         return total
+
+
+def release_now(settings: Settings, client: redis.Redis) -> TickReport:
+    """One `Pump.tick` at once, with a publisher of its own (closed after), so calls just
+    put back in line (a dead-letter replay) get a message now rather than at the
+    scheduler's next tick. Raises what the tick raises; the scheduler releases them anyway.
+    """
+    publisher = Publisher(settings)
+    try:
+        return Pump(client, settings, publisher).tick()
+    finally:
+        publisher.close()

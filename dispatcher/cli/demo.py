@@ -20,7 +20,8 @@ import requests
 
 from dispatcher.call import Call
 from dispatcher.cli.embedded import EmbeddedRedis, free_port, port_free
-from dispatcher.cli.runner import PROCESSES, STATE_DIR, Supervisor, stop_on_signals
+from dispatcher.cli.processes import stop_on_signals
+from dispatcher.cli.runner import PROCESSES, STATE_DIR, Supervisor
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.producer import Producer
 from dispatcher.records import Records

@@ -152,8 +152,7 @@ def _select(dead: DeadLetters, args: argparse.Namespace, flt: Filter) -> list[st
 
 def _replay(settings: Settings, client: redis.Redis, dead: DeadLetters, ids: list[str],
             as_json: bool) -> int:
-    from dispatcher.broker import Publisher
-    from dispatcher.schedule import Pump
+    from dispatcher.schedule import release_now
 
     outcomes: dict[str, list[str]] = {}
     show = sys.stderr.isatty() and len(ids) > 20
@@ -166,14 +165,11 @@ def _replay(settings: Settings, client: redis.Redis, dead: DeadLetters, ids: lis
     replayed = outcomes.get("replayed", [])
     if replayed:
         # Put the first of them in play now; the scheduler releases the rest in order.
-        publisher = Publisher(settings)
         try:
-            Pump(client, settings, publisher).tick()
+            release_now(settings, client)
         except Exception as exc:
             say(f"dispatcher: warning: replayed calls wait for the scheduler "
                 f"({type(exc).__name__})", err=True)
-        finally:
-            publisher.close()
     failed = {k: v for k, v in outcomes.items() if k != "replayed"}
     labels = {"missing": "no such call", "not_dead": "not a dead letter",
               "unreplayable": "an invalid entry (no call to send)"}

@@ -23,6 +23,7 @@ from dispatcher.cli.console import (
     say,
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidCall
+from dispatcher.redisconn import UNREACHABLE, refusal
 from dispatcher.settings import Settings
 from dispatcher.since import parse_since
 
@@ -157,9 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         usage = isinstance(exc, (ConfigError, InvalidCall, UsageError))
         return EXIT_USAGE if usage else EXIT_ERROR
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        from dispatcher.redisconn import refusal
-
+    except UNREACHABLE as exc:
         _error(refusal(exc) or f"cannot reach Redis: {first_line(exc)}")
         return EXIT_ERROR
     except redis.RedisError as exc:

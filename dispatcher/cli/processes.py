@@ -12,15 +12,14 @@ from typing import Any
 import redis
 
 from dispatcher.cli.console import CliError, client_for, first_line
+from dispatcher.redisconn import UNREACHABLE, refusal
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
 
 
 def ping(settings: Settings) -> None:
     try:
         client_for(settings).ping()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        from dispatcher.redisconn import refusal
-
+    except UNREACHABLE as exc:
         raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
                        f"{refusal(exc) or first_line(exc)}") from None
 
@@ -40,7 +39,8 @@ def setup_logging(level: str = "INFO") -> None:
     redact.add_to_handlers()
 
 
-def _stop_event() -> threading.Event:
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
     stop = threading.Event()
 
     def handler(signum: int, _: Any) -> None:
@@ -68,7 +68,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
 def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]) -> int:
     setup_logging()
     ping(settings)
-    stop = _stop_event()
+    stop = stop_on_signals()
     logging.getLogger("dispatcher").info("%s: started", name)
     body(stop)
     logging.getLogger("dispatcher").info("%s: stopped", name)

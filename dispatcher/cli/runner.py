@@ -15,11 +15,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import redis
 
-from dispatcher.cli.embedded import EmbeddedRedis, port_free
+from dispatcher.cli.embedded import EmbeddedRedis
+from dispatcher.cli.processes import require_free_port, stop_on_signals
 from dispatcher.errors import ConfigError
 from dispatcher.settings import DEFAULT_REDIS_URL, DEFAULT_RUN_WEB_HOST, Settings
 
@@ -179,23 +180,10 @@ def ensure_redis(settings: Settings, quiet: bool = False) -> tuple[Settings, Emb
     return settings.with_(redis_url=embedded.url), embedded
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return stop
-
-
 def run(settings: Settings) -> int:
     """Start everything; block until Ctrl-C/SIGTERM. (``--demo`` is `demo.run_demo`.)"""
     settings.require_credentials()
-    if not port_free("0.0.0.0", settings.port):
-        raise ConfigError(f"port {settings.port} is in use: set PORT to a free port")
+    require_free_port("0.0.0.0", settings.port, "PORT")
     settings, embedded = ensure_redis(settings)
     stop = stop_on_signals()
     try:

@@ -5,14 +5,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import redis
 from flask import Response, current_app, render_template
 from prometheus_client import CollectorRegistry
 
-from dispatcher.broker import Publisher
 from dispatcher.deadletters import DeadLetters
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.history import History
@@ -21,7 +19,7 @@ from dispatcher.http.refusals import RefusalLog
 from dispatcher.http.throttle import LoginThrottle
 from dispatcher.metrics import registry_for
 from dispatcher.records import Records
-from dispatcher.schedule import Pump
+from dispatcher.schedule import release_now
 from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.ops")
@@ -63,21 +61,17 @@ def ops() -> Ops:
 
 
 class _Kick:
-    """One schedule tick after a replay, so replayed calls get a message at once (as the
-    CLI does); the scheduler would release them within its next tick anyway."""
+    """One schedule tick after a replay (`schedule.release_now`, as the CLI does), so
+    replayed calls get a message at once; the scheduler would release them within its
+    next tick anyway."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
-        self._pump: Pump | None = None
-        self._lock = threading.Lock()
 
     def tick(self) -> None:
         try:
-            with self._lock:
-                if self._pump is None:
-                    self._pump = Pump(self.client, self.settings, Publisher(self.settings))
-                self._pump.tick()
+            release_now(self.settings, self.client)
         except Exception as exc:  # the scheduler releases them on its own next tick
             log.warning("ops: replayed calls wait for the scheduler (%s)", type(exc).__name__)
 
