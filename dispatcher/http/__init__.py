@@ -3,6 +3,6 @@
 `server` runs the app (waitress, or several processes on one socket) that `app` builds:
 the v1/v2 doors of `ingest`, which read a request (`body`), check it (`doorrules`,
 `throttle`, `clientaddr`, `refusals`) and queue its calls through the core `Producer`;
-`errors` answers what goes wrong; `opspage` (with `login`, `auth`, `probes` and the
+`handlers` answers what goes wrong; `opspage` (with `login`, `auth`, `probes` and the
 shared `opsstate`) shows operators what the core holds; `openapi` describes the doors.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response
 
-from dispatcher.http import clientaddr, errors
+from dispatcher.http import clientaddr, handlers
 from dispatcher.http.body import MAX_JSON_DEPTH
 from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
@@ -37,7 +37,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     _openapi_bytes()  # built once, at start
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     app.register_blueprint(ops_blueprint(settings, door.producer.client))
-    errors.install(app)
+    handlers.install(app)
     return app
 
 

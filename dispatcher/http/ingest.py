@@ -73,6 +73,7 @@ from dispatcher.redact import LineRedactor as _Redactor
 from dispatcher.redact import holds_secret as _holds
 from dispatcher.settings import Settings
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.web")
 
 V1_PATH = "/emergency/call_911"

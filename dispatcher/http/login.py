@@ -11,6 +11,7 @@ from dispatcher.http.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, safe_next, s
 from dispatcher.http.clientaddr import client_address
 from dispatcher.http.opsstate import forbidden, html, ops
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.ops")
 
 

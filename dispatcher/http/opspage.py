@@ -42,6 +42,7 @@ from dispatcher.records import CallRecord
 from dispatcher.settings import Settings
 from dispatcher.since import parse_since
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.ops")
 
 __all__ = ["SESSION_COOKIE", "OperatorAuth", "View", "ops_blueprint", "same_origin"]

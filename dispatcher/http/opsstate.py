@@ -22,6 +22,7 @@ from dispatcher.records import Records
 from dispatcher.schedule import release_now
 from dispatcher.settings import Settings
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.ops")
 
 #: Where the `Ops` lives in ``app.extensions``.

@@ -31,6 +31,7 @@ from dispatcher.http.app import create_app
 from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES
 from dispatcher.settings import Settings
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.web")
 
 #: Pause before a child that died is started again (a crash loop stays slow).

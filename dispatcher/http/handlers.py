@@ -1,4 +1,4 @@
-"""The web app's error answers: the v1 door's plain text, problem+json under ``/v2/``.
+"""The web app's Flask error handlers: the v1 door's plain text, problem+json under ``/v2/``.
 
 One named handler per case (413, 404, 405, a compressed body, anything unexpected);
 `install` registers them all.
@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from dispatcher.http import doorrules
 from dispatcher.http.ingest import MAX_BODY_BYTES, door, plain
 
+# A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.web")
 
 #: The v1 text of a body over `MAX_BODY_BYTES`.

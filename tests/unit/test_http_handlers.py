@@ -1,4 +1,4 @@
-"""dispatcher.http.errors: each error answer, plain text for v1, problem+json under /v2/.
+"""dispatcher.http.handlers: each error answer, plain text for v1, problem+json under /v2/.
 
 In process (Flask's test client) with a stub producer: no Redis, no sockets.
 """
