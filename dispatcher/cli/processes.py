@@ -1,4 +1,7 @@
-"""The long-running processes of the Procfile: worker, scheduler, bridge and web."""
+"""The long-running processes of the Procfile: worker, scheduler, bridge and web.
+
+`require_free_port` and `stop_on_signals` also serve `dispatcher run` (`runner`, `demo`).
+"""
 
 from __future__ import annotations
 
