@@ -30,8 +30,6 @@ from dispatcher.settings import DEFAULT_MAX_INVALID
 
 log = logging.getLogger(__name__)
 
-#: Dead-letter reason of an entry that is not a valid call (kept with its raw text).
-REASON_INVALID = "invalid"
 #: Most characters of an invalid entry's raw text that are kept.
 MAX_RAW_CHARS = 64 * 1024
 #: Audit entries kept (the newest); the dead letters themselves are never capped.

@@ -80,7 +80,8 @@ class RateLimit:
         text = res.decode() if isinstance(res, bytes) else str(res)
         return text if text in ("go", "paused") else float(text)
 
-    def paused_until(self) -> float:
-        """End of the current 429 pause (0 when none)."""
-        value = self.client.hget(self.key, "pause_until")
-        return float(value) if value else 0.0
+
+def paused_until(client: redis.Redis, prefix: str) -> float:
+    """End of the current 429 pause of ``prefix`` (0 when none)."""
+    value = client.hget(Keys(prefix).rate, "pause_until")
+    return float(value) if value else 0.0  # type: ignore[arg-type]

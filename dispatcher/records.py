@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.circuit import CircuitView
+from dispatcher import circuit, ratelimit
 from dispatcher.keys import Keys
 
 #: States as users see them: held and sending are details of queued.
@@ -178,14 +178,11 @@ class Records:
             pipe.zcard(name)
         pipe.zrange(k.pending, 0, 0, withscores=True)
         pipe.hgetall(k.counters)
-        pipe.hgetall(k.circuit)
-        pipe.hget(k.rate, "pause_until")
-        held, queued, scheduled, inflight, dead, oldest, counters, circuit, pause = pipe.execute()
+        held, queued, scheduled, inflight, dead, oldest, counters = pipe.execute()
         now = self.clock()
         counters = {key.decode(): int(value) for key, value in counters.items()}
-        breaker = CircuitView.from_hash(
-            {key.decode(): value.decode() for key, value in circuit.items()}, now)
-        pause_until = float(pause) if pause else 0.0
+        breaker = circuit.read(self.client, k.prefix, now)
+        pause_until = ratelimit.paused_until(self.client, k.prefix)
         return {
             "queued": held + queued,
             "scheduled": scheduled,
