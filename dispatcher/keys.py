@@ -1,4 +1,4 @@
-"""Redis key names, and the Lua helpers every state-changing script shares.
+"""Redis key names under one prefix; the Lua scripts build the same names (``lua/_calls.lua``).
 
 Layout (prefix ``dispatcher`` by default):
 

@@ -39,16 +39,16 @@ from dispatcher.telemetry import bucket_for
 #: gives the call back to the backlog when the lease ends.
 LEASE_MARGIN_S = 15.0
 
-#: What `Lifecycle.claim` found: ``claimed`` (send it), ``held`` (breaker, 429 pause or
-#: rate; back in line), ``stale`` (another generation's message), ``expired`` (a dead
-#: letter now), ``missing`` (no record) or ``invalid`` (the stored call no longer
-#: validates: a dead letter now).
 EnqueueKind = Literal["pushed", "held", "duplicate", "gone", "full"]
 """What `Lifecycle.enqueue` did: ``pushed`` (recorded, its first message pushed in the
 same step), ``held`` (recorded, waiting its turn in line), ``duplicate`` (already
 recorded: ``call_id`` is the first one's), ``gone`` (the inbox entry was taken by another
 bridge: nothing recorded) or ``full`` (the backlog cap refused it: nothing recorded)."""
 
+#: What `Lifecycle.claim` found: ``claimed`` (send it), ``held`` (breaker, 429 pause or
+#: rate; back in line), ``stale`` (another generation's message), ``expired`` (a dead
+#: letter now), ``missing`` (no record) or ``invalid`` (the stored call no longer
+#: validates: a dead letter now).
 ClaimKind = Literal["claimed", "held", "stale", "expired", "missing", "invalid"]
 
 
