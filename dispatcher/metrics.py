@@ -41,7 +41,7 @@ redis_memory_max_bytes                      gauge      Redis maxmemory (0 = no l
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import redis
 from prometheus_client.core import (
@@ -53,6 +53,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from dispatcher.deadletters import DeadReason
 from dispatcher.health import health_report as health_report  # tests/ops import it here
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.records import Records
@@ -61,7 +62,7 @@ from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 #: Breaker states, each one series of ``dispatcher_circuit_state`` (the enum convention).
 CIRCUIT_STATES = ("closed", "half_open", "open")
 #: Dead-letter reasons always exposed, so a rate() over them exists before the first one.
-KNOWN_REASONS = ("rejected", "expired", "invalid")
+KNOWN_REASONS: tuple[DeadReason, ...] = get_args(DeadReason)
 #: Outcomes of a CAD request, always exposed for the same reason.
 OUTCOMES = ("delivered", "retryable", "permanent")
 
@@ -114,7 +115,7 @@ class DispatcherCollector(Collector):
         dead = CounterMetricFamily("dispatcher_calls_dead_lettered",
                                    "Calls that became dead letters, by reason",
                                    labels=["reason"])
-        by_reason = {r: 0 for r in KNOWN_REASONS}
+        by_reason: dict[str, int] = {r: 0 for r in KNOWN_REASONS}
         by_reason.update({k[5:]: v for k, v in counters.items() if k.startswith("dead:")})
         for reason, value in sorted(by_reason.items()):
             dead.add_metric([reason], value)

@@ -13,6 +13,7 @@ import redis
 
 from dispatcher import circuit, ratelimit
 from dispatcher.keys import Keys
+from dispatcher.redisconn import as_text
 
 #: States as users see them: held and sending are details of queued.
 PUBLIC_STATE = {
@@ -30,10 +31,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
-
-
-def as_str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _f(value: str | None) -> float | None:
@@ -166,7 +163,7 @@ class Records:
         pipe = self.client.pipeline(transaction=False)
         for call_id in ids:
             pipe.hmget(self.keys.call(call_id), DISPLAY_FIELDS)
-        return [CallRecord.from_hash({f: as_str(v) for f, v in
+        return [CallRecord.from_hash({f: as_text(v) for f, v in
                                       zip(DISPLAY_FIELDS, values, strict=True) if v is not None})
                 for values in pipe.execute() if any(v is not None for v in values)]
 
