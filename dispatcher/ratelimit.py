@@ -42,7 +42,7 @@ STALE_SLOT_S = 1.0
 
 @dataclass(frozen=True)
 class Flow:
-    """Pacing parameters shared by enqueue, claim and release."""
+    """Pacing parameters shared by enqueue, claim and release, and the default 429 pause."""
 
     interval_s: float
     max_wait_s: float
