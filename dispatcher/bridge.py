@@ -148,10 +148,6 @@ class Bridge:
         self.handle_many([_bytes(first), *(_bytes(v) for v in more)])
         return True
 
-    def handle(self, raw: bytes) -> None:
-        """Move one entry (already in the processing list)."""
-        self.handle_many([raw])
-
     def handle_many(self, raws: list[bytes]) -> None:
         """Record the valid entries in one round trip; keep the others as dead letters."""
         valid: list[tuple[bytes, Call]] = []

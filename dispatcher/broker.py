@@ -23,8 +23,6 @@ from dispatcher.settings import Settings
 
 #: Name of the one task; the worker side registers it under this name.
 DELIVER_TASK = "dispatcher.deliver"
-#: How long a publish may take, connection retries included, before it fails.
-PUBLISH_TIMEOUT_S = 3.0
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -134,10 +132,6 @@ class Publisher:
         for call_id, gen in items:
             pipe.lpush(self.queue_key, self.message(call_id, gen))
         pipe.execute()
-
-    def publish(self, call_id: str, gen: int) -> None:
-        """Push one message."""
-        self.publish_many([(call_id, gen)])
 
     def close(self) -> None:
         self.app.close()

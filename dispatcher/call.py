@@ -1,8 +1,10 @@
-"""The call: the one payload that travels through the queue.
+"""The call: what a caller hands us, validated before anything is stored.
 
 A `Call` is the seed's call object (``serverId``, ``isEmergency``, ``caller``,
 ``location``, ``description``, ``metaData``, optional ``deleteAfterMinutes``) plus our
 envelope: an id given at enqueue, the optional idempotency key and the enqueue time.
+The call is stored in Redis under its id (the queue's messages carry only the id and
+a generation) and, while Redis is away, spooled to disk whole (`Call.to_dict`).
 It never holds credentials. `Call.parse` accepts both input shapes of the contract
 (the flat form and the seed's own call object) and names the field that is wrong.
 """
@@ -171,7 +173,7 @@ class Call:
         return body
 
     def to_dict(self) -> dict[str, Any]:
-        """The envelope that travels through the queue and is stored in Redis."""
+        """The envelope as the spool keeps it while Redis is away (`Producer`)."""
         return {
             "v": SCHEMA_VERSION,
             "id": self.id,

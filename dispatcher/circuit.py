@@ -24,6 +24,7 @@ from typing import Literal, cast
 import redis
 
 from dispatcher.keys import Keys
+from dispatcher.redisconn import as_text
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -52,11 +53,7 @@ class CircuitView:
 def read(client: redis.Redis, prefix: str, now: float) -> CircuitView:
     """The breaker of ``prefix`` now."""
     raw = client.hgetall(Keys(prefix).circuit)
-    return CircuitView.from_hash({_text(k): _text(v) for k, v in raw.items()}, now)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return CircuitView.from_hash({as_text(k): as_text(v) for k, v in raw.items()}, now)
 
 
 def _float(value: str | None) -> float | None:

@@ -18,20 +18,26 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import redis
 
 from dispatcher import scripts
 from dispatcher.call import new_call_id
 from dispatcher.keys import Keys
-from dispatcher.lifecycle import as_text
 from dispatcher.records import CallRecord, Records, iso
+from dispatcher.redisconn import as_text
 from dispatcher.settings import DEFAULT_MAX_INVALID
 
 log = logging.getLogger(__name__)
 
-#: Dead-letter reason of an entry that is not a valid call (kept with its raw text).
-REASON_INVALID = "invalid"
+#: Why a call is a dead letter: ``rejected`` (the CAD refused it), ``expired`` (older
+#: than DISPATCHER_MAX_AGE_S before it could be sent) or ``invalid`` (not a valid call:
+#: an inbox entry, or a stored call that no longer validates).
+DeadReason = Literal["rejected", "expired", "invalid"]
+#: What `DeadLetters.replay` did.
+ReplayOutcome = Literal["replayed", "missing", "not_dead", "unreplayable"]
+
 #: Most characters of an invalid entry's raw text that are kept.
 MAX_RAW_CHARS = 64 * 1024
 #: Audit entries kept (the newest); the dead letters themselves are never capped.
@@ -117,10 +123,10 @@ class DeadLetters:
         value = self.client.hget(self.keys.call(call_id), "raw")
         return as_text(value) if value else None
 
-    def replay(self, call_id: str, actor: str = "cli") -> str:
-        """Put one dead letter back in line; returns replayed, missing, not_dead or unreplayable."""
+    def replay(self, call_id: str, actor: str = "cli") -> ReplayOutcome:
+        """Put one dead letter back in line (see `ReplayOutcome`)."""
         result = self._replay(keys=[self.keys.prefix], args=[call_id, repr(self.clock())])
-        outcome = result.decode() if isinstance(result, bytes) else str(result)
+        outcome = cast(ReplayOutcome, as_text(result))
         if outcome == "replayed":
             self._audit("replay", call_id, actor)
         return outcome

@@ -27,10 +27,6 @@ from dispatcher.redisconn import transient
 log = logging.getLogger("dispatcher.delivery")
 T = TypeVar("T")
 
-#: Dead-letter reason for a call the CAD refused (400 texts, other 4xx, redirects).
-REASON_REJECTED = "rejected"
-
-
 class Deliverer:
     """Sends one claimed call and records what happened."""
 
@@ -109,7 +105,7 @@ class Deliverer:
                 log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
             return placed
         self._record(lambda: self.lifecycle.dead(
-            call_id, gen, REASON_REJECTED, exc.status_code, exc.response, str(exc), elapsed))
+            call_id, gen, "rejected", exc.status_code, exc.response, str(exc), elapsed))
         log.error("call %s is a dead letter: %s", call_id, exc)
         return "dead"
 

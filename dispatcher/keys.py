@@ -1,4 +1,4 @@
-"""Redis key names, and the Lua helpers every state-changing script shares.
+"""Redis key names under one prefix; the Lua scripts build the same names (``lua/_calls.lua``).
 
 Layout (prefix ``dispatcher`` by default):
 
@@ -38,9 +38,6 @@ from dataclasses import dataclass
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: How long a delivered call's record is kept for `dispatcher status` (a week).
 DELIVERED_TTL_S = 7 * 24 * 3600
-
-#: The sorted sets a call's place is one of (and ``pending``, every call not yet done).
-ZSETS = ("held", "queued", "scheduled", "inflight", "pending", "dead")
 
 
 @dataclass(frozen=True)
@@ -107,10 +104,6 @@ class Keys:
         return self._name("rate")
 
     @property
-    def rate_granted(self) -> str:
-        return self._name("rate:granted")
-
-    @property
     def counters(self) -> str:
         return self._name("counters")
 
@@ -129,9 +122,3 @@ class Keys:
     @property
     def history(self) -> str:
         return self._name("history")
-
-    def zset(self, name: str) -> str:
-        """One of `ZSETS` by name."""
-        if name not in ZSETS:
-            raise KeyError(name)
-        return self._name(name)

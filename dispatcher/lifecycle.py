@@ -28,10 +28,12 @@ import redis
 
 from dispatcher import scripts
 from dispatcher.call import Call
+from dispatcher.deadletters import DeadReason
 from dispatcher.errors import InvalidCall
 from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, Keys
 from dispatcher.policy import CircuitPolicy
 from dispatcher.ratelimit import STALE_SLOT_S, Flow, RateLimit
+from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 from dispatcher.telemetry import bucket_for
 
@@ -39,17 +41,28 @@ from dispatcher.telemetry import bucket_for
 #: gives the call back to the backlog when the lease ends.
 LEASE_MARGIN_S = 15.0
 
-#: What `Lifecycle.claim` found: ``claimed`` (send it), ``held`` (breaker, 429 pause or
-#: rate; back in line), ``stale`` (another generation's message), ``expired`` (a dead
-#: letter now), ``missing`` (no record) or ``invalid`` (the stored call no longer
-#: validates: a dead letter now).
 EnqueueKind = Literal["pushed", "held", "duplicate", "gone", "full"]
 """What `Lifecycle.enqueue` did: ``pushed`` (recorded, its first message pushed in the
 same step), ``held`` (recorded, waiting its turn in line), ``duplicate`` (already
 recorded: ``call_id`` is the first one's), ``gone`` (the inbox entry was taken by another
 bridge: nothing recorded) or ``full`` (the backlog cap refused it: nothing recorded)."""
 
+#: What `Lifecycle.claim` found: ``claimed`` (send it), ``held`` (breaker, 429 pause or
+#: rate; back in line), ``stale`` (another generation's message), ``expired`` (a dead
+#: letter now), ``missing`` (no record) or ``invalid`` (the stored call no longer
+#: validates: a dead letter now).
 ClaimKind = Literal["claimed", "held", "stale", "expired", "missing", "invalid"]
+
+#: What `Lifecycle.delivered` did: ``delivered``, ``already`` (recorded before) or
+#: ``missing`` (no record).
+DeliveredOutcome = Literal["delivered", "already", "missing"]
+#: What `Lifecycle.retry` did: ``scheduled`` (backoff), ``held`` (a 429 pause or the
+#: breaker opened: back in line) or ``stale`` (the call is no longer this send's).
+RetryOutcome = Literal["scheduled", "held", "stale"]
+#: What `Lifecycle.unclaim` did: ``held`` (back in line) or ``stale``.
+UnclaimOutcome = Literal["held", "stale"]
+#: What `Lifecycle.dead` did: ``dead`` (a dead letter now) or ``stale``.
+DeadOutcome = Literal["dead", "stale"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ class Lifecycle:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.circuit = circuit or CircuitPolicy.from_settings(settings)
-        self.flow = Flow.from_settings(settings, self.circuit)
+        self.flow = Flow.from_settings(settings)
         self.clock = clock or time.time
         self.rate = RateLimit(client, self.flow, settings.prefix, self.clock)
         self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
@@ -185,47 +198,48 @@ class Lifecycle:
         return Claim(kind, call, int(as_text(res[2]) or 0), wait, start_at=now + wait)
 
     def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str,
-                  elapsed_s: float | None = None) -> str:
+                  elapsed_s: float | None = None) -> DeliveredOutcome:
         """Record a delivery; always wins, whoever else touched the call meanwhile."""
-        return as_text(self._delivered(
+        return cast(DeliveredOutcome, as_text(self._delivered(
             keys=self._prefix,
             args=[call_id, repr(self.clock()), cad_call_id or "", status,
                   response, DELIVERED_TTL_S, *_latency(elapsed_s)]
-        ))
+        )))
 
     def retry(
         self, call_id: str, gen: int, due: float, error: str, status: int | None,
         response: str | None, rate_limited: bool = False, retry_after: float | None = None,
         elapsed_s: float | None = None,
-    ) -> str:
+    ) -> RetryOutcome:
         """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold."""
         c = self.circuit
-        pause = retry_after if retry_after is not None else c.rate_limit_pause_s
-        return as_text(self._retry(
+        pause = retry_after if retry_after is not None else self.flow.pause_s
+        return cast(RetryOutcome, as_text(self._retry(
             keys=self._prefix,
             args=[call_id, str(gen), repr(self.clock()), repr(due), error,
                   "" if status is None else status, response or "",
                   "ratelimit" if rate_limited else "error", repr(pause),
                   c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s),
                   *_latency(elapsed_s)]
-        ))
+        )))
 
-    def unclaim(self, call_id: str, gen: int) -> str:
+    def unclaim(self, call_id: str, gen: int) -> UnclaimOutcome:
         """Give a claimed call back to the line unsent (no attempt counted)."""
         now = repr(self.clock())
-        return as_text(self._unclaim(keys=self._prefix, args=[call_id, str(gen), now]))
+        return cast(UnclaimOutcome,
+                    as_text(self._unclaim(keys=self._prefix, args=[call_id, str(gen), now])))
 
     def dead(
-        self, call_id: str, gen: int, reason: str, status: int | None, response: str | None,
-        error: str, elapsed_s: float | None = None,
-    ) -> str:
+        self, call_id: str, gen: int, reason: DeadReason, status: int | None,
+        response: str | None, error: str, elapsed_s: float | None = None,
+    ) -> DeadOutcome:
         """Record a permanent failure: the call becomes a dead letter."""
-        return as_text(self._dead(
+        return cast(DeadOutcome, as_text(self._dead(
             keys=self._prefix,
             args=[call_id, str(gen), repr(self.clock()), reason,
                   "" if status is None else status, response or "", error,
                   *_latency(elapsed_s)]
-        ))
+        )))
 
 
 def _latency(elapsed_s: float | None) -> tuple[str, str]:
@@ -240,8 +254,3 @@ def _enqueued(res: Any) -> Enqueued:
     if kind == "full":
         return Enqueued(kind, waiting=int(as_text(res[2])))
     return Enqueued(kind, as_text(res[0]), 1 if kind == "pushed" else 0)
-
-
-def as_text(value: Any) -> str:
-    """A Redis reply (bytes or not) as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the /healthz report, read from Redis at scrape time.
+"""Prometheus metrics, read from Redis at scrape time.
 
 Every number lives in Redis (counters in one hash, depths in the sorted sets, the CAD
 latency histogram in its own hash, heartbeats in theirs), so the figures add up across
@@ -41,7 +41,7 @@ redis_memory_max_bytes                      gauge      Redis maxmemory (0 = no l
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import redis
 from prometheus_client.core import (
@@ -53,18 +53,18 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from dispatcher.heartbeat import Beat, Heartbeats
+from dispatcher.deadletters import DeadReason
+from dispatcher.health import health_report as health_report  # tests/ops import it here
+from dispatcher.heartbeat import Heartbeats
 from dispatcher.records import Records
 from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 
 #: Breaker states, each one series of ``dispatcher_circuit_state`` (the enum convention).
 CIRCUIT_STATES = ("closed", "half_open", "open")
 #: Dead-letter reasons always exposed, so a rate() over them exists before the first one.
-KNOWN_REASONS = ("rejected", "expired", "invalid")
+KNOWN_REASONS: tuple[DeadReason, ...] = get_args(DeadReason)
 #: Outcomes of a CAD request, always exposed for the same reason.
 OUTCOMES = ("delivered", "retryable", "permanent")
-#: /healthz names Redis memory as a problem from this share of maxmemory on.
-MEMORY_WARN = 0.9
 
 # (metric name without _total, counters-hash field, help)
 _COUNTERS = (
@@ -115,7 +115,7 @@ class DispatcherCollector(Collector):
         dead = CounterMetricFamily("dispatcher_calls_dead_lettered",
                                    "Calls that became dead letters, by reason",
                                    labels=["reason"])
-        by_reason = {r: 0 for r in KNOWN_REASONS}
+        by_reason: dict[str, int] = {r: 0 for r in KNOWN_REASONS}
         by_reason.update({k[5:]: v for k, v in counters.items() if k.startswith("dead:")})
         for reason, value in sorted(by_reason.items()):
             dead.add_metric([reason], value)
@@ -180,33 +180,6 @@ def redis_memory(client: redis.Redis) -> tuple[int, int] | None:
     except redis.ResponseError:
         return None
     return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-
-
-def health_report(stats: dict[str, Any], workers: list[Beat],
-                  memory: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The /healthz body: "ok" whenever Redis answers; what needs attention in problems."""
-    alive = [w for w in workers if w.alive]
-    problems = []
-    if memory and memory[1] and memory[0] >= MEMORY_WARN * memory[1]:
-        problems.append(f"Redis uses {memory[0] * 100 // memory[1]}% of maxmemory: when it "
-                        "is full, new calls are refused (503)")
-    if not alive:
-        problems.append("no worker is alive (no heartbeat in the last 3 intervals)")
-    if stats["circuit"] != "closed":
-        problems.append(f"the CAD circuit is {stats['circuit']}: the CAD is failing")
-    if stats["dead"]:
-        problems.append(f"{stats['dead']} dead letter(s) wait for an operator")
-    return {
-        "status": "ok", "redis": True, "problems": problems,
-        "circuit": stats["circuit"],
-        "workers": {"alive": len(alive), "list": [w.to_json() for w in workers]},
-        "queued": stats["queued"], "scheduled": stats["scheduled"],
-        "in_flight": stats["in_flight"], "dead": stats["dead"],
-        "delivered": stats["delivered"], "oldest_age_s": stats["oldest_age_s"],
-        "rate_limit_pause_s": stats["rate_limit_pause_s"],
-        "redis_memory": None if memory is None else {"used_bytes": memory[0],
-                                                     "max_bytes": memory[1]},
-    }
 
 
 def registry_for(client: redis.Redis, prefix: str = "dispatcher") -> CollectorRegistry:

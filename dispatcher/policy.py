@@ -64,8 +64,6 @@ class CircuitPolicy:
     failure_threshold: int = CIRCUIT_FAILURE_THRESHOLD
     cooldown_s: float = DEFAULT_CIRCUIT_COOLDOWN_S
     max_cooldown_s: float = DEFAULT_CIRCUIT_MAX_COOLDOWN_S
-    rate_limit_pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
-    max_slot_wait_s: float = MAX_SLOT_WAIT_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CircuitPolicy:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, cast
 
 import redis
 
 from dispatcher import scripts
 from dispatcher.keys import Keys
-from dispatcher.policy import CircuitPolicy
+from dispatcher.policy import DEFAULT_RATE_LIMIT_PAUSE_S, MAX_SLOT_WAIT_S
+from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
 #: Extra spacing over 1/rate (2 % plus up to 10 ms), so scheduling and network jitter
@@ -40,7 +42,7 @@ STALE_SLOT_S = 1.0
 
 @dataclass(frozen=True)
 class Flow:
-    """Pacing parameters shared by enqueue, claim and release."""
+    """Pacing parameters shared by enqueue, claim and release, and the default 429 pause."""
 
     interval_s: float
     max_wait_s: float
@@ -49,18 +51,24 @@ class Flow:
     send_gap_s: float = 0.0
     #: The limit itself, 1/DISPATCHER_MAX_RATE: the least time between two grants.
     limit_gap_s: float = 0.0
+    #: Pause of every sender after a 429 without a Retry-After header.
+    pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
 
     @classmethod
-    def from_settings(cls, settings: Settings, circuit: CircuitPolicy) -> Flow:
+    def from_settings(cls, settings: Settings) -> Flow:
         interval = gap = 0.0
         if settings.max_rate > 0:
             gap = 1 / settings.max_rate
             interval = gap * RATE_MARGIN + min(RATE_MARGIN_S, gap / 100)
-        return cls(interval, circuit.max_slot_wait_s, UNLIMITED_WINDOW, interval, gap)
+        return cls(interval, MAX_SLOT_WAIT_S, UNLIMITED_WINDOW, interval, gap)
 
     def argv(self) -> list[str | int]:
         """Interval, longest slot wait and window, as the scripts take them."""
         return [repr(self.interval_s), repr(self.max_wait_s), self.window]
+
+
+#: The send gate's answer besides a wait: ``go`` (send now) or ``paused`` (a 429 pause).
+GateOutcome = Literal["go", "paused"]
 
 
 class RateLimit:
@@ -74,13 +82,14 @@ class RateLimit:
         self.clock = clock
         self._gate = scripts.register(client, "gate.lua")
 
-    def gate(self) -> str | float:
+    def gate(self) -> GateOutcome | float:
         """"go" (send now), "paused" (a 429 pause began), or seconds to wait first."""
         res = self._gate(keys=[self.key], args=[repr(self.clock()), repr(self.flow.send_gap_s)])
-        text = res.decode() if isinstance(res, bytes) else str(res)
-        return text if text in ("go", "paused") else float(text)
+        text = as_text(res)
+        return cast(GateOutcome, text) if text in ("go", "paused") else float(text)
 
-    def paused_until(self) -> float:
-        """End of the current 429 pause (0 when none)."""
-        value = self.client.hget(self.key, "pause_until")
-        return float(value) if value else 0.0
+
+def paused_until(client: redis.Redis, prefix: str) -> float:
+    """End of the current 429 pause of ``prefix`` (0 when none)."""
+    value = client.hget(Keys(prefix).rate, "pause_until")
+    return float(value) if value else 0.0

@@ -11,8 +11,9 @@ from typing import Any
 
 import redis
 
-from dispatcher.circuit import CircuitView
+from dispatcher import circuit, ratelimit
 from dispatcher.keys import Keys
+from dispatcher.redisconn import as_text
 
 #: States as users see them: held and sending are details of queued.
 PUBLIC_STATE = {
@@ -30,10 +31,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
-
-
-def as_str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _f(value: str | None) -> float | None:
@@ -166,7 +163,7 @@ class Records:
         pipe = self.client.pipeline(transaction=False)
         for call_id in ids:
             pipe.hmget(self.keys.call(call_id), DISPLAY_FIELDS)
-        return [CallRecord.from_hash({f: as_str(v) for f, v in
+        return [CallRecord.from_hash({f: as_text(v) for f, v in
                                       zip(DISPLAY_FIELDS, values, strict=True) if v is not None})
                 for values in pipe.execute() if any(v is not None for v in values)]
 
@@ -178,14 +175,11 @@ class Records:
             pipe.zcard(name)
         pipe.zrange(k.pending, 0, 0, withscores=True)
         pipe.hgetall(k.counters)
-        pipe.hgetall(k.circuit)
-        pipe.hget(k.rate, "pause_until")
-        held, queued, scheduled, inflight, dead, oldest, counters, circuit, pause = pipe.execute()
+        held, queued, scheduled, inflight, dead, oldest, counters = pipe.execute()
         now = self.clock()
         counters = {key.decode(): int(value) for key, value in counters.items()}
-        breaker = CircuitView.from_hash(
-            {key.decode(): value.decode() for key, value in circuit.items()}, now)
-        pause_until = float(pause) if pause else 0.0
+        breaker = circuit.read(self.client, k.prefix, now)
+        pause_until = ratelimit.paused_until(self.client, k.prefix)
         return {
             "queued": held + queued,
             "scheduled": scheduled,

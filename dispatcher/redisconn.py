@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes or not) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 #: Longest a producer waits for Redis before it raises QueueUnavailable.
 QUEUE_WAIT_S = 3.0
 #: Socket timeouts: Redis answers in microseconds; anything slower is an outage.

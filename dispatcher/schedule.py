@@ -28,9 +28,8 @@ import redis
 from dispatcher import scripts
 from dispatcher.broker import Publisher
 from dispatcher.keys import Keys
-from dispatcher.lifecycle import as_text
-from dispatcher.policy import CircuitPolicy
 from dispatcher.ratelimit import Flow
+from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,6 @@ class Pump:
         client: redis.Redis,
         settings: Settings,
         publisher: Publisher,
-        circuit: CircuitPolicy | None = None,
         clock: Callable[[], float] = time.time,
         orphan_after_s: float | None = None,
     ) -> None:
@@ -72,7 +70,7 @@ class Pump:
         self.settings = settings
         self.publisher = publisher.bind(client)
         self.keys = Keys(settings.prefix)
-        self.flow = Flow.from_settings(settings, circuit or CircuitPolicy.from_settings(settings))
+        self.flow = Flow.from_settings(settings)
         self.clock = clock
         self.orphan_after_s = orphan_after_s or settings.orphan_after_s
         self._promote = scripts.register(client, "promote.lua")

@@ -27,7 +27,7 @@ def source(name: str) -> str:
 
 def _expand(name: str, seen: set[str]) -> str:
     seen.add(name)
-    text = resources.files("dispatcher").joinpath("lua", name).read_text(encoding="utf-8")
+    text = (resources.files("dispatcher") / "lua" / name).read_text(encoding="utf-8")
     out = []
     for line in text.splitlines(keepends=True):
         if line.startswith(INCLUDE):

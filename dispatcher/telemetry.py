@@ -30,15 +30,16 @@ class Telemetry:
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
         self.client = client
         self.key = Keys(prefix).latency
-        # One script call, not a pipeline: a redis-py pipeline object costs more CPU to
-        # build than the three commands take to run (the worker profile showed it).
+        # One script call: the bucket, the sum and the count change together (the same
+        # lua/_observe.lua the outcome scripts use).
         self._observe = scripts.register(client, "observe.lua")
 
     def observe_latency(self, seconds: float, outcome: str) -> None:
         """One CAD request's duration; ``outcome`` is delivered/retryable/permanent.
 
         The worker records its observations inside the outcome scripts instead
-        (`Lifecycle.delivered` and friends); this is for other callers and tests.
+        (`Lifecycle.delivered` and friends, via ``lua/_observe.lua``); this is kept for
+        the ops tests, which fill the histogram without running a worker.
         """
         self._observe(keys=[self.key], args=[outcome, bucket_for(seconds), repr(seconds)])
 

@@ -9,8 +9,9 @@ import redis
 from flask import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dispatcher.health import health_report
 from dispatcher.http.opsstate import ops
-from dispatcher.metrics import health_report, redis_memory
+from dispatcher.metrics import redis_memory
 
 
 def metrics() -> Response:

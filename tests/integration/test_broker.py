@@ -29,7 +29,7 @@ def test_our_message_has_celerys_shape_and_body(redis_url: str, rclient: redis.R
     app.send_task(DELIVER_TASK, args=["01TEST", 3], queue=settings.queue_name,
                   routing_key=settings.queue_name, ignore_result=True)
     theirs = json.loads(rclient.rpop(settings.queue_name))  # type: ignore[arg-type]
-    Publisher(settings, client=rclient).publish("01TEST", 3)
+    Publisher(settings, client=rclient).publish_many([("01TEST", 3)])
     ours = json.loads(rclient.rpop(settings.queue_name))  # type: ignore[arg-type]
 
     assert set(ours) == set(theirs)

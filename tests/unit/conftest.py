@@ -61,9 +61,6 @@ class FakePublisher:
         for call_id, gen in items:
             self.client.lpush(self.queue_key, self.message(call_id, gen))
 
-    def publish(self, call_id: str, gen: int) -> None:
-        self.publish_many([(call_id, gen)])
-
     @property
     def published(self) -> list[tuple[str, int]]:
         """Everything pushed so far, oldest first (clear() forgets what was read)."""

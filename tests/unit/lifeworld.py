@@ -9,11 +9,14 @@ import fakeredis
 
 from dispatcher.call import Call, new_call_id
 from dispatcher.deadletters import DeadLetters
-from dispatcher.keys import ZSETS, Keys
+from dispatcher.keys import Keys
 from dispatcher.lifecycle import Enqueued, Lifecycle
 from dispatcher.records import Records
 from dispatcher.schedule import Pump
 from dispatcher.settings import Settings
+
+#: The sorted sets a call's place is one of (and ``pending``, every call not yet done).
+PLACES = ("held", "queued", "scheduled", "inflight", "pending", "dead")
 
 
 @dataclass
@@ -58,7 +61,7 @@ class World:
         return str(members[0].decode())
 
     def where(self, call_id: str) -> list[str]:
-        return [z for z in ZSETS if self.r.zscore(self.keys.zset(z), call_id) is not None]
+        return [z for z in PLACES if self.r.zscore(getattr(self.keys, z), call_id) is not None]
 
     def claim_published(self) -> list[str]:
         """Claim every published message once, newest generation only; return claim kinds."""

@@ -216,7 +216,7 @@ def test_an_entry_another_bridge_already_took_is_not_recorded_twice(
     box = inbox()
     raw = json.dumps(FLAT).encode()
 
-    box.bridge.handle(raw)  # not in the processing list: someone else recorded it
+    box.bridge.handle_many([raw])  # not in the processing list: someone else recorded it
 
     assert box.calls() == []
     assert box.dead.count() == 0

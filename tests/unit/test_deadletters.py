@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import fakeredis
 import pytest
 
-from dispatcher.deadletters import Filter
+from dispatcher.deadletters import SUMMARY_HASHES_KEEP, DeadLetters, Filter
+from dispatcher.records import Records
 from tests.unit.lifeworld import World
 
 # -- dead letters ------------------------------------------------------------------------
@@ -149,3 +152,59 @@ def test_bury_invalid_takes_the_entry_from_a_list_atomically(
     assert w.dead.bury_invalid("junk", "bad", "inbox",
                                take_from=("inbox:processing", "junk")) == ""
     assert w.dead.count() == 1
+
+
+# -- invalid-entry cap -------------------------------------------------------------------
+
+
+def test_invalid_entries_beyond_the_cap_are_summarised(
+        r: fakeredis.FakeRedis, clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    dead = DeadLetters(r, clock=clock, max_invalid=3)
+    ids = []
+    for i in range(5):
+        ids.append(dead.bury_invalid(f"junk {i}", "not JSON", "inbox"))
+        clock.advance(1)
+
+    assert [r.exists(f"dispatcher:call:{i}") for i in ids] == [0, 0, 1, 1, 1]
+    assert r.zcard("dispatcher:dead") == 3
+    summary = dead.invalid_summary(hashes=10)
+    assert summary["count"] == 2
+    assert summary["oldest_at"] < summary["newest_at"]  # type: ignore[operator]
+    assert summary["sha256"] == [hashlib.sha256(f"junk {i}".encode()).hexdigest()
+                                 for i in (1, 0)]
+    stats = Records(r).stats()
+    assert stats["invalid_summarised"] == 2 and stats["dead"] == 3
+    assert len([m for m in caplog.messages if "DISPATCHER_MAX_INVALID" in m]) == 1
+
+
+def test_other_dead_letters_are_never_summarised(
+        world: Callable[..., World], r: fakeredis.FakeRedis, clock: Any) -> None:
+    w = world()
+    call_id = w.add().call_id
+    w.lc.claim(call_id, 1)
+    w.lc.dead(call_id, 1, "rejected", 400, "bad key", "rejected")
+    dead = DeadLetters(r, clock=clock, max_invalid=1)
+    for i in range(3):
+        dead.bury_invalid(f"junk {i}", "not JSON", "inbox")
+
+    assert dead.get(call_id) is not None
+    assert dead.invalid_summary()["count"] == 2
+
+
+def test_the_hash_list_is_bounded(r: fakeredis.FakeRedis, clock: Any) -> None:
+    dead = DeadLetters(r, clock=clock, max_invalid=1)
+    for i in range(SUMMARY_HASHES_KEEP + 5):
+        dead.bury_invalid(f"j{i}", "bad", "inbox")
+    assert r.llen("dispatcher:invalid:hashes") == SUMMARY_HASHES_KEEP
+    assert dead.invalid_summary()["count"] == SUMMARY_HASHES_KEEP + 4
+
+
+def test_a_purged_invalid_entry_is_not_summarised_later(
+        r: fakeredis.FakeRedis, clock: Any) -> None:
+    dead = DeadLetters(r, clock=clock, max_invalid=2)
+    first = dead.bury_invalid("junk 0", "bad", "inbox")
+    assert dead.purge(first)
+    dead.bury_invalid("junk 1", "bad", "inbox")
+    dead.bury_invalid("junk 2", "bad", "inbox")
+    assert dead.invalid_summary()["count"] == 0

@@ -11,7 +11,7 @@ import pytest
 
 from dispatcher.cad import CadClient
 from dispatcher.call import Call
-from dispatcher.delivery import REASON_REJECTED, Deliverer
+from dispatcher.delivery import Deliverer
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import BACKOFF_INITIAL_S, BACKOFF_JITTER_S
 from dispatcher.producer import Producer
@@ -147,7 +147,7 @@ def test_a_400_is_a_dead_letter(rig: Callable[..., Rig], sim: CadSimulator) -> N
     assert rg.deliver_all() == ["dead"]
 
     record = rg.record(call_id)
-    assert (record.state, record.reason, record.status_code) == ("dead", REASON_REJECTED, 400)
+    assert (record.state, record.reason, record.status_code) == ("dead", "rejected", 400)
     assert record.response == "INVALID API KEY"
     assert rg.records.stats()["dead"] == 1
     assert rg.records.stats()["circuit"] == "closed"

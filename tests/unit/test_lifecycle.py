@@ -75,19 +75,6 @@ def test_an_idempotency_key_yields_the_same_id_and_one_record(
     assert r.ttl(w.keys.idem("game-911-42")) > 0
 
 
-def test_the_producer_api_honours_idempotency(
-    world: Callable[..., World], r: fakeredis.FakeRedis
-) -> None:
-    w = world()
-    producer = Producer(w.settings, client=r, publisher=w.publisher, clock=w.clock)
-    call = Call.create(caller="A", location="B", description="C", idempotency_key="k1")
-
-    ids = {producer.enqueue(call) for _ in range(3)}
-
-    assert len(ids) == 1
-    assert len(w.publisher.published) == 1
-
-
 # -- claim -------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The backlog cap (DISPATCHER_MAX_BACKLOG) and the invalid-entry cap (DISPATCHER_MAX_INVALID)."""
+"""dispatcher.producer: idempotency and the backlog cap (DISPATCHER_MAX_BACKLOG)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from dispatcher.bridge import Bridge
 from dispatcher.call import Call
-from dispatcher.deadletters import SUMMARY_HASHES_KEEP, DeadLetters
 from dispatcher.errors import QueueFull, QueueUnavailable
 from dispatcher.producer import Producer
 from dispatcher.records import Records
@@ -39,6 +38,20 @@ def _producer(r: fakeredis.FakeRedis, clock: Any, publisher: Any, **overrides: A
 
 def _waiting(r: fakeredis.FakeRedis) -> int:
     return int(r.zcard("dispatcher:pending"))
+
+
+# -- idempotency -------------------------------------------------------------------------
+
+
+def test_the_producer_api_honours_idempotency(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher)
+    call = Call.create(caller="A", location="B", description="C", idempotency_key="k1")
+
+    ids = {producer.enqueue(call) for _ in range(3)}
+
+    assert len(ids) == 1
+    assert len(publisher.published) == 1
 
 
 # -- backlog cap ---------------------------------------------------------------------------
@@ -204,62 +217,6 @@ def test_the_flusher_keeps_spooled_calls_while_the_cap_is_reached(
     assert spooling.flusher.flush_once() == 1
     assert spooling.pending_spooled() == 0
     assert r.exists("dispatcher:call:01SPOOLEDCALL0000000000000")
-
-
-# -- invalid-entry cap -------------------------------------------------------------------
-
-
-def test_invalid_entries_beyond_the_cap_are_summarised(
-        r: fakeredis.FakeRedis, clock: Any, caplog: pytest.LogCaptureFixture) -> None:
-    dead = DeadLetters(r, clock=clock, max_invalid=3)
-    ids = []
-    for i in range(5):
-        ids.append(dead.bury_invalid(f"junk {i}", "not JSON", "inbox"))
-        clock.advance(1)
-
-    assert [r.exists(f"dispatcher:call:{i}") for i in ids] == [0, 0, 1, 1, 1]
-    assert r.zcard("dispatcher:dead") == 3
-    summary = dead.invalid_summary(hashes=10)
-    assert summary["count"] == 2
-    assert summary["oldest_at"] < summary["newest_at"]  # type: ignore[operator]
-    import hashlib
-    assert summary["sha256"] == [hashlib.sha256(f"junk {i}".encode()).hexdigest()
-                                 for i in (1, 0)]
-    stats = Records(r).stats()
-    assert stats["invalid_summarised"] == 2 and stats["dead"] == 3
-    assert len([m for m in caplog.messages if "DISPATCHER_MAX_INVALID" in m]) == 1
-
-
-def test_other_dead_letters_are_never_summarised(
-        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
-    producer = _producer(r, clock, publisher)
-    call_id = producer.enqueue(_call(0))
-    producer.lifecycle.claim(call_id, 1)
-    producer.lifecycle.dead(call_id, 1, "rejected", 400, "bad key", "rejected")
-    dead = DeadLetters(r, clock=clock, max_invalid=1)
-    for i in range(3):
-        dead.bury_invalid(f"junk {i}", "not JSON", "inbox")
-
-    assert dead.get(call_id) is not None
-    assert dead.invalid_summary()["count"] == 2
-
-
-def test_the_hash_list_is_bounded(r: fakeredis.FakeRedis, clock: Any) -> None:
-    dead = DeadLetters(r, clock=clock, max_invalid=1)
-    for i in range(SUMMARY_HASHES_KEEP + 5):
-        dead.bury_invalid(f"j{i}", "bad", "inbox")
-    assert r.llen("dispatcher:invalid:hashes") == SUMMARY_HASHES_KEEP
-    assert dead.invalid_summary()["count"] == SUMMARY_HASHES_KEEP + 4
-
-
-def test_a_purged_invalid_entry_is_not_summarised_later(
-        r: fakeredis.FakeRedis, clock: Any) -> None:
-    dead = DeadLetters(r, clock=clock, max_invalid=2)
-    first = dead.bury_invalid("junk 0", "bad", "inbox")
-    assert dead.purge(first)
-    dead.bury_invalid("junk 1", "bad", "inbox")
-    dead.bury_invalid("junk 2", "bad", "inbox")
-    assert dead.invalid_summary()["count"] == 0
 
 
 @pytest.fixture(autouse=True)
