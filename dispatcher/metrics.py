@@ -54,7 +54,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from dispatcher.deadletters import DeadReason
-from dispatcher.health import health_report as health_report  # tests/ops import it here
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.records import Records
 from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry

@@ -9,6 +9,7 @@ from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.health import health_report
 from dispatcher.http.auth import SESSION_MAX_AGE_S
 from dispatcher.http.login import _next_path
 from dispatcher.http.opspage import (
@@ -17,7 +18,7 @@ from dispatcher.http.opspage import (
     View,
     same_origin,
 )
-from dispatcher.metrics import health_report, latency_histogram, registry_for
+from dispatcher.metrics import latency_histogram, registry_for
 from dispatcher.settings import Secret, Settings
 from dispatcher.telemetry import LATENCY_BUCKETS, Telemetry
 
