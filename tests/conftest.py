@@ -108,6 +108,22 @@ def redis_base_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(params=["real", "fake"])
+def both_redis(request: pytest.FixtureRequest, redis_base_url: str) -> Iterator[redis.Redis]:
+    """The test runs twice: on the real Redis (its database flushed) and on fakeredis,
+    for Lua scripts that must behave the same on both."""
+    if request.param == "fake":
+        import fakeredis
+
+        yield fakeredis.FakeRedis()
+        return
+    real = redis.Redis.from_url(redis_base_url)
+    real.flushdb()
+    yield real
+    real.flushdb()
+    real.close()
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> Iterator[str]:
     client = redis.Redis.from_url(redis_base_url)

@@ -12,6 +12,7 @@
 -- ARGV[4]  longest lock-out, seconds
 -- ARGV[5]  how long strikes are remembered, seconds
 -- Returns the lock-out in force, in seconds (0: this attempt may compare its token).
+--!include _lockout.lua
 local attempts_key, lock_key, strikes_key = KEYS[1], KEYS[2], KEYS[3]
 local allowed, window, first_lock = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_lock, strikes_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -20,9 +21,4 @@ if left > 0 then return left end
 local attempts = redis.call('INCR', attempts_key)
 if attempts == 1 then redis.call('EXPIRE', attempts_key, window) end
 if attempts <= allowed then return 0 end
-redis.call('DEL', attempts_key)
-local strikes = redis.call('INCR', strikes_key)
-redis.call('EXPIRE', strikes_key, strikes_ttl)
-local lock = math.floor(math.min(first_lock * 2 ^ math.min(strikes - 1, 30), max_lock))
-redis.call('SET', lock_key, strikes, 'EX', lock)
-return lock
+return lock_out(attempts_key, lock_key, strikes_key, first_lock, max_lock, strikes_ttl)

@@ -10,6 +10,7 @@
 -- ARGV[4]  longest lock-out, seconds
 -- ARGV[5]  how long strikes are remembered, seconds
 -- Returns the lock-out now in force, in seconds (0: not locked).
+--!include _lockout.lua
 local fails_key, lock_key, strikes_key = KEYS[1], KEYS[2], KEYS[3]
 local allowed, first_lock = tonumber(ARGV[1]), tonumber(ARGV[3])
 local max_lock, strikes_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -17,9 +18,4 @@ local left = redis.call('TTL', lock_key)
 if left > 0 then return left end
 local attempts = tonumber(redis.call('GET', fails_key) or '0')
 if attempts < allowed then return 0 end
-redis.call('DEL', fails_key)
-local strikes = redis.call('INCR', strikes_key)
-redis.call('EXPIRE', strikes_key, strikes_ttl)
-local lock = math.floor(math.min(first_lock * 2 ^ math.min(strikes - 1, 30), max_lock))
-redis.call('SET', lock_key, strikes, 'EX', lock)
-return lock
+return lock_out(fails_key, lock_key, strikes_key, first_lock, max_lock, strikes_ttl)

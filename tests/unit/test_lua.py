@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -22,16 +20,9 @@ SCRIPTS = sorted(f.name for f in LUA.iterdir()
                  if f.name.endswith(".lua") and not f.name.startswith("_"))
 
 
-@pytest.fixture(params=["real", "fake"])
-def client(request: pytest.FixtureRequest, redis_base_url: str) -> Iterator[redis.Redis]:
-    if request.param == "fake":
-        yield fakeredis.FakeRedis()
-        return
-    real = redis.Redis.from_url(redis_base_url)
-    real.flushdb()
-    yield real
-    real.flushdb()
-    real.close()
+@pytest.fixture
+def client(both_redis: redis.Redis) -> redis.Redis:
+    return both_redis
 
 
 def run(client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:

@@ -4,9 +4,7 @@ login_failure.lua and ingest_bucket.lua), against the real Redis and fakeredis a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import fakeredis
 import pytest
 import redis
 
@@ -19,16 +17,9 @@ from dispatcher.http.throttle import (
 )
 
 
-@pytest.fixture(params=["real", "fake"])
-def client(request: pytest.FixtureRequest, redis_base_url: str) -> Iterator[redis.Redis]:
-    if request.param == "fake":
-        yield fakeredis.FakeRedis()
-        return
-    real = redis.Redis.from_url(redis_base_url)
-    real.flushdb()
-    yield real
-    real.flushdb()
-    real.close()
+@pytest.fixture
+def client(both_redis: redis.Redis) -> redis.Redis:
+    return both_redis
 
 
 def _fail(throttle: LoginThrottle, addr: str) -> bool:
