@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import redis
 
@@ -52,7 +52,11 @@ class CircuitView:
 
 def read(client: redis.Redis, prefix: str, now: float) -> CircuitView:
     """The breaker of ``prefix`` now."""
-    raw = client.hgetall(Keys(prefix).circuit)
+    return view(client.hgetall(Keys(prefix).circuit), now)
+
+
+def view(raw: Mapping[Any, Any], now: float) -> CircuitView:
+    """The breaker from its hash as Redis returned it (HGETALL, e.g. in a pipeline)."""
     return CircuitView.from_hash({as_text(k): as_text(v) for k, v in raw.items()}, now)
 
 

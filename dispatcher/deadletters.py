@@ -12,7 +12,6 @@ send time; records never hold credentials.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from dispatcher import scripts
 from dispatcher.call import new_call_id
 from dispatcher.keys import Keys
 from dispatcher.records import CallRecord, Records, iso
+from dispatcher.redact import sha256
 from dispatcher.redisconn import as_text
 from dispatcher.settings import DEFAULT_MAX_INVALID
 
@@ -151,8 +151,7 @@ class DeadLetters:
         call_id = new_call_id(now)
         # The hash names the entry as its producer sent it (before any redaction).
         original = take_from[1] if take_from else raw
-        digest = hashlib.sha256(
-            original if isinstance(original, bytes) else original.encode()).hexdigest()
+        digest = sha256(original)
         inbox, entry = take_from or ("", "")
         result = self._bury_invalid(keys=[self.keys.prefix, inbox],
                                     args=[call_id, repr(now), raw[:MAX_RAW_CHARS], error[:500],

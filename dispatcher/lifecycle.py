@@ -77,18 +77,6 @@ class Enqueued:
     waiting: int = 0
 
     @property
-    def pushed(self) -> bool:
-        return self.kind == "pushed"
-
-    @property
-    def duplicate(self) -> bool:
-        return self.kind == "duplicate"
-
-    @property
-    def gone(self) -> bool:
-        return self.kind == "gone"
-
-    @property
     def full(self) -> bool:
         return self.kind == "full"
 

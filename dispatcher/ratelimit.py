@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import redis
 
@@ -91,5 +91,9 @@ class RateLimit:
 
 def paused_until(client: redis.Redis, prefix: str) -> float:
     """End of the current 429 pause of ``prefix`` (0 when none)."""
-    value = client.hget(Keys(prefix).rate, "pause_until")
+    return pause_end(client.hget(Keys(prefix).rate, "pause_until"))
+
+
+def pause_end(value: Any) -> float:
+    """The ``pause_until`` field as Redis returned it (HGET, e.g. in a pipeline)."""
     return float(value) if value else 0.0

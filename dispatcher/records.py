@@ -175,11 +175,14 @@ class Records:
             pipe.zcard(name)
         pipe.zrange(k.pending, 0, 0, withscores=True)
         pipe.hgetall(k.counters)
-        held, queued, scheduled, inflight, dead, oldest, counters = pipe.execute()
+        pipe.hgetall(k.circuit)
+        pipe.hget(k.rate, "pause_until")
+        (held, queued, scheduled, inflight, dead, oldest, counters, breaker_hash,
+         pause) = pipe.execute()
         now = self.clock()
         counters = {key.decode(): int(value) for key, value in counters.items()}
-        breaker = circuit.read(self.client, k.prefix, now)
-        pause_until = ratelimit.paused_until(self.client, k.prefix)
+        breaker = circuit.view(breaker_hash, now)  # one round trip for all of stats
+        pause_until = ratelimit.pause_end(pause)
         return {
             "queued": held + queued,
             "scheduled": scheduled,

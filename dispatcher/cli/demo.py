@@ -39,8 +39,6 @@ DEMO_RATE = 5.0
 class Demo:
     """Plays the scenario against running processes and reports as it goes."""
 
-    RATE = DEMO_RATE
-
     def __init__(self, settings: Settings, sim: CadSimulator, supervisor: Supervisor,
                  stop: threading.Event, calls: int) -> None:
         self.settings = settings
@@ -63,8 +61,9 @@ class Demo:
             print("\r\033[K", end="")
         print(text, flush=True)
 
-    def progress(self, phase: str) -> dict[str, Any]:
-        s = self.records.stats()
+    def progress(self, phase: str, s: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Print one progress line from ``s`` (the stats just read), or read them."""
+        s = self.records.stats() if s is None else s
         self.max_oldest = max(self.max_oldest, s["oldest_age_s"] or 0.0)
         age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.1f}s"
         cad = {"closed": "up", "open": "down", "half_open": "probing"}.get(s["circuit"], "?")
@@ -89,14 +88,14 @@ class Demo:
                 return False
             s = self.records.stats()
             if done(s):
-                self.progress(phase)
+                self.progress(phase, s)
                 if self.tty:
                     print()
                 return True
             if time.time() > deadline:
                 return False
             if time.time() - last_print >= (every if self.tty else 2.0):
-                self.progress(phase)
+                self.progress(phase, s)
                 last_print = time.time()
             time.sleep(0.1)
         return False
@@ -108,7 +107,7 @@ class Demo:
         if door == "api":
             self.producer.enqueue(call, "demo")
         elif door == "http":
-            body = {"id": DEMO_COMMUNITY, "key": self.key, "type": "CALL_911",
+            body = {"id": DEMO_COMMUNITY, "key": DEMO_KEY, "type": "CALL_911",
                     "data": [call.to_cad(self.settings.server_id)]}
             for _ in range(50):  # the web process may still be starting
                 try:
@@ -122,8 +121,6 @@ class Demo:
         else:
             self.client.lpush(self.settings.inbox_key, json.dumps(call.to_cad()))
 
-    key = DEMO_KEY
-
     def delivered(self, s: dict[str, Any]) -> int:
         return int(s["delivered"]) - int(self.base["delivered"])
 
@@ -132,7 +129,7 @@ class Demo:
         n2 = self.calls // 3
         n3 = self.calls - n1 - n2
         doors = ("api", "http", "inbox")
-        print(f"Demo: the CAD simulator is at {self.sim.url}; rate limit {self.RATE:g} calls/s; "
+        print(f"Demo: the CAD simulator is at {self.sim.url}; rate limit {DEMO_RATE:g} calls/s; "
               "breaker probes every 2-4 s; process logs in .dispatcher/logs/.", flush=True)
         made = 0
 
@@ -222,7 +219,7 @@ def run_demo(settings: Settings, calls: int = 30) -> int:
         sim = CadSimulator(community_id=DEMO_COMMUNITY, api_key=DEMO_KEY).start()
         port = settings.port if port_free("0.0.0.0", settings.port) else free_port()
         settings = settings.with_(api_url=sim.url, community_id=DEMO_COMMUNITY,
-                                  api_key=Secret(DEMO_KEY), max_rate=Demo.RATE, port=port,
+                                  api_key=Secret(DEMO_KEY), max_rate=DEMO_RATE, port=port,
                                   web_host="127.0.0.1", circuit_cooldown_s=2.0,
                                   circuit_max_cooldown_s=4.0)
         supervisor = Supervisor(settings, STATE_DIR / "logs", PROCESSES)

@@ -143,16 +143,14 @@ def page() -> Response | Any:
         return redirect("/login?" + urlencode({"next": request.full_path}), 303)
     now = time.time()
     view = View.from_args(request.args, now)
-    try:
-        stats = o.records.stats()
-        workers = o.beats.all()
-        letters, total = _matching(o.dead, view)
-        lookup_id = str(request.args.get("call", "")).strip()
-        lookup = o.records.get(lookup_id) if lookup_id else None
-        graph = chart(o.history.points(), now)
-        memory = redis_memory(o.client)
-    except redis.RedisError as exc:
-        return html(render_template("ops/down.html", error=type(exc).__name__), 503)
+    # A RedisError here is answered by the blueprint's `redis_down` (the "down" page, 503).
+    stats = o.records.stats()
+    workers = o.beats.all()
+    letters, total = _matching(o.dead, view)
+    lookup_id = str(request.args.get("call", "")).strip()
+    lookup = o.records.get(lookup_id) if lookup_id else None
+    graph = chart(o.history.points(), now)
+    memory = redis_memory(o.client)
     reasons = sorted(set(KNOWN_REASONS) | set(stats["dead_by_reason"]))
     query = _query_builder(request.args)
     return html(render_template(
@@ -195,11 +193,12 @@ def replay_matching() -> Response | Any:
     view = View.from_args(request.form, time.time())
     if view.error:
         return _back(done="bad_filter", n=0)
+    actor = _actor()
     ids = [r.id for r in o.dead.iter(view.flt)]
-    replayed = sum(1 for i in ids if o.dead.replay(i, actor=_actor()) == "replayed")
+    replayed = sum(1 for i in ids if o.dead.replay(i, actor=actor) == "replayed")
     if replayed:
         o.kick.tick()
-    log.info("ops: %s replayed %d dead letter(s) matching %s", _actor(), replayed, view.flt)
+    log.info("ops: %s replayed %d dead letter(s) matching %s", actor, replayed, view.flt)
     return _back(done="replayed", n=replayed)
 
 

@@ -85,6 +85,7 @@ class IngestRate:
         self.burst = max(1.0, rate)
         self.base = f"{prefix}:throttle:ingest"
         self._take = scripts.register(client, "ingest_bucket.lua")
+        self._args = [repr(rate), repr(self.burst)]  # fixed: not rebuilt per request
 
     def refusal(self, addr: str) -> Verdict | None:
         """The verdict when this request must wait; None when it may go on (or when
@@ -96,8 +97,7 @@ class IngestRate:
         return None if verdict.allowed else verdict
 
     def take(self, addr: str) -> Verdict:
-        allowed, wait_ms = self._take(keys=[f"{self.base}:{addr}"],
-                                      args=[repr(self.rate), repr(self.burst)])
+        allowed, wait_ms = self._take(keys=[f"{self.base}:{addr}"], args=self._args)
         if int(allowed):
             return Verdict(True)
         return Verdict(False, max(1, math.ceil(int(wait_ms) / 1000)))

@@ -30,7 +30,8 @@ local existing = nil
 if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
 -- The backlog cap counts every call not yet delivered or dead. A call already
 -- recorded (idempotency key, or its id) is not new work: it is answered.
-if cap > 0 and not existing and redis.call('EXISTS', ck(id)) == 0 then
+local known = redis.call('EXISTS', ck(id)) == 1  -- nothing below creates it before it is read
+if cap > 0 and not existing and not known then
   local waiting = redis.call('ZCARD', k('pending'))
   if waiting >= cap or (batch ~= '' and redis.call('EXISTS', batch) == 1) then
     if batch ~= '' then redis.call('SET', batch, '1', 'PX', 60000) end
@@ -43,7 +44,7 @@ if inbox ~= '' then
 end
 if existing then return {existing, 'duplicate'} end
 if idem ~= '' then redis.call('SET', k('idem:' .. idem), id, 'EX', idem_ttl) end
-if redis.call('EXISTS', ck(id)) == 1 then return {id, 'duplicate'} end
+if known then return {id, 'duplicate'} end
 redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', at,
   'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
   'idempotency_key', idem, 'replays', 0, 'updated_at', now)
