@@ -128,12 +128,13 @@ class Redactor:
             for form in self._forms:
                 if form in text:
                     text = text.replace(form, MASK)
-            if ("\\" in text or "%" in text) and self.holds(text):
-                # A mix of escaped and plain characters: show the decoded copy instead.
-                for view in _views(text):
-                    text = view
-                for secret in self.secrets:
-                    text = text.replace(secret, MASK)
+            if "\\" in text or "%" in text:
+                views = list(_views(text))  # decoded once, for the check and the copy
+                if any(secret in view for view in views for secret in self.secrets):
+                    # A mix of escaped and plain characters: show the decoded copy instead.
+                    text = views[-1]
+                    for secret in self.secrets:
+                        text = text.replace(secret, MASK)
         if "://" in text or "=" in text:
             text = redact_url(text)
         return text
