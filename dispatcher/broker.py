@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import socket
+from typing import Any
 
 import redis
 from celery import Celery
@@ -21,8 +22,10 @@ from kombu.utils.uuid import uuid
 
 from dispatcher.settings import Settings
 
-#: Name of the one task; the worker side registers it under this name.
+#: Names of the tasks; the worker side registers them under these names.
 DELIVER_TASK = "dispatcher.deliver"
+#: Read one server's calls back from the CAD to settle its verifying calls.
+READBACK_TASK = "dispatcher.readback"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -101,10 +104,13 @@ class Publisher:
 
     def message(self, call_id: str, gen: int) -> str:
         """The JSON of one deliver message, as kombu's Redis transport stores it."""
+        return self._message(DELIVER_TASK, [call_id, gen])
+
+    def _message(self, task: str, args: list[Any]) -> str:
         task_id = uuid()
         m = self.app.amqp.as_task_v2(
-            task_id, DELIVER_TASK, args=[call_id, gen], kwargs={}, ignore_result=True,
-            origin=self._origin, argsrepr=f"[{call_id!r}, {gen}]", kwargsrepr="{}",
+            task_id, task, args=args, kwargs={}, ignore_result=True,
+            origin=self._origin, argsrepr=repr(args), kwargsrepr="{}",
         )
         body = json.dumps(m.body, separators=(",", ":")).encode()
         properties = dict(m.properties)
@@ -131,6 +137,16 @@ class Publisher:
         pipe = self.client.pipeline(transaction=False)
         for call_id, gen in items:
             pipe.lpush(self.queue_key, self.message(call_id, gen))
+        pipe.execute()
+
+    def publish_readbacks(self, items: list[tuple[str, int, float]]) -> None:
+        """Push read-back messages (server, gen, start time) in one round trip."""
+        if not items:
+            return
+        assert self.client is not None, "Publisher needs a Redis client to push"
+        pipe = self.client.pipeline(transaction=False)
+        for server, gen, start in items:
+            pipe.lpush(self.queue_key, self._message(READBACK_TASK, [server, gen, start]))
         pipe.execute()
 
     def close(self) -> None:

@@ -2,7 +2,11 @@
 
 It sends one call and returns `Delivered`, or raises `RetryableError` (network error,
 timeout, 5xx, 408, 429 as `RateLimited`) or `PermanentError` (400 and other 4xx, a
-redirect). Every ``requests`` exception is translated here; callers never see one.
+redirect). A failure after the request was written (a read timeout, a connection cut
+while waiting for the answer, a 502/504 from a proxy) is `Ambiguous`: the CAD may have
+created the call, so it is checked in the CAD's list (`read_calls`) before any re-send.
+A refused connect or a connect timeout is not ambiguous: nothing reached the CAD.
+Every ``requests`` exception is translated here; callers never see one.
 Answers are read with a size cap and a total deadline, so a CAD that drips bytes or
 answers a huge HTML page cannot hold a worker. The API key is redacted from anything
 kept from an answer, in case a proxy echoes the request.
@@ -22,9 +26,10 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from dispatcher.call import Call
-from dispatcher.errors import PermanentError, RateLimited, RetryableError
+from dispatcher.errors import Ambiguous, PermanentError, RateLimited, RetryableError
 from dispatcher.redact import Redactor
 from dispatcher.settings import Settings
 
@@ -37,6 +42,9 @@ _V1_ID = re.compile(r"ID:? *(\d+)")
 _V1_OK = "EMERGENCY CALL ADDED"
 #: Longest Retry-After we believe; a bigger value is clamped (a typo must not stall us a day).
 MAX_RETRY_AFTER_S = 3600.0
+#: Answers of a proxy whose upstream took the request and then failed or timed out: the
+#: CAD may have acted on it.
+AMBIGUOUS_STATUS = frozenset({502, 504})
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,13 @@ class CadClient:
         settings: Settings,
         session_factory: Callable[[], requests.Session] = requests.Session,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         settings.require_credentials()
         self._settings = settings
         self._session_factory = session_factory
         self._clock = clock
+        self._wall = wall
         self._local = threading.local()
         self._key = settings.api_key.reveal() if settings.api_key else ""
         self._redactor = Redactor.from_settings(settings)  # the key, and every other secret
@@ -74,53 +84,96 @@ class CadClient:
             self._local.session = session
         return session
 
+    def server_id(self, call_server: str | int | None) -> str:
+        """The server id a call goes to (its own, else SONORAN_SERVER_ID), as text."""
+        return str(call_server if call_server is not None else self._settings.server_id)
+
     def request_for(self, call: Call) -> tuple[str, dict[str, str], bytes]:
         """URL, headers and body for one call (the body holds the key in v1)."""
         s = self._settings
         if s.api_version == 2:
-            server_id = call.server_id if call.server_id is not None else s.server_id
-            body = call.to_cad()
+            body = call.as_sent(self._wall())
             body.pop("serverId", None)
-            body.pop("deleteAfterMinutes", None)
             body["metaData"] = {k: _v2_meta(v) for k, v in body["metaData"].items()}
-            url = f"{s.api_url}/v2/emergency/servers/{quote(str(server_id), safe='')}/calls/911"
-            headers = {"Authorization": f"Bearer {self._key}"}
-            return url, {**headers, "Content-Type": "application/json"}, _dumps(body)
-        envelope = {
-            "id": s.community_id,
-            "key": self._key,
-            "type": "CALL_911",
-            "data": [call.to_cad(s.server_id)],
-        }
+            url = f"{self._v2_server(call.server_id)}/calls/911"
+            return url, self._v2_headers(), _dumps(body)
         url = f"{s.api_url}/emergency/call_911"
-        return url, {"Content-Type": "application/json"}, _dumps(envelope)
+        return url, _JSON, self._v1_body("CALL_911", [call.as_sent(self._wall(), s.server_id)])
+
+    def _v2_server(self, server: str | int | None) -> str:
+        sid = quote(self.server_id(server), safe="")
+        return f"{self._settings.api_url}/v2/emergency/servers/{sid}"
+
+    def _v2_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}", **_JSON}
+
+    def _v1_body(self, kind: str, data: list[dict[str, Any]]) -> bytes:
+        s = self._settings
+        return _dumps({"id": s.community_id, "key": self._key, "type": kind, "data": data})
 
     def send(self, call: Call) -> Delivered:
         """POST one call; return Delivered or raise a DeliveryError subclass."""
         url, headers, body = self.request_for(call)
+        response, text, elapsed = self._exchange("POST", url, headers, body)
+        return self._classify(response, text, elapsed)
+
+    def read_calls(self, server: str | int | None) -> list[dict[str, Any]]:
+        """The CAD's current emergency (911) calls of one server: v1 GET_CALLS, v2
+        ``GET .../calls?type=1``. Raises like `send`: a permanent refusal (v1 without the
+        Plus plan) is a `PermanentError`, which the read-back takes as "unavailable"."""
+        if self._settings.api_version == 2:
+            url = f"{self._v2_server(server)}/calls?closedLimit=0&closedOffset=0&type=1"
+            response, text, _ = self._exchange("GET", url, self._v2_headers(), None)
+        else:
+            query = {"serverId": _server_value(self.server_id(server)), "closedLimit": 0,
+                     "closedOffset": 0, "type": 1}
+            url = f"{self._settings.api_url}/emergency/get_calls"
+            response, text, _ = self._exchange("POST", url, _JSON,
+                                               self._v1_body("GET_CALLS", [query]))
+        status = response.status_code
+        if 200 <= status < 300:
+            calls = _emergency_calls(text)
+            if calls is None:
+                raise RetryableError(f"unexpected {status} answer to the call list: "
+                                     f"{_first_line(text)}", status_code=status,
+                                     response=_keep(text))
+            return calls
+        raise self._failure(response, _keep(text), "the call list")
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str],
+                  body: bytes | None) -> tuple[requests.Response, str, float]:
+        """One request: the response, its text (read with a cap and a deadline, redacted)
+        and how long it took. A failure once the request was written is `Ambiguous`."""
         started = self._clock()
         deadline = started + self._settings.request_deadline_s
         try:
-            response = self._session().post(
-                url,
-                data=body,
-                headers=headers,
+            response = self._session().request(
+                method, url, data=body, headers=headers,
                 timeout=(self._settings.connect_timeout_s, self._settings.read_timeout_s),
-                allow_redirects=False,
-                stream=True,
+                allow_redirects=False, stream=True,
             )
             try:
                 text = self._read(response, deadline)
             finally:
                 response.close()
+        except requests.ConnectTimeout as exc:
+            raise RetryableError(f"timeout connecting to the CAD ({_kind(exc)})") from None
         except requests.Timeout as exc:
-            raise RetryableError(f"timeout talking to the CAD ({_kind(exc)})") from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            raise Ambiguous(f"no answer from the CAD in time ({_kind(exc)})") from None
+        except (requests.exceptions.SSLError, requests.exceptions.ProxyError) as exc:
+            raise RetryableError(f"could not connect to the CAD ({_kind(exc)})") from None
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                raise RetryableError(
+                    f"could not connect to the CAD ({_kind(exc)})") from None
+            raise Ambiguous(
+                f"connection lost waiting for the CAD's answer ({_kind(exc)})") from None
+        except (requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
-            raise RetryableError(f"network error talking to the CAD ({_kind(exc)})") from None
+            raise Ambiguous(f"the CAD's answer was cut off ({_kind(exc)})") from None
         except requests.RequestException as exc:
             raise RetryableError(f"HTTP error talking to the CAD ({_kind(exc)})") from None
-        return self._classify(response, self._redact(text), self._clock() - started)
+        return response, self._redact(text), self._clock() - started
 
     def _read(self, response: requests.Response, deadline: float) -> str:
         # read1 returns whatever arrived (up to the size), so a CAD that drips bytes is
@@ -161,26 +214,33 @@ class CadClient:
                 f"unexpected {status} answer from the CAD: {_first_line(text)}",
                 status_code=status, response=kept,
             )
+        raise self._failure(response, kept, "the call")
+
+    def _failure(self, response: requests.Response, kept: str,
+                 what: str) -> RetryableError | PermanentError:
+        """The error of a non-2xx answer to a request about ``what``."""
+        status = response.status_code
         if status == 429:
-            raise RateLimited(
+            return RateLimited(
                 "rate limited by the CAD (429)", status_code=status, response=kept,
                 retry_after=retry_after_seconds(response.headers),
             )
         if status == 408 or status >= 500:
-            raise RetryableError(
-                f"the CAD answered {status}: {_first_line(text)}",
+            kind = Ambiguous if status in AMBIGUOUS_STATUS else RetryableError
+            return kind(
+                f"the CAD answered {status}: {_first_line(kept)}",
                 status_code=status, response=kept,
                 retry_after=retry_after_seconds(response.headers),
             )
         if 300 <= status < 400:
             # A proxy may echo the request (key and all) in where it points.
             where = self._redact(response.headers.get("Location", "?"))
-            raise PermanentError(
+            return PermanentError(
                 f"the CAD answered a redirect {status} to {where}: check SONORAN_API_URL",
                 status_code=status, response=kept,
             )
-        raise PermanentError(
-            f"the CAD rejected the call ({status}): {_problem_text(text)}",
+        return PermanentError(
+            f"the CAD rejected {what} ({status}): {_problem_text(kept)}",
             status_code=status, response=kept,
         )
 
@@ -207,6 +267,38 @@ def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
         if not math.isfinite(value):
             continue
         return min(max(value, 0.0), MAX_RETRY_AFTER_S)
+    return None
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never made (refused, no route, name not found), so
+    the request cannot have reached the CAD; False for a connection cut afterwards."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+def _server_value(server: str) -> int | str:
+    """A server id as the v1 body carries it: a number when it is one (the docs' type)."""
+    return int(server) if server.isdigit() and len(server) < 10 else server
+
+
+def _emergency_calls(text: str) -> list[dict[str, Any]] | None:
+    """The emergency calls of a call-list answer (``emergencyCalls`` in any letter case,
+    v1 and v2 spell it differently), or None when the answer is not such a list."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if isinstance(key, str) and key.lower() == "emergencycalls":
+            if isinstance(value, list):
+                return [c for c in value if isinstance(c, dict)]
+            return [] if value is None else None
     return None
 
 

@@ -12,10 +12,12 @@ It never holds credentials. `Call.parse` accepts both input shapes of the contra
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from dispatcher.errors import InvalidCall
@@ -46,6 +48,15 @@ SEED_FIELDS = frozenset(
      "deleteAfterMinutes", "idempotencyKey"}
 )
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+#: metaData keys every sent call carries: our id (the CAD's list then shows which of our
+#: calls it has, `dispatcher.readback`) and when the call was made, so a call delivered
+#: after an outage does not look new to the dispatcher. Ours win over a caller's own.
+TAG_ID = "dispatcherCallId"
+TAG_QUEUED_AT = "dispatcherQueuedAt"
+#: Set ("true") when a call's deleteAfterMinutes had already passed when it was sent: it is
+#: sent anyway, with the smallest value the CAD accepts (1).
+TAG_DELETE_AFTER_PASSED = "dispatcherDeleteAfterPassed"
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -172,6 +183,24 @@ class Call:
             body["deleteAfterMinutes"] = self.delete_after_minutes
         return body
 
+    def as_sent(self, now: float, default_server_id: str | int | None = None) -> dict[str, Any]:
+        """The call object as the CAD gets it: tagged with our id and the time it was made,
+        its deleteAfterMinutes counted from then (not from the send)."""
+        body = self.to_cad(default_server_id)
+        meta = body["metaData"]
+        if self.id:
+            meta[TAG_ID] = self.id
+        if self.enqueued_at > 0:
+            meta[TAG_QUEUED_AT] = iso_utc(self.enqueued_at)
+            minutes = self.delete_after_minutes
+            if minutes:  # 0 (or none) is the CAD's own default: nothing to count
+                left = math.ceil(minutes - max(0.0, now - self.enqueued_at) / 60.0)
+                if left < 1:
+                    left = 1
+                    meta[TAG_DELETE_AFTER_PASSED] = "true"
+                body["deleteAfterMinutes"] = left
+        return body
+
     def to_dict(self) -> dict[str, Any]:
         """The envelope as the spool keeps it while Redis is away (`Producer`)."""
         return {
@@ -201,6 +230,12 @@ class Call:
     def summary(self) -> str:
         """A short human line: caller @ location."""
         return f"{self.caller} @ {self.location}"
+
+
+def iso_utc(ts: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds and a ``Z``."""
+    text = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
 
 
 def _json_type(value: Any) -> str:

@@ -3,10 +3,10 @@
     claim ─> (wait for the rate slot, at most MAX_SLOT_WAIT_S) ─> POST ─> record outcome
 
 The outcome is recorded with its own short retry loop: Redis blinking right after the
-CAD said yes must not turn a delivered call into a re-sent one. Only if Redis stays
-unreachable for longer than half the call's lease (the retry loop then gives up, before
-the lease hands the call on) can the call be sent twice (the one duplicate window; see
-docs/RELIABILITY.md).
+CAD said yes must not turn a delivered call into a re-sent one. If Redis stays
+unreachable for longer than half the call's lease (the retry loop then gives up), the
+lease runs out and the call is checked in the CAD's list before it is sent again
+(`dispatcher.readback`), as is any call whose answer was lost (`Ambiguous`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import TypeVar
 import tenacity
 
 from dispatcher.cad import CadClient
-from dispatcher.errors import DeliveryError, RateLimited, RetryableError
+from dispatcher.call import Call
+from dispatcher.errors import Ambiguous, DeliveryError, RateLimited, RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import RetryPolicy
 from dispatcher.redisconn import transient
@@ -63,7 +64,7 @@ class Deliverer:
         try:
             result = self.cad.send(call)
         except DeliveryError as exc:
-            return self._failed(call_id, gen, claim.failures, exc, time.monotonic() - sent_at)
+            return self._failed(call, gen, claim.failures, exc, time.monotonic() - sent_at)
         self._record(lambda: self.lifecycle.delivered(
             call_id, result.cad_call_id, result.status_code, result.response, result.elapsed_s))
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
@@ -84,9 +85,10 @@ class Deliverer:
             self.sleep(verdict)
             waited += verdict
 
-    def _failed(self, call_id: str, gen: int, failures: int, exc: DeliveryError,
+    def _failed(self, call: Call, gen: int, failures: int, exc: DeliveryError,
                 elapsed: float) -> str:
-        """Record a failed send: pause on 429, schedule a retry, or bury."""
+        """Record a failed send: pause on 429, verify, schedule a retry, or bury."""
+        call_id = call.id
         if isinstance(exc, RateLimited):
             self._record(lambda: self.lifecycle.retry(
                 call_id, gen, self.clock(), str(exc), exc.status_code, exc.response,
@@ -95,10 +97,16 @@ class Deliverer:
             return "rate_limited"
         if isinstance(exc, RetryableError):
             delay = self.policy.delay(failures + 1, exc.retry_after)
+            server = None
+            if isinstance(exc, Ambiguous):
+                server = "" if call.server_id is None else str(call.server_id)
             placed = self._record(lambda: self.lifecycle.retry(
                 call_id, gen, self.clock() + delay, str(exc), exc.status_code, exc.response,
-                elapsed_s=elapsed))
-            if placed == "held":
+                elapsed_s=elapsed, ambiguous_on=server))
+            if placed == "verifying":
+                log.warning("call %s: %s; the CAD may have it: checking its list before "
+                            "sending again", call_id, exc)
+            elif placed == "held":
                 log.warning("call %s: %s; the CAD looks down, held until it recovers",
                             call_id, exc)
             else:

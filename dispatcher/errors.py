@@ -8,7 +8,10 @@
     └── DeliveryError          sending one call to the CAD failed
         ├── RetryableError     network error, timeout, 5xx, 408, 429, a 2xx answer that
         │                      is not the CAD's (a proxy page): try again later
-        │   └── RateLimited    429: every sender pauses; the backoff does not grow
+        │   ├── RateLimited    429: every sender pauses; the backoff does not grow
+        │   └── Ambiguous      the request was written but its answer was lost (a read
+        │                      timeout, a connection cut after sending, a 502/504 from a
+        │                      proxy): the CAD may have the call; read its list first
         └── PermanentError     400 and other 4xx, redirects (3xx, never followed: the
                                URL is wrong): retrying cannot help; dead letter
 
@@ -75,6 +78,10 @@ class RetryableError(DeliveryError):
 
 class RateLimited(RetryableError):
     """429: the CAD asks every sender to slow down."""
+
+
+class Ambiguous(RetryableError):
+    """The CAD may or may not have created the call: check its list before sending again."""
 
 
 class PermanentError(DeliveryError):

@@ -10,6 +10,13 @@ Layout (prefix ``dispatcher`` by default):
     {p}:queued        zset  calls with a Celery message out, by publish time
     {p}:scheduled     zset  calls waiting to retry, by due time
     {p}:inflight      zset  calls a worker is sending, by lease expiry
+    {p}:verifying     zset  calls whose last send has an unknown outcome, by enqueue time,
+                      waiting for their server's read-back (dispatcher.readback)
+    {p}:verifying:{server}  zset  the same calls of one server ('' : SONORAN_SERVER_ID)
+    {p}:readback:{server}   hash  that server's read-back: gen, state, lease, next time
+    {p}:readback:servers    set   servers with verifying calls
+    {p}:readback      hash  whether the CAD can be read back (unavailable_until, reason)
+    {p}:cad:{cad id}  str   the CAD's id of a delivered call -> our id (expires with it)
     {p}:dead          zset  dead letters, by time of death
     {p}:invalid       zset  the dead letters ``invalid`` (inbox entries), by time of death
     {p}:invalid:summary  hash  invalid entries summarised beyond DISPATCHER_MAX_INVALID:
@@ -24,8 +31,8 @@ Layout (prefix ``dispatcher`` by default):
     {p}:heartbeats    hash  worker -> last heartbeat (dispatcher.heartbeat)
     {p}:history       list  one sample per 10 s for the page's chart (dispatcher.history)
 
-A call is in exactly one of held/queued/scheduled/inflight/dead (or delivered, in
-none). Every transition is one Lua script (``dispatcher/lua/``, loaded by
+A call is in exactly one of held/queued/scheduled/inflight/verifying/dead (or
+delivered, in none). Every transition is one Lua script (``dispatcher/lua/``, loaded by
 `dispatcher.scripts`), so a crash leaves each call in one place.
 Redis Cluster is not supported: the scripts touch several keys at once.
 """
@@ -78,6 +85,25 @@ class Keys:
     @property
     def pending(self) -> str:
         return self._name("pending")
+
+    @property
+    def verifying(self) -> str:
+        return self._name("verifying")
+
+    def verifying_of(self, server: str) -> str:
+        """Verifying calls of one server ('' : the configured SONORAN_SERVER_ID)."""
+        return self._name(f"verifying:{server}")
+
+    def readback_of(self, server: str) -> str:
+        return self._name(f"readback:{server}")
+
+    @property
+    def readback(self) -> str:
+        return self._name("readback")
+
+    def cad(self, cad_call_id: str) -> str:
+        """The CAD's id of a delivered call, mapped to our id."""
+        return self._name(f"cad:{cad_call_id}")
 
     @property
     def dead(self) -> str:

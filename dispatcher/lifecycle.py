@@ -1,11 +1,13 @@
 """A call's life in Redis: enqueue, claim, and the three outcomes of a send.
 
     enqueue ──> queued (Celery message out) ──claim──> sending ──> delivered
-       │           ▲                              │  │
-       └──> held ──┘ (released oldest first       │  ├──> scheduled (backoff) ──due──> held
-            by `dispatcher.schedule`)             │  └──> dead (permanent, expired)
-                    ▲                             │
-                    └── breaker open, rate slot too far, 429 pause, lease lost
+       │           ▲                              │  │                  ▲ found
+       └──> held ──┘ (released oldest first       │  ├──> verifying ────┘ (read-back;
+            by `dispatcher.schedule`)             │  │    (answer lost,     not found:
+                    ▲                             │  │     lease lost)      back to held)
+                    │                             │  ├──> scheduled (backoff) ──due──> held
+                    │                             │  └──> dead (permanent, expired)
+                    └── breaker open, rate slot too far, 429 pause
 
 Each arrow is one Lua script in ``dispatcher/lua/`` (enqueue, claim, delivered, retry,
 dead, unclaim here; the schedule's in `dispatcher.schedule`), atomic, so a process
@@ -33,6 +35,7 @@ from dispatcher.errors import InvalidCall
 from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, Keys
 from dispatcher.policy import CircuitPolicy
 from dispatcher.ratelimit import STALE_SLOT_S, Flow, RateLimit
+from dispatcher.readback import VERIFY_AFTER_S
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 from dispatcher.telemetry import bucket_for
@@ -57,8 +60,9 @@ ClaimKind = Literal["claimed", "held", "stale", "expired", "missing", "invalid"]
 #: ``missing`` (no record).
 DeliveredOutcome = Literal["delivered", "already", "missing"]
 #: What `Lifecycle.retry` did: ``scheduled`` (backoff), ``held`` (a 429 pause or the
-#: breaker opened: back in line) or ``stale`` (the call is no longer this send's).
-RetryOutcome = Literal["scheduled", "held", "stale"]
+#: breaker opened: back in line), ``verifying`` (an unknown outcome: its server's
+#: read-back decides) or ``stale`` (the call is no longer this send's).
+RetryOutcome = Literal["scheduled", "held", "verifying", "stale"]
 #: What `Lifecycle.unclaim` did: ``held`` (back in line) or ``stale``.
 UnclaimOutcome = Literal["held", "stale"]
 #: What `Lifecycle.dead` did: ``dead`` (a dead letter now) or ``stale``.
@@ -197,18 +201,25 @@ class Lifecycle:
     def retry(
         self, call_id: str, gen: int, due: float, error: str, status: int | None,
         response: str | None, rate_limited: bool = False, retry_after: float | None = None,
-        elapsed_s: float | None = None,
+        elapsed_s: float | None = None, ambiguous_on: str | None = None,
     ) -> RetryOutcome:
-        """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold."""
+        """Record a retryable failure: schedule (backoff) or, for a 429, pause and hold.
+
+        ``ambiguous_on`` (the call's own server id, '' for none): the answer was lost
+        after the request was written, so the call waits for that server's read-back
+        (``verifying``) instead of a blind re-send (`dispatcher.readback`).
+        """
         c = self.circuit
+        now = self.clock()
         pause = retry_after if retry_after is not None else self.flow.pause_s
+        kind = ("ratelimit" if rate_limited else
+                "ambiguous" if ambiguous_on is not None else "error")
         return cast(RetryOutcome, as_text(self._retry(
             keys=self._prefix,
-            args=[call_id, str(gen), repr(self.clock()), repr(due), error,
-                  "" if status is None else status, response or "",
-                  "ratelimit" if rate_limited else "error", repr(pause),
+            args=[call_id, str(gen), repr(now), repr(due), error,
+                  "" if status is None else status, response or "", kind, repr(pause),
                   c.failure_threshold, repr(c.cooldown_s), repr(c.max_cooldown_s),
-                  *_latency(elapsed_s)]
+                  *_latency(elapsed_s), ambiguous_on or "", repr(now + VERIFY_AFTER_S)]
         )))
 
     def unclaim(self, call_id: str, gen: int) -> UnclaimOutcome:

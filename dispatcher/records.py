@@ -21,6 +21,7 @@ PUBLIC_STATE = {
     "queued": "queued",
     "sending": "queued",
     "scheduled": "scheduled",
+    "verifying": "verifying",
     "delivered": "delivered",
     "dead": "dead",
 }
@@ -171,18 +172,20 @@ class Records:
         """The contract's stats keys, and a few more."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        for name in (k.held, k.queued, k.scheduled, k.inflight, k.dead):
+        for name in (k.held, k.queued, k.scheduled, k.inflight, k.verifying, k.dead):
             pipe.zcard(name)
         pipe.zrange(k.pending, 0, 0, withscores=True)
         pipe.hgetall(k.counters)
         pipe.hgetall(k.circuit)
         pipe.hget(k.rate, "pause_until")
-        (held, queued, scheduled, inflight, dead, oldest, counters, breaker_hash,
-         pause) = pipe.execute()
+        pipe.hmget(k.readback, "unavailable_until", "since", "reason")
+        (held, queued, scheduled, inflight, verifying, dead, oldest, counters, breaker_hash,
+         pause, readback) = pipe.execute()
         now = self.clock()
         counters = {key.decode(): int(value) for key, value in counters.items()}
         breaker = circuit.view(breaker_hash, now)  # one round trip for all of stats
         pause_until = ratelimit.pause_end(pause)
+        unavailable = (_f(as_text(readback[0])) or 0.0) > now
         return {
             "queued": held + queued,
             "scheduled": scheduled,
@@ -191,6 +194,14 @@ class Records:
             "delivered": counters.get("delivered", 0),
             "oldest_age_s": round(max(0.0, now - oldest[0][1]), 3) if oldest else None,
             "circuit": breaker.state,
+            "verifying": verifying,
+            # Whether unknown outcomes are checked in the CAD's list before a re-send.
+            "readback": "unavailable" if unavailable else "available",
+            "readback_unavailable_since": iso(_f(as_text(readback[1]))) if unavailable else None,
+            "readback_unavailable_reason": as_text(readback[2]) if unavailable else None,
+            "verified_found": counters.get("verified_found", 0),
+            "verified_missing": counters.get("verified_missing", 0),
+            "possible_duplicates": counters.get("possible_duplicates", 0),
             "enqueued": counters.get("enqueued", 0),
             "retried": counters.get("retried", 0),
             "rate_limited": counters.get("rate_limited", 0),

@@ -4,13 +4,15 @@ One `Pump.tick` does, each step one atomic script over a bounded batch (in
 ``dispatcher/lua/``: promote, reap_leases, reap_orphans, flush, expire, release):
 
 1. due retries (``scheduled`` by due time) go back in line (``held``, by enqueue time);
-2. calls whose worker died mid-send (lease expired in ``inflight``) go back in line;
+2. calls whose worker died mid-send (lease expired in ``inflight``) wait for their
+   server's read-back (``verifying``; back in line where the CAD has none);
 3. calls whose message was lost (``queued`` longer than DISPATCHER_ORPHAN_AFTER_S) go back
    in line;
 4. after the breaker closes, every call still on backoff goes back in line;
 5. with DISPATCHER_MAX_AGE_S set, calls too old become dead letters ``expired``;
 6. the oldest held calls get a Celery message, as many as the breaker and the rate
-   limiter can take within the next slot wait (one probe when the breaker may test).
+   limiter can take within the next slot wait (one probe when the breaker may test);
+7. the read-backs that are due get a Celery message (`dispatcher.readback.due`).
 
 Any number of pumps may run at once (each script re-checks state), so a crashed or
 duplicated scheduler process is harmless. Waiting calls cost only Redis memory.
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 
 import redis
 
-from dispatcher import scripts
+from dispatcher import readback, scripts
 from dispatcher.broker import Publisher
 from dispatcher.keys import Keys
 from dispatcher.ratelimit import Flow
+from dispatcher.readback import VERIFY_AFTER_S
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
@@ -49,10 +52,12 @@ class TickReport:
     flushed: int = 0
     expired: int = 0
     released: int = 0
+    readbacks: int = 0
     publish_failed: int = 0
 
     def total(self) -> int:
-        return self.due + self.leases + self.orphans + self.flushed + self.expired + self.released
+        return (self.due + self.leases + self.orphans + self.flushed + self.expired
+                + self.released + self.readbacks)
 
 
 class Pump:
@@ -87,7 +92,8 @@ class Pump:
         now = self.clock()
         report = TickReport()
         report.due = int(self._promote(keys=p, args=[repr(now), BATCH]))
-        report.leases = int(self._reap_leases(keys=p, args=[repr(now), BATCH]))
+        report.leases = int(self._reap_leases(keys=p, args=[repr(now), BATCH,
+                                                            repr(VERIFY_AFTER_S)]))
         report.orphans = int(
             self._reap_orphans(keys=p, args=[repr(now), repr(now - self.orphan_after_s), BATCH])
         )
@@ -103,6 +109,14 @@ class Pump:
             report.publish_failed = len(items)
             log.warning("could not publish %d calls (%s); they will be retried", len(items),
                         type(exc).__name__)
+        checks = readback.due(self.client, self.settings, now)
+        try:
+            self.publisher.publish_readbacks(checks)
+            report.readbacks = len(checks)
+        except Exception as exc:  # the read-back's lease runs out and it starts again
+            report.publish_failed += len(checks)
+            log.warning("could not publish %d read-backs (%s); they will be retried",
+                        len(checks), type(exc).__name__)
         return report
 
     def _expire_page(self, now: float, max_age_s: float) -> int:

@@ -7,6 +7,8 @@ sent     -- this task claims it (only the message of the current generation can)
             waits for its rate-limit slot (a few seconds at most) and POSTs it.
 retried  -- network error, timeout, 5xx, 408: the call goes to the Redis schedule
             with tenacity backoff; a 429 pauses every sender instead. Forever.
+verifying-- the answer was lost after the request was written (or the worker died):
+            the `readback` task reads the CAD's list; found: delivered, else re-sent.
 scheduled-- due calls go back in line, oldest first; the breaker holds them all while
             the CAD is down and lets one probe through at a time.
 dead     -- a 400 (or other permanent answer) or, if configured, too old: a dead
@@ -23,21 +25,32 @@ from typing import Any
 from dispatcher.cad import CadClient
 from dispatcher.delivery import Deliverer
 from dispatcher.lifecycle import Lifecycle
+from dispatcher.readback import Verifier
 from dispatcher.redisconn import connect
 from workers.app import app, settings
 
 _lock = threading.Lock()
 _deliverer: Deliverer | None = None
+_verifier: Verifier | None = None
 
 
 def deliverer() -> Deliverer:
     """This process's Deliverer, built on first use (never at import, never before fork)."""
-    global _deliverer
+    global _deliverer, _verifier
     with _lock:
         if _deliverer is None:
             client = connect(settings)
-            _deliverer = Deliverer(Lifecycle(client, settings), CadClient(settings))
+            cad = CadClient(settings)
+            _deliverer = Deliverer(Lifecycle(client, settings), cad)
+            _verifier = Verifier(client, settings, cad)
         return _deliverer
+
+
+def verifier() -> Verifier:
+    """This process's Verifier (built with the Deliverer, sharing its clients)."""
+    deliverer()
+    assert _verifier is not None
+    return _verifier
 
 
 @app.task(name="dispatcher.deliver", acks_late=True, reject_on_worker_lost=True,
@@ -50,3 +63,11 @@ def deliver(call: str | dict[str, Any], gen: int) -> str:
     """
     call_id = call if isinstance(call, str) else str(call["id"])
     return deliverer().deliver(call_id, int(gen))
+
+
+@app.task(name="dispatcher.readback", acks_late=True, reject_on_worker_lost=True,
+          ignore_result=True)
+def readback(server: str, gen: int, start_at: float = 0.0) -> str:
+    """Read server ``server``'s calls back from the CAD and settle its verifying calls,
+    if this message's generation is still the server's current read-back."""
+    return verifier().run(str(server), int(gen), float(start_at))

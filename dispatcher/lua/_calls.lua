@@ -16,6 +16,10 @@ local function unplace(id)
   for _, z in ipairs({'held', 'queued', 'scheduled', 'inflight', 'pending', 'dead'}) do
     redis.call('ZREM', k(z), id)
   end
+  if redis.call('ZREM', k('verifying'), id) == 1 then
+    local server = redis.call('HGET', ck(id), 'verify_server') or ''
+    redis.call('ZREM', k('verifying:' .. server), id)
+  end
 end
 
 local function bury(id, now, reason, status, response, err)

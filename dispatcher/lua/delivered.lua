@@ -8,17 +8,14 @@
 --!include _calls.lua
 --!include _circuit.lua
 --!include _observe.lua
+--!include _deliver.lua
 local id, now, cad_id, status, response = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local ttl, bucket, seconds = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 observe(k('latency'), 'delivered', bucket, seconds)
 local st = redis.call('HGET', ck(id), 'state')
 if not st then return 'missing' end
 if st == 'delivered' then return 'already' end
-unplace(id)
 redis.call('HINCRBY', ck(id), 'attempts', 1)
-redis.call('HSET', ck(id), 'state', 'delivered', 'cad_call_id', cad_id, 'status_code', status,
-  'response', response, 'delivered_at', now, 'updated_at', now, 'last_error', '', 'reason', '')
-redis.call('HINCRBY', k('counters'), 'delivered', 1)
+mark_delivered(id, now, cad_id, status, response, ttl)
 circuit_success(now)
-if ttl > 0 then redis.call('EXPIRE', ck(id), ttl) end
 return 'delivered'

@@ -44,6 +44,7 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self._published: list[tuple[str, int]] = []
+        self.readbacks: list[tuple[str, int, float]] = []
         self.client: Any = None
         self.fail = False
 
@@ -60,6 +61,11 @@ class FakePublisher:
             raise ConnectionError("broker down")
         for call_id, gen in items:
             self.client.lpush(self.queue_key, self.message(call_id, gen))
+
+    def publish_readbacks(self, items: list[tuple[str, int, float]]) -> None:
+        if self.fail and items:
+            raise ConnectionError("broker down")
+        self.readbacks.extend(items)
 
     @property
     def published(self) -> list[tuple[str, int]]:

@@ -72,7 +72,8 @@ class FakeResponse:
 
 
 class FakeSession:
-    """Answers each `post` with the next queued answer (a response, or an exception to raise)."""
+    """Answers each request with the next queued answer (a response, or an exception to
+    raise); ``posts`` keeps every request (its ``method`` too)."""
 
     def __init__(self, *answers: FakeResponse | Exception) -> None:
         self.answers = list(answers)
@@ -83,7 +84,10 @@ class FakeSession:
         self.answers.extend(answers)
 
     def post(self, url: str, **kwargs: Any) -> FakeResponse:
-        self.posts.append({"url": url, **kwargs})
+        return self.request("POST", url, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
+        self.posts.append({"method": method, "url": url, **kwargs})
         answer = self.answers.pop(0) if self.answers else v1_added()
         if isinstance(answer, Exception):
             raise answer

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 import requests
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from dispatcher.cad import (
     KEPT_ANSWER_CHARS,
@@ -26,6 +26,7 @@ from dispatcher.cad import (
 )
 from dispatcher.call import Call
 from dispatcher.errors import (
+    Ambiguous,
     ConfigError,
     DeliveryError,
     PermanentError,
@@ -130,8 +131,30 @@ def test_v1_sends_the_exact_seed_body(v1: CadClient, call: Call, session: FakeSe
     body = session.last_body
     assert list(body) == ["id", "key", "type", "data"]
     assert (body["id"], body["key"], body["type"]) == (COMMUNITY, API_KEY, "CALL_911")
-    assert body["data"] == [SEED_CALL]
+    # The seed's call, tagged with our id and the time it was made (strings).
+    tags = {"dispatcherCallId": call.id, "dispatcherQueuedAt": "2023-11-14T22:13:20.000Z"}
+    assert body["data"] == [{**SEED_CALL, "metaData": {**SEED_CALL["metaData"], **tags}}]
     assert session.headers["User-Agent"].startswith("sonoran-dispatcher/")
+
+
+@pytest.mark.parametrize(("made_ago_s", "sent", "passed"), [
+    (0, 30, False), (59, 30, False), (61, 29, False), (29 * 60 + 1, 1, False),
+    (30 * 60, 1, True), (5 * 3600, 1, True),
+])
+def test_delete_after_minutes_counts_from_when_the_call_was_made(
+    session: FakeSession, made_ago_s: float,
+    sent: int, passed: bool,
+) -> None:
+    now = 1_700_000_000.0
+    made = Call.parse({**SEED_CALL, "deleteAfterMinutes": 30}).with_envelope(
+        "01J", now - made_ago_s)
+
+    CadClient(settings(), session_factory=lambda: cast(requests.Session, session),
+              wall=lambda: now).send(made)
+
+    data = session.last_body["data"][0]
+    assert data["deleteAfterMinutes"] == sent
+    assert ("dispatcherDeleteAfterPassed" in data["metaData"]) is passed
 
 
 def test_v1_fills_in_the_configured_server_id(
@@ -227,7 +250,8 @@ def test_5xx_and_408_html_pages_are_retryable(
 
     exc = failure(v1, call)
 
-    assert type(exc) is RetryableError
+    # A proxy's 502/504 means its upstream took the request: the CAD may have the call.
+    assert type(exc) is (Ambiguous if status in (502, 504) else RetryableError)
     assert exc.status_code == status
     assert exc.response is not None and "<html>" in exc.response
     assert str(status) in str(exc)
@@ -239,7 +263,7 @@ def test_empty_502_is_retryable(v1: CadClient, call: Call, session: FakeSession)
 
     exc = failure(v1, call)
 
-    assert type(exc) is RetryableError
+    assert type(exc) is Ambiguous
     assert exc.status_code == 502
     assert exc.response == ""
     assert "empty body" in str(exc)
@@ -268,39 +292,61 @@ def test_429_without_retry_after_has_none(
     assert exc.retry_after is None
 
 
-@pytest.mark.parametrize("raised", [requests.ReadTimeout("read timed out"),
-                                    requests.ConnectTimeout("connect timed out")])
-def test_a_timeout_is_retryable_without_a_status(
-    v1: CadClient, call: Call, session: FakeSession, raised: Exception
+def test_a_connect_timeout_is_retryable_the_request_never_left(
+    v1: CadClient, call: Call, session: FakeSession
 ) -> None:
-    session.queue(raised)
+    session.queue(requests.ConnectTimeout("connect timed out"))
 
     exc = failure(v1, call)
 
-    # The fault hangs for 10 s and then answers: a timeout means the client gave up first.
     assert type(exc) is RetryableError
-    assert "timeout" in str(exc)
-    assert exc.status_code is None
+    assert "timeout" in str(exc) and exc.status_code is None
+
+
+def test_a_read_timeout_is_ambiguous(v1: CadClient, call: Call, session: FakeSession) -> None:
+    session.queue(requests.ReadTimeout("read timed out"))
+
+    exc = failure(v1, call)
+
+    # The request was written: the CAD may have created the call before it went quiet.
+    assert type(exc) is Ambiguous and isinstance(exc, RetryableError)
+    assert "in time" in str(exc) and exc.status_code is None
+
+
+def _refused() -> requests.ConnectionError:
+    reason = NewConnectionError(None, "Connection refused")  # type: ignore[arg-type]
+    return requests.ConnectionError(MaxRetryError(None, "/", reason))  # type: ignore[arg-type]
+
+
+def test_a_refused_connection_is_retryable_not_ambiguous(
+    v1: CadClient, call: Call, session: FakeSession
+) -> None:
+    session.queue(_refused())
+
+    exc = failure(v1, call)
+
+    assert type(exc) is RetryableError
+    assert "could not connect" in str(exc) and "ConnectionError" in str(exc)
 
 
 @pytest.mark.parametrize("raised", [
-    requests.ConnectionError("refused"),
+    requests.ConnectionError("Connection aborted: RemoteDisconnected"),
     requests.exceptions.ChunkedEncodingError("reset mid-body"),
     requests.exceptions.ContentDecodingError("bad gzip"),
 ])
-def test_network_failures_are_retryable(
+def test_a_connection_lost_after_sending_is_ambiguous(
     v1: CadClient, call: Call, session: FakeSession, raised: Exception
 ) -> None:
     session.queue(raised)
 
     exc = failure(v1, call)
 
-    assert type(exc) is RetryableError
-    assert "network error" in str(exc) and type(raised).__name__ in str(exc)
+    assert type(exc) is Ambiguous
+    assert type(raised).__name__ in str(exc)
     assert exc.status_code is None
 
 
-def test_a_connection_cut_while_reading_the_answer_is_retryable(
+def test_a_connection_cut_while_reading_the_answer_is_ambiguous(
     v1: CadClient, call: Call, session: FakeSession
 ) -> None:
     cut = FakeResponse(200, raw=FakeRaw(b"", fail=ProtocolError("Connection broken")))
@@ -308,8 +354,8 @@ def test_a_connection_cut_while_reading_the_answer_is_retryable(
 
     exc = failure(v1, call)
 
-    assert type(exc) is RetryableError
-    assert "network error" in str(exc) and exc.status_code is None
+    assert type(exc) is Ambiguous
+    assert "connection lost" in str(exc) and exc.status_code is None
     assert cut.closed
 
 
@@ -389,7 +435,7 @@ def test_a_dripping_answer_ends_at_the_request_deadline(
 
     exc = failure(v1, call)
 
-    assert type(exc) is RetryableError and "timeout" in str(exc)
+    assert type(exc) is Ambiguous and "in time" in str(exc)
     assert drip.reads == 161  # 8 s / 0.05 s, and the read that found the deadline passed
 
 

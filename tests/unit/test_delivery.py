@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from dispatcher.cad import CadClient
-from dispatcher.call import Call
+from dispatcher.call import Call, iso_utc
 from dispatcher.delivery import Deliverer
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import BACKOFF_INITIAL_S, BACKOFF_JITTER_S
@@ -84,7 +84,9 @@ def test_delivered(rig: Callable[..., Rig], sim: CadSimulator) -> None:
         "delivered", str(FIRST_CALL_ID), 200)
     assert record.response == f"EMERGENCY CALL ADDED ID: {FIRST_CALL_ID}"
     assert record.attempts == 1
-    assert sim.calls()[0]["call"]["metaData"] == {"postal": "350"}
+    assert sim.calls()[0]["call"]["metaData"] == {
+        "postal": "350", "dispatcherCallId": call_id,
+        "dispatcherQueuedAt": iso_utc(record.enqueued_at or 0)}
     assert rg.sleeps == []
 
 
@@ -105,16 +107,27 @@ def test_a_5xx_is_scheduled_with_backoff(rig: Callable[..., Rig], sim: CadSimula
     assert rg.records.stats()["scheduled"] == 1
 
 
-def test_a_timeout_is_scheduled(rig: Callable[..., Rig], sim: CadSimulator) -> None:
+def test_a_timeout_makes_the_call_wait_for_a_read_back(
+        rig: Callable[..., Rig], sim: CadSimulator) -> None:
     rg = rig()
     call_id = rg.enqueue()
     sim.set_fault("hang", count=1, max_s=5)
 
-    assert rg.deliver_all() == ["scheduled"]
+    assert rg.deliver_all() == ["verifying"]
 
     record = rg.record(call_id)
-    assert record.state == "scheduled" and record.status_code is None
-    assert "timeout" in (record.last_error or "")
+    assert record.state == "verifying" and record.status_code is None
+    assert "in time" in (record.last_error or "")
+    assert rg.records.stats()["verifying"] == 1
+
+
+def test_a_refused_connection_is_scheduled(rig: Callable[..., Rig], sim: CadSimulator) -> None:
+    rg = rig()
+    call_id = rg.enqueue()
+    sim.set_fault("refuse")
+
+    assert rg.deliver_all() == ["scheduled"], "nothing reached the CAD: no read-back needed"
+    assert rg.record(call_id).state == "scheduled"
 
 
 def test_the_backoff_grows_with_consecutive_failures(
@@ -122,7 +135,7 @@ def test_the_backoff_grows_with_consecutive_failures(
 ) -> None:
     rg = rig()
     call_id = rg.enqueue()
-    sim.set_fault("error", status=502)
+    sim.set_fault("error", status=503)
     waits = []
     for gen in (1, 2, 3):
         now = rg.clock()

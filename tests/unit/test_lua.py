@@ -53,7 +53,7 @@ def put(client: redis.Redis, call_id: str, state: str, place: str | None, score:
 
 
 def where(client: redis.Redis, call_id: str) -> list[str]:
-    return [z for z in ("held", "queued", "scheduled", "inflight", "dead")
+    return [z for z in ("held", "queued", "scheduled", "inflight", "verifying", "dead")
             if client.zscore(f"{P}:{z}", call_id) is not None]
 
 
@@ -220,14 +220,21 @@ def test_promote_reaps_and_flush_put_calls_back_in_line(client: redis.Redis) -> 
     put(client, "lost", "sending", "inflight", score=NOW - 1)
     put(client, "orphan", "queued", "queued", score=NOW - 100)
     assert run(client, "promote.lua", [P], [repr(NOW), 10]) == 1
-    assert run(client, "reap_leases.lua", [P], [repr(NOW), 10]) == 1
+    assert run(client, "reap_leases.lua", [P], [repr(NOW), 10, "2"]) == 1
     assert call_hash(client, "lost")["attempts"] == "1"
+    assert where(client, "lost") == ["verifying"], "the CAD may have it: read back first"
+    assert float(call_hash(client, "lost")["verify_at"]) == NOW + 2
+    client.hset(f"{P}:readback", "unavailable_until", NOW + 60)
+    put(client, "lost2", "sending", "inflight", score=NOW - 1)
+    assert run(client, "reap_leases.lua", [P], [repr(NOW), 10, "2"]) == 1
+    assert where(client, "lost2") == ["held"], "no read-back: sent again, as before"
+    assert client.hget(f"{P}:counters", "possible_duplicates") == b"1"
     assert run(client, "reap_orphans.lua", [P], [repr(NOW), repr(NOW - 50), 10]) == 1
     assert run(client, "flush.lua", [P], [repr(NOW), 10]) == 0, "no flag, no flush"
     client.hset(f"{P}:circuit", mapping={"state": "closed", "flush": 1})
     assert run(client, "flush.lua", [P], [repr(NOW), 10]) == 1
     assert not client.hexists(f"{P}:circuit", "flush")
-    assert [where(client, i) for i in ("due", "later", "lost", "orphan")] == [["held"]] * 4
+    assert [where(client, i) for i in ("due", "later", "orphan")] == [["held"]] * 3
 
 
 def test_expire_pages_through_pending(client: redis.Redis) -> None:

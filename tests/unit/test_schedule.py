@@ -8,6 +8,7 @@ import pytest
 
 from dispatcher.deadletters import Filter
 from dispatcher.lifecycle import LEASE_MARGIN_S
+from dispatcher.readback import VERIFY_AFTER_S
 from tests.unit.lifeworld import World
 
 # -- retry and the schedule --------------------------------------------------------------
@@ -56,7 +57,8 @@ def test_claim_reports_the_failure_count_for_backoff(world: Callable[..., World]
 # -- recovery ----------------------------------------------------------------------------
 
 
-def test_an_expired_lease_puts_the_call_back_in_line(world: Callable[..., World]) -> None:
+def test_an_expired_lease_makes_the_call_wait_for_a_read_back(
+        world: Callable[..., World]) -> None:
     w = world()
     call_id = w.add().call_id
     w.publisher.published.clear()
@@ -69,14 +71,32 @@ def test_an_expired_lease_puts_the_call_back_in_line(world: Callable[..., World]
     w.clock.now = t + lease + 0.5
     report = w.pump.tick()
 
-    assert (report.leases, report.released) == (1, 1)
-    assert w.publisher.published[0][1] == 2
+    assert (report.leases, report.released, report.readbacks) == (1, 0, 0)
     assert w.field(call_id, "attempts") == "1"
     assert w.field(call_id, "failures") == "0"
-    assert w.state(call_id) == "queued"
+    assert w.state(call_id) == "verifying", "the CAD may have it: never re-sent blindly"
     # The worker that lost its lease can no longer record an outcome other than delivery.
     assert w.lc.retry(call_id, 1, w.clock(), "late", None, None) == "stale"
     assert w.lc.claim(call_id, 1).kind == "stale"
+    # The read-back starts once the CAD had time to finish writing the call.
+    w.clock.advance(VERIFY_AFTER_S)
+    assert w.pump.tick().readbacks == 1
+    assert [(s, g) for s, g, _ in w.publisher.readbacks] == [("", 1)]
+    assert w.pump.tick().readbacks == 0, "one read-back of a server at a time"
+
+
+def test_an_expired_lease_is_sent_again_where_the_cad_has_no_read_back(
+        world: Callable[..., World]) -> None:
+    w = world()
+    call_id = w.add().call_id
+    w.publisher.published.clear()
+    w.r.hset(f"{w.settings.prefix}:readback", "unavailable_until", w.clock() + 10_000)
+    w.lc.claim(call_id, 1)
+    w.clock.advance(w.settings.request_deadline_s + LEASE_MARGIN_S + 1)
+    report = w.pump.tick()
+    assert (report.leases, report.released) == (1, 1)
+    assert w.publisher.published[0][1] == 2
+    assert w.state(call_id) == "queued"
     assert w.lc.claim(call_id, 2).kind == "claimed"
 
 
