@@ -117,6 +117,25 @@ class CadClient:
         response, text, elapsed = self._exchange("POST", url, headers, body)
         return self._classify(response, text, elapsed)
 
+    def remove(self, call: Call, cad_call_id: str) -> Delivered:
+        """Remove a call we delivered from the CAD (v1 REMOVE_911, v2 DELETE). Any 2xx is
+        done (v1's success text is not reliably documented); on v2 a 404 means the call is
+        gone already (a dispatcher cleared it), which is what we wanted too."""
+        if self._settings.api_version == 2:
+            url = f"{self._v2_server(call.server_id)}/calls/911/{quote(cad_call_id, safe='')}"
+            response, text, elapsed = self._exchange("DELETE", url, self._v2_headers(), None)
+            gone = response.status_code == 404
+        else:
+            item = {"serverId": _number_if_digits(self.server_id(call.server_id)),
+                    "callId": _number_if_digits(cad_call_id)}
+            url = f"{self._settings.api_url}/emergency/remove_911"
+            response, text, elapsed = self._exchange("POST", url, _JSON,
+                                                     self._v1_body("REMOVE_911", [item]))
+            gone = False
+        if 200 <= response.status_code < 300 or gone:
+            return Delivered(cad_call_id, response.status_code, _keep(text), elapsed)
+        raise self._failure(response, _keep(text), "the removal")
+
     def read_calls(self, server: str | int | None) -> list[dict[str, Any]]:
         """The CAD's current emergency (911) calls of one server: v1 GET_CALLS, v2
         ``GET .../calls?type=1``. Raises like `send`: a permanent refusal (v1 without the
@@ -125,7 +144,7 @@ class CadClient:
             url = f"{self._v2_server(server)}/calls?closedLimit=0&closedOffset=0&type=1"
             response, text, _ = self._exchange("GET", url, self._v2_headers(), None)
         else:
-            query = {"serverId": _server_value(self.server_id(server)), "closedLimit": 0,
+            query = {"serverId": _number_if_digits(self.server_id(server)), "closedLimit": 0,
                      "closedOffset": 0, "type": 1}
             url = f"{self._settings.api_url}/emergency/get_calls"
             response, text, _ = self._exchange("POST", url, _JSON,
@@ -280,8 +299,8 @@ def _never_connected(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, NewConnectionError)
 
 
-def _server_value(server: str) -> int | str:
-    """A server id as the v1 body carries it: a number when it is one (the docs' type)."""
+def _number_if_digits(server: str) -> int | str:
+    """An id as a v1 body carries it: a number when it is one (the docs type them so)."""
     return int(server) if server.isdigit() and len(server) < 10 else server
 
 

@@ -20,8 +20,14 @@ import tenacity
 
 from dispatcher.cad import CadClient
 from dispatcher.call import Call
-from dispatcher.errors import Ambiguous, DeliveryError, RateLimited, RetryableError
-from dispatcher.lifecycle import Lifecycle
+from dispatcher.errors import (
+    Ambiguous,
+    DeliveryError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from dispatcher.lifecycle import Claim, Lifecycle
 from dispatcher.policy import RetryPolicy
 from dispatcher.redisconn import transient
 
@@ -60,6 +66,8 @@ class Deliverer:
         if self.lifecycle.flow.send_gap_s > 0 and not self._pass_gate(call_id, gen):
             return "held"
         call = claim.call
+        if claim.removal:
+            return self._remove(call, gen, claim)
         sent_at = time.monotonic()
         try:
             result = self.cad.send(call)
@@ -70,6 +78,26 @@ class Deliverer:
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
                  result.cad_call_id or "?", result.elapsed_s * 1000)
         return "delivered"
+
+    def _remove(self, call: Call, gen: int, claim: Claim) -> str:
+        """Remove a delivered call from the CAD (`dispatcher.takeback`); retried like a send."""
+        sent_at = time.monotonic()
+        try:
+            if not claim.cad_call_id:
+                raise PermanentError("the CAD's id of this call is unknown (its answer had "
+                                     "none), so it cannot be removed: remove it in the CAD")
+            result = self.cad.remove(call, claim.cad_call_id)
+        except Ambiguous as exc:  # removing twice is harmless: a plain retry
+            return self._failed(call, gen, claim.failures,
+                                RetryableError(str(exc), status_code=exc.status_code,
+                                               response=exc.response),
+                                time.monotonic() - sent_at)
+        except DeliveryError as exc:
+            return self._failed(call, gen, claim.failures, exc, time.monotonic() - sent_at)
+        self._record(lambda: self.lifecycle.removed(call.id, gen, result.status_code,
+                                                    result.response))
+        log.info("call %s removed from the CAD (CAD call %s)", call.id, claim.cad_call_id)
+        return "removed"
 
     def _pass_gate(self, call_id: str, gen: int) -> bool:
         """Wait at the send gate; False (call back in line) on a 429 pause or a long wait."""
@@ -109,13 +137,17 @@ class Deliverer:
             elif placed == "held":
                 log.warning("call %s: %s; the CAD looks down, held until it recovers",
                             call_id, exc)
-            else:
+            elif placed == "cancelled":
+                log.info("call %s: %s; it was taken back, so it is not sent again",
+                         call_id, exc)
+            elif placed != "stale":
                 log.warning("call %s: %s; retry in %.1fs", call_id, exc, delay)
             return placed
-        self._record(lambda: self.lifecycle.dead(
+        buried = self._record(lambda: self.lifecycle.dead(
             call_id, gen, "rejected", exc.status_code, exc.response, str(exc), elapsed))
-        log.error("call %s is a dead letter: %s", call_id, exc)
-        return "dead"
+        if buried == "dead":
+            log.error("call %s is a dead letter: %s", call_id, exc)
+        return buried
 
     def _record(self, fn: Callable[[], T]) -> T:
         try:

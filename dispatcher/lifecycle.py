@@ -61,12 +61,17 @@ ClaimKind = Literal["claimed", "held", "stale", "expired", "missing", "invalid"]
 DeliveredOutcome = Literal["delivered", "already", "missing"]
 #: What `Lifecycle.retry` did: ``scheduled`` (backoff), ``held`` (a 429 pause or the
 #: breaker opened: back in line), ``verifying`` (an unknown outcome: its server's
-#: read-back decides) or ``stale`` (the call is no longer this send's).
-RetryOutcome = Literal["scheduled", "held", "verifying", "stale"]
-#: What `Lifecycle.unclaim` did: ``held`` (back in line) or ``stale``.
-UnclaimOutcome = Literal["held", "stale"]
-#: What `Lifecycle.dead` did: ``dead`` (a dead letter now) or ``stale``.
-DeadOutcome = Literal["dead", "stale"]
+#: read-back decides), ``cancelled`` (taken back meanwhile; the CAD did not create it)
+#: or ``stale`` (the call is no longer this send's).
+RetryOutcome = Literal["scheduled", "held", "verifying", "cancelled", "stale"]
+#: What `Lifecycle.unclaim` did: ``held`` (back in line), ``cancelled`` (taken back
+#: meanwhile: never sent) or ``stale``.
+UnclaimOutcome = Literal["held", "cancelled", "stale"]
+#: What `Lifecycle.dead` did: ``dead`` (a dead letter now), ``cancelled`` (taken back
+#: meanwhile, and the CAD refused it: nothing to remove) or ``stale``.
+DeadOutcome = Literal["dead", "cancelled", "stale"]
+#: What `Lifecycle.removed` did: ``removed`` or ``stale``.
+RemovedOutcome = Literal["removed", "stale"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,14 @@ class Claim:
     detail: str = ""
     #: When the rate limiter's slot for this call begins (absolute time).
     start_at: float = 0.0
+    #: ``remove``: this claim is the removal of a delivered call from the CAD
+    #: (`dispatcher.takeback`), whose CAD id is `cad_call_id`; "" : send the call.
+    op: str = ""
+    cad_call_id: str = ""
+
+    @property
+    def removal(self) -> bool:
+        return self.op == "remove"
 
 
 class Lifecycle:
@@ -123,6 +136,7 @@ class Lifecycle:
         self._retry = scripts.register(client, "retry.lua")
         self._dead = scripts.register(client, "dead.lua")
         self._unclaim = scripts.register(client, "unclaim.lua")
+        self._removed = scripts.register(client, "removed.lua")
 
     def enqueue(
         self, call: Call, message: tuple[str, str], source: str = "api",
@@ -187,7 +201,8 @@ class Lifecycle:
             self.dead(call_id, gen, "invalid", None, None, f"stored call is not valid: {exc}")
             return Claim("invalid", detail=str(exc))
         wait = float(as_text(res[3]))
-        return Claim(kind, call, int(as_text(res[2]) or 0), wait, start_at=now + wait)
+        return Claim(kind, call, int(as_text(res[2]) or 0), wait, start_at=now + wait,
+                     op=as_text(res[5]), cad_call_id=as_text(res[6]))
 
     def delivered(self, call_id: str, cad_call_id: str | None, status: int, response: str,
                   elapsed_s: float | None = None) -> DeliveredOutcome:
@@ -197,6 +212,12 @@ class Lifecycle:
             args=[call_id, repr(self.clock()), cad_call_id or "", status,
                   response, DELIVERED_TTL_S, *_latency(elapsed_s)]
         )))
+
+    def removed(self, call_id: str, gen: int, status: int, response: str) -> RemovedOutcome:
+        """Record that the CAD no longer has a call we took back (its removal went through)."""
+        return cast(RemovedOutcome, as_text(self._removed(
+            keys=self._prefix,
+            args=[call_id, str(gen), repr(self.clock()), status, response, DELIVERED_TTL_S])))
 
     def retry(
         self, call_id: str, gen: int, due: float, error: str, status: int | None,

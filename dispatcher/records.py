@@ -24,6 +24,8 @@ PUBLIC_STATE = {
     "verifying": "verifying",
     "delivered": "delivered",
     "dead": "dead",
+    "cancelled": "cancelled",
+    "removed": "removed",
 }
 
 
@@ -71,6 +73,14 @@ class CallRecord:
     idempotency_key: str | None
     #: The raw text of an inbox entry that was not a valid call (reason ``invalid``).
     raw: str | None = None
+    #: ``remove``: the call is being removed from the CAD (`dispatcher.takeback`).
+    op: str = ""
+    #: Taken back while being sent: removed or cancelled once its outcome is known.
+    remove_requested: bool = False
+    #: What a dead letter is of: ``call`` (sending it) or ``removal`` (removing it).
+    kind: str = "call"
+    cancelled_at: float | None = None
+    removed_at: float | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CallRecord:
@@ -99,10 +109,17 @@ class CallRecord:
             source=h.get("source") or None,
             idempotency_key=h.get("idempotency_key") or None,
             raw=h.get("raw") or None,
+            op=h.get("op") or "",
+            remove_requested=h.get("remove_requested") == "1",
+            kind=h.get("kind") or "call",
+            cancelled_at=_f(h.get("cancelled_at")),
+            removed_at=_f(h.get("removed_at")),
         )
 
     @property
     def status(self) -> str:
+        if self.op == "remove" and self.state != "dead":
+            return "removing"
         return PUBLIC_STATE.get(self.state, self.state)
 
     def to_json(self, default_server_id: str | None = None) -> dict[str, Any]:
@@ -130,6 +147,10 @@ class CallRecord:
             "replayed_at": iso(self.replayed_at),
             "source": self.source,
             "idempotency_key": self.idempotency_key,
+            "kind": self.kind,
+            "remove_requested": self.remove_requested,
+            "cancelled_at": iso(self.cancelled_at),
+            "removed_at": iso(self.removed_at),
             **({"raw": self.raw} if self.raw is not None else {}),
         }
 
@@ -137,7 +158,7 @@ class CallRecord:
 #: What a list of calls shows (the page's dead-letter table): never the raw text of an
 #: invalid entry, which may be 64 KiB, nor the history.
 DISPLAY_FIELDS = ("id", "call", "state", "attempts", "last_error", "status_code", "response",
-                  "reason", "enqueued_at", "dead_at", "replays")
+                  "reason", "enqueued_at", "dead_at", "replays", "kind", "op")
 
 
 class Records:
@@ -202,6 +223,8 @@ class Records:
             "verified_found": counters.get("verified_found", 0),
             "verified_missing": counters.get("verified_missing", 0),
             "possible_duplicates": counters.get("possible_duplicates", 0),
+            "cancelled": counters.get("cancelled", 0),
+            "removed": counters.get("removed", 0),
             "enqueued": counters.get("enqueued", 0),
             "retried": counters.get("retried", 0),
             "rate_limited": counters.get("rate_limited", 0),

@@ -91,8 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="where one call is")
-    s.add_argument("id")
+    s.add_argument("id", help="our id, or the CAD's id of a call we delivered")
     s.add_argument("--json", action="store_true")
+
+    rm = sub.add_parser("remove", help="take calls back: never sent, or removed from the CAD")
+    rm.add_argument("ids", nargs="+", metavar="ID",
+                    help="our id, or the CAD's id of a call we delivered")
+    rm.add_argument("--json", action="store_true")
 
     st = sub.add_parser("stats", help="queue depth, oldest age, dead letters, circuit")
     st.add_argument("--json", action="store_true")
@@ -216,9 +221,13 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.keys import Keys
     from dispatcher.records import Records
+    from dispatcher.takeback import resolve
 
-    record = Records(client_for(settings), settings.prefix).get(args.id)
+    client = client_for(settings)
+    found = resolve(client, Keys(settings.prefix), args.id)
+    record = Records(client, settings.prefix).get(found or args.id)
     if record is None:
         raise CliError(f"no call with id {args.id!r} (delivered calls are kept for 7 days)")
     data = record.to_json(settings.server_id)
@@ -230,6 +239,12 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         line += f"  CAD call {record.cad_call_id or '?'}"
     elif record.status == "dead":
         line += f"  reason: {record.reason}"
+    elif record.status == "removing":
+        line += f"  (removing CAD call {record.cad_call_id or '?'} from the CAD)"
+    elif record.status == "removed":
+        line += f"  (CAD call {record.cad_call_id or '?'} removed from the CAD)"
+    elif record.status == "verifying":
+        line += "  (its answer was lost: checking the CAD's list before sending again)"
     elif record.state == "held":
         line += "  (waiting for its turn)"
     elif record.state == "sending":
@@ -237,6 +252,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     elif record.due:
         line += f"  next attempt {data['next_attempt_at']}"
     say(line)
+    if record.remove_requested:
+        say("  taken back: removed or cancelled once this send's outcome is known")
     say(f"  attempts: {record.attempts}")
     if record.last_error:
         say(f"  last error: {record.last_error}")
@@ -263,12 +280,40 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
             age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.1f}s"
             summarised = (f"  invalid summarised {s['invalid_summarised']}"
                           if s.get("invalid_summarised") else "")
+            verifying = f"  verifying {s['verifying']}" if s.get("verifying") else ""
+            readback = ("  read-back UNAVAILABLE (possible duplicates "
+                        f"{s['possible_duplicates']})" if s["readback"] == "unavailable" else "")
             say(f"queued {s['queued']}  scheduled {s['scheduled']}  in flight "
-                f"{s['in_flight']}  delivered {s['delivered']}  dead {s['dead']}  "
-                f"oldest {age}  circuit {s['circuit']}{summarised}")
+                f"{s['in_flight']}{verifying}  delivered {s['delivered']}  dead {s['dead']}  "
+                f"oldest {age}  circuit {s['circuit']}{summarised}{readback}")
         if not args.watch:
             return 0
         time.sleep(max(0.2, args.interval))
+
+
+def _remove(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.takeback import TakeBacks, UnknownCall
+
+    takebacks = TakeBacks(client_for(settings), settings.prefix)
+    shown = {"cancelled": "cancelled: it will never be sent",
+             "pending": "being sent now: removed or cancelled once the outcome is known",
+             "removing": "removing it from the CAD", "removed": "already removed from the CAD"}
+    results, unknown = [], []
+    for given in args.ids:
+        try:
+            call_id, done = takebacks.remove(given)
+        except UnknownCall as exc:
+            unknown.append(str(exc))
+            results.append({"id": given, "error": str(exc)})
+            continue
+        results.append({"id": call_id, "given": given, "status": done})
+        if not args.json:
+            say(f"{call_id}  {shown.get(done, done)}")
+    if args.json:
+        emit(results)
+    for text in unknown:
+        _error(text)
+    return EXIT_ERROR if unknown else 0
 
 
 def _dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -298,7 +343,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 #: ``dispatcher`` commands by name: one function of the settings and the arguments each.
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "enqueue": _enqueue, "status": _status, "stats": _stats, "dlq": _dlq,
+    "enqueue": _enqueue, "status": _status, "remove": _remove, "stats": _stats, "dlq": _dlq,
     "simulate-cad": _simulate_cad, "run": _run, "worker": processes.worker,
     "scheduler": processes.scheduler, "bridge": processes.bridge, "web": processes.web,
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response
 
-from dispatcher.http import clientaddr, handlers
+from dispatcher.http import clientaddr, handlers, removal
 from dispatcher.http.body import MAX_JSON_DEPTH
 from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
@@ -34,6 +34,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     clientaddr.install(app, settings.trusted_proxies)
     door = Door.for_settings(settings, producer)
     door.install(app)
+    removal.install(app)
     _openapi_bytes()  # built once, at start
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     app.register_blueprint(ops_blueprint(settings, door.producer.client))

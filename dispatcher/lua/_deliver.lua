@@ -1,5 +1,6 @@
 -- A call the CAD has: delivered (dispatcher.lifecycle and dispatcher.readback). Needs
 -- _calls.lua. {p}:cad:{cad id} maps the CAD's id back to ours, for status and removal.
+-- A call taken back while it was being sent is removed from the CAD now.
 local function mark_delivered(id, now, cad_id, status, response, ttl)
   unplace(id)
   redis.call('HSET', ck(id), 'state', 'delivered', 'cad_call_id', cad_id, 'status_code', status,
@@ -10,4 +11,5 @@ local function mark_delivered(id, now, cad_id, status, response, ttl)
     if ttl > 0 then redis.call('SET', k('cad:' .. cad_id), id, 'EX', ttl)
     else redis.call('SET', k('cad:' .. cad_id), id) end
   end
+  if remove_requested(id) then start_removal(id, now) end
 end

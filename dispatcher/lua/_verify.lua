@@ -67,7 +67,9 @@ local function verifying_fallback(server, now, why)
   for _, id in ipairs(redis.call('ZRANGE', k('verifying:' .. server), 0, -1)) do
     leave_verifying(id, server)
     local r = redis.call('HMGET', ck(id), 'state', 'enqueued_at')
-    if r[1] == 'verifying' then
+    if r[1] == 'verifying' and remove_requested(id) then
+      cancel(id, now, 'taken back; whether the CAD has it cannot be checked')
+    elseif r[1] == 'verifying' then
       redis.call('HSET', ck(id), 'last_error', why)
       hold(id, tonumber(r[2]), now)
       n = n + 1

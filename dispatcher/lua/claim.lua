@@ -7,8 +7,10 @@
 -- ARGV[7]  rate interval, s        ARGV[8]  longest slot wait, s
 -- ARGV[9]  the limit itself, s (1/DISPATCHER_MAX_RATE)
 -- ARGV[10] a slot this far past (or one interval) is stale and re-slots the line, s
--- Returns {'claimed', call JSON, failures, wait s, enqueued_at}, {'held', why}
--- (circuit, paused, rate), {'stale', state}, {'expired'} or {'missing'}.
+-- Returns {'claimed', call JSON, failures, wait s, enqueued_at, op, the CAD's id},
+-- {'held', why} (circuit, paused, rate), {'stale', state}, {'expired'} or {'missing'}.
+-- op 'remove': the claim is of a delivered call's removal (dispatcher.takeback); the
+-- CAD's id is then the call to remove. A removal never expires.
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
@@ -18,12 +20,13 @@ local interval, max_wait, limit_gap = tonumber(ARGV[7]), tonumber(ARGV[8]), tonu
 local stale_s = tonumber(ARGV[10])
 
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'age_from', 'enqueued_at', 'call',
-  'failures', 'slot')
+  'failures', 'slot', 'op', 'cad_call_id')
+local op = r[8] or ''
 if not r[1] then return {'missing'} end
 if r[1] ~= 'queued' or r[2] ~= gen then return {'stale', r[1]} end
 local enq = tonumber(r[4])
 redis.call('ZREM', k('queued'), id)
-if max_age > 0 and now - tonumber(r[3]) > max_age then
+if max_age > 0 and op ~= 'remove' and now - tonumber(r[3]) > max_age then
   bury(id, now, 'expired', '', '', 'older than DISPATCHER_MAX_AGE_S before it could be sent')
   return {'expired'}
 end
@@ -48,4 +51,4 @@ if start - now > max_wait then
 end
 redis.call('HSET', ck(id), 'state', 'sending', 'updated_at', now)
 redis.call('ZADD', k('inflight'), start + lease, id)
-return {'claimed', r[5], r[6] or '0', tostring(start - now), r[4]}
+return {'claimed', r[5], r[6] or '0', tostring(start - now), r[4], op, r[9] or ''}

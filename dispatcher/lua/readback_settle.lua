@@ -3,6 +3,7 @@
 -- the CAD's id, and never sent again; a call not found that was verifying before the
 -- read-back began goes back in line, in its place, to be sent again. Calls that became
 -- verifying after it began wait for the next one. The CAD answered: the breaker closes.
+-- A call taken back meanwhile is removed from the CAD (found) or cancelled (not found).
 -- KEYS[1]  key prefix (see _calls.lua; walks the server's verifying calls)
 -- ARGV[1]  server       ARGV[2]  gen of this read-back   ARGV[3]  now
 -- ARGV[4]  when the read-back began   ARGV[5]  the next one no sooner than, time
@@ -32,11 +33,15 @@ for _, id in ipairs(redis.call('ZRANGE', k('verifying:' .. server), 0, -1)) do
   local r = redis.call('HMGET', ck(id), 'state', 'verify_at', 'enqueued_at')
   if not seen[id] and r[1] == 'verifying' and num(r[2], 0) <= began then
     leave_verifying(id, server)
-    redis.call('HSET', ck(id), 'last_error', "not in the CAD's list after an unknown outcome; "
-      .. 'sent again')
-    hold(id, tonumber(r[3]), now)
     redis.call('HINCRBY', k('counters'), 'verified_missing', 1)
-    again = again + 1
+    if remove_requested(id) then
+      cancel(id, now, "taken back; not in the CAD's list after an unknown outcome")
+    else
+      redis.call('HSET', ck(id), 'last_error', "not in the CAD's list after an unknown "
+        .. 'outcome; sent again')
+      hold(id, tonumber(r[3]), now)
+      again = again + 1
+    end
   elseif r[1] ~= 'verifying' then
     leave_verifying(id, server)
   end

@@ -19,7 +19,9 @@ for _, id in ipairs(ids) do
     redis.call('HSET', ck(id), 'last_error', 'worker lost during the send (lease expired)')
     redis.call('HINCRBY', k('counters'), 'leases_expired', 1)
     release_probe(id)
-    if readback_unavailable(now) then
+    if redis.call('HGET', ck(id), 'op') == 'remove' then
+      hold(id, tonumber(r[2]), now)  -- a removal is safe to send again
+    elseif readback_unavailable(now) then
       redis.call('HINCRBY', k('counters'), 'possible_duplicates', 1)
       hold(id, tonumber(r[2]), now)
     else

@@ -1,4 +1,5 @@
 -- Put a dead letter back in line, oldest first (dispatcher.deadletters.DeadLetters.replay).
+-- A removal's dead letter (kind 'removal') retries the removal, never the call.
 -- KEYS[1]  key prefix (see _calls.lua)
 -- ARGV[1]  call id      ARGV[2]  now
 -- Returns 'replayed', 'missing', 'not_dead' or 'unreplayable' (an invalid entry).
@@ -12,7 +13,9 @@ redis.call('ZREM', k('dead'), id)
 redis.call('HINCRBY', ck(id), 'replays', 1)
 redis.call('HSET', ck(id), 'last_reason', r[3] or '', 'reason', '', 'age_from', now,
   'replayed_at', now, 'failures', 0)
-redis.call('ZADD', k('pending'), tonumber(r[2]), id)
+if redis.call('HGET', ck(id), 'op') ~= 'remove' then
+  redis.call('ZADD', k('pending'), tonumber(r[2]), id)
+end
 redis.call('HINCRBY', k('counters'), 'replayed', 1)
 hold(id, tonumber(r[2]), now)
 return 'replayed'

@@ -4,6 +4,8 @@
 -- ambiguous one (the answer was lost after the request was written) makes the call
 -- ``verifying``: its server's next read-back decides (dispatcher.readback); where the
 -- CAD has no read-back it is scheduled as before and counted as a possible duplicate.
+-- A call taken back while it was sent (not created, the outcome being known) is
+-- cancelled; a removal (op 'remove') is retried like a call.
 -- KEYS[1]  key prefix (see _calls.lua)
 -- ARGV[1]  call id        ARGV[2]  generation       ARGV[3]  now
 -- ARGV[4]  due (backoff)  ARGV[5]  error text       ARGV[6]  HTTP status ('' : none)
@@ -12,7 +14,7 @@
 -- ARGV[11] breaker cooldown, s                      ARGV[12] longest cooldown, s
 -- ARGV[13] latency bucket ('' : none)               ARGV[14] request duration, s
 -- ARGV[15] the call's server id (ambiguous only)    ARGV[16] earliest read-back, time
--- Returns 'held', 'scheduled', 'verifying' or 'stale'.
+-- Returns 'held', 'scheduled', 'verifying', 'cancelled' or 'stale'.
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
@@ -27,6 +29,12 @@ local server, verify_at = ARGV[15] or '', tonumber(ARGV[16] or '0')
 observe(k('latency'), 'retryable', bucket, seconds)
 local r = redis.call('HMGET', ck(id), 'state', 'gen', 'enqueued_at')
 if r[1] ~= 'sending' or r[2] ~= gen then return 'stale' end
+if kind ~= 'ambiguous' and remove_requested(id) then
+  redis.call('HINCRBY', ck(id), 'attempts', 1)
+  release_probe(id)
+  cancel(id, now, 'taken back while it was sent; the CAD did not create it: ' .. err)
+  return 'cancelled'
+end
 redis.call('ZREM', k('inflight'), id)
 redis.call('HINCRBY', ck(id), 'attempts', 1)
 redis.call('HSET', ck(id), 'last_error', err, 'status_code', status, 'response', response,
