@@ -1,8 +1,13 @@
-"""The fake CAD's rate limit: a sliding window per presented API key.
+"""The fake CAD's rate limits: sliding windows per presented API key.
 
-Off by default (the real v2 allows 10 creations a minute per key); when on it counts
-every request on the API port, whatever its path, per presented API key (our
-assumption). Requests it rejects do not count against the window.
+Two kinds, both counted per presented API key, neither counting the requests it rejects:
+- The global limit (``set_rate_limit``), off by default: it counts every request on the
+  API port, whatever its path or version (our assumption; v1 publishes no limits).
+- The v2 per-endpoint limits, per minute as the real API has them: get calls 5 and
+  delete 10 are on by default; create is left to the global limit (off), so tests that
+  create many calls are not throttled unless they ask. A request the global limit
+  admits can still be refused by its endpoint's limit.
+The windows run on the simulator's clock, so ``advance()`` moves them on too.
 """
 
 import hashlib
@@ -11,6 +16,9 @@ from typing import Any
 
 from dispatcher.simulator.answers import retry_after_value
 from dispatcher.simulator.api import Request
+
+# The v2 per-endpoint limits a simulator starts with, per key per minute (None: off).
+ENDPOINT_LIMITS: dict[str, int | None] = {"create": None, "read": 5, "remove": 10}
 
 
 class RateLimit:
@@ -23,21 +31,21 @@ class RateLimit:
         self.retry_after = retry_after
         self._windows: dict[str, list[float]] = {}
 
-    def admit(self, req: Request) -> tuple[str, int] | None:
-        """Admit a request into its key's sliding window or say how long to wait.
+    def admit(self, req: Request, now: float) -> tuple[str, int] | None:
+        """Admit a request arriving at now into its key's sliding window or say how long to wait.
 
         The refusal is (Retry-After value, seconds until the window frees).
         """
         # Keyed by a digest so the window table never holds a key in clear.
         bucket_id = hashlib.sha256(_presented_key(req).encode()).hexdigest()
         window_s = self.window_s
-        bucket = [t for t in self._windows.get(bucket_id, []) if t > req.arrived - window_s]
+        bucket = [t for t in self._windows.get(bucket_id, []) if t > now - window_s]
         self._windows[bucket_id] = bucket
         if len(bucket) < self.max_requests:
-            bucket.append(req.arrived)
+            bucket.append(now)
             return None
-        oldest = min(bucket) if bucket else req.arrived
-        frees_in = max(1, math.ceil(oldest + window_s - req.arrived))
+        oldest = min(bucket) if bucket else now
+        frees_in = max(1, math.ceil(oldest + window_s - now))
         retry_after = self.retry_after
         shown = retry_after_value(retry_after) if retry_after is not None else str(frees_in)
         return shown, frees_in
