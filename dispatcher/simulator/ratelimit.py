@@ -59,3 +59,30 @@ def _presented_key(req: Request) -> str:
     if not isinstance(presented, str):
         presented = ""
     return presented
+
+
+class EndpointLimits:
+    """The v2 per-endpoint limits, a window per route per key per minute; not thread-safe."""
+
+    def __init__(self) -> None:
+        self._limits = {route: _per_minute(n) for route, n in ENDPOINT_LIMITS.items()}
+
+    def set(self, route: str, per_minute: int | None) -> None:
+        """Limit a route to per_minute requests per key (None: no limit), with a fresh window."""
+        if route not in ENDPOINT_LIMITS:
+            raise ValueError(f"unknown route {route!r}; expected one of {list(ENDPOINT_LIMITS)}")
+        if per_minute is not None and (
+            isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 0
+        ):
+            raise ValueError("per_minute must be an integer >= 0 or None")
+        self._limits[route] = _per_minute(per_minute)
+
+    def admit(self, req: Request, now: float) -> tuple[str, int] | None:
+        """Admit a v2 request into its route's window; v1 and unlimited routes always pass."""
+        limit = self._limits.get(req.route) if req.version == 2 else None
+        return None if limit is None else limit.admit(req, now)
+
+
+def _per_minute(per_minute: int | None) -> RateLimit | None:
+    """Build a per-minute limit; None means no limit."""
+    return None if per_minute is None else RateLimit(per_minute, 60.0, None)

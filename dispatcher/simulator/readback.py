@@ -11,8 +11,10 @@ Behaviours that are our assumption, because the public record (CAD-API.md) is si
 - The data/query ``type``: 1 lists emergency calls only, 0 dispatch calls only, anything
   else (absent, 100) both; closed calls are never kept, so closedLimit/closedOffset only
   have to be integers (v2) and ``closedCalls`` is always empty.
-- v1 reads and removes only the first object of ``data`` for get_calls, every object for
-  remove_911; a missing serverId means server "1". v1 does not check the server id.
+- v1 get_calls reads only the first object of ``data``; remove_911 removes the call of
+  every object. A missing serverId means server "1"; v1 does not check that the server
+  is configured (an unknown one simply has no calls).
+- Without the plan, v2 answers the 403 after checking the key, before the server id.
 - v2 metaData values come back as strings (non-strings sent through v1 as their JSON
   text); ``updated`` is the creation time, as the simulator never updates a call.
 - A dispatch call lists ``callId``, ``title``, ``address``, ``description`` and
@@ -53,6 +55,21 @@ class Readback:
     enabled: bool = True
     v1_metadata: bool = True
     v2_casing: str = "pascal"
+
+    def switched(
+        self, enabled: bool | None, v1_metadata: bool | None, v2_casing: str | None
+    ) -> "Readback":
+        """Return these settings with the given switches changed (None: unchanged)."""
+        for name, value in (("enabled", enabled), ("v1_metadata", v1_metadata)):
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+        if v2_casing is not None and v2_casing not in CASINGS:
+            raise ValueError(f"v2_casing must be one of {list(CASINGS)}")
+        return Readback(
+            self.enabled if enabled is None else enabled,
+            self.v1_metadata if v1_metadata is None else v1_metadata,
+            self.v2_casing if v2_casing is None else v2_casing,
+        )
 
 
 @dataclass(frozen=True)

@@ -209,11 +209,13 @@ class Records:
         duplicates = duplicate_tags = 0
         for record in self.calls:
             dump = json.dumps(record["call"], sort_keys=True)
-            duplicates += dump in seen
+            if dump in seen:
+                duplicates += 1
             seen.add(dump)
             tag = _tag(record["call"])
-            duplicate_tags += tag in tags
-            if tag is not None:
+            if tag in tags:
+                duplicate_tags += 1
+            elif tag is not None:
                 tags.add(tag)
         return {
             "received": len(self.received),

@@ -21,9 +21,8 @@ from dispatcher.simulator.answers import Outcome, answer_text, answer_too_many
 from dispatcher.simulator.api import ApiHandler, Request, answer_v1, answer_v2
 from dispatcher.simulator.control import ControlHandler
 from dispatcher.simulator.faults import Fault, check_fault, fault_answer, lose_answer
-from dispatcher.simulator.ratelimit import ENDPOINT_LIMITS, RateLimit
+from dispatcher.simulator.ratelimit import EndpointLimits, RateLimit
 from dispatcher.simulator.readback import (
-    CASINGS,
     Cad,
     Readback,
     answer_v1_read,
@@ -75,7 +74,7 @@ class CadSimulator:
         # Bumped when a fault is set or cleared explicitly; a hang ends when it changes.
         self._fault_epoch = 0
         self._rate_limit: RateLimit | None = None
-        self._endpoint_limits = _default_endpoint_limits()
+        self._endpoint_limits = EndpointLimits()
         self._readback = Readback()
         self._offset_s = 0.0  # how far advance() moved the simulator's clock
         self._records = Records()
@@ -208,14 +207,8 @@ class CadSimulator:
 
     def set_endpoint_limit(self, route: str, per_minute: int | None) -> None:
         """Limit a v2 route ("create", "read", "remove") per key per minute; None: no limit."""
-        if route not in ENDPOINT_LIMITS:
-            raise ValueError(f"unknown route {route!r}; expected one of {list(ENDPOINT_LIMITS)}")
-        if per_minute is not None and (
-            isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 0
-        ):
-            raise ValueError("per_minute must be an integer >= 0 or None")
         with self._lock:
-            self._endpoint_limits[route] = _minute_limit(per_minute)
+            self._endpoint_limits.set(route, per_minute)
 
     def set_readback(
         self,
@@ -224,18 +217,8 @@ class CadSimulator:
         v2_casing: str | None = None,
     ) -> None:
         """Switch reading back on or off (the Plus plan), and its undocumented shapes."""
-        for name, value in (("enabled", enabled), ("v1_metadata", v1_metadata)):
-            if value is not None and not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false")
-        if v2_casing is not None and v2_casing not in CASINGS:
-            raise ValueError(f"v2_casing must be one of {list(CASINGS)}")
         with self._lock:
-            current = self._readback
-            self._readback = Readback(
-                current.enabled if enabled is None else enabled,
-                current.v1_metadata if v1_metadata is None else v1_metadata,
-                current.v2_casing if v2_casing is None else v2_casing,
-            )
+            self._readback = self._readback.switched(enabled, v1_metadata, v2_casing)
 
     def advance(self, seconds: float) -> None:
         """Move the simulator's clock forward, for expiry and the rate-limit windows."""
@@ -263,7 +246,7 @@ class CadSimulator:
                 self._fault = None
                 self._fault_epoch += 1
                 self._rate_limit = None
-                self._endpoint_limits = _default_endpoint_limits()
+                self._endpoint_limits = EndpointLimits()
                 self._readback = Readback()
                 self._offset_s = 0.0
                 self._latency_s = self._initial_latency_s
@@ -372,8 +355,7 @@ class CadSimulator:
             limited = self._rate_limit.admit(req, now)
             if limited is not None:
                 return limited
-        endpoint = self._endpoint_limits.get(req.route) if req.version == 2 else None
-        return endpoint.admit(req, now) if endpoint is not None else None
+        return self._endpoint_limits.admit(req, now)
 
     def _respond(self, req: Request, plan: _Plan) -> Outcome:
         """Decide the answer: latency first, then the fault, the rate limit, the API."""
@@ -445,16 +427,6 @@ class CadSimulator:
         """Tell a hanging handler whether the fault was cleared or the simulator stopped."""
         with self._lock:
             return self._stopping.is_set() or self._fault_epoch != epoch
-
-
-def _minute_limit(per_minute: int | None) -> RateLimit | None:
-    """Build a per-minute v2 endpoint limit; None means no limit."""
-    return None if per_minute is None else RateLimit(per_minute, 60.0, None)
-
-
-def _default_endpoint_limits() -> dict[str, RateLimit | None]:
-    """Build the v2 endpoint limits a simulator starts (and resets) with."""
-    return {route: _minute_limit(n) for route, n in ENDPOINT_LIMITS.items()}
 
 
 def _call_id(cad_id: Any) -> int:
