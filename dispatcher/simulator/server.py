@@ -278,7 +278,7 @@ class CadSimulator:
         with self._lock:
             server = None if server_id is None else str(server_id)
             listed = self._records.listed(server, self._now())
-            return [emergency_item(r, 2) for r in listed]
+            return copy.deepcopy([emergency_item(r, 2) for r in listed])
 
     # -- internals: listeners ----------------------------------------------------------
 
