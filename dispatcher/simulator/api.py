@@ -1,7 +1,10 @@
-"""The fake CAD API port: reading a request off the socket and answering v1 and v2.
+"""The fake CAD API port: reading a request off the socket, its route, and creating calls.
 
-It serves the v1 endpoint ``POST /emergency/call_911`` (the seed) and the v2 endpoint
-``POST /v2/emergency/servers/{serverId}/calls/911``; any other path or method answers 404.
+Every request gets a route: "create" (v1 ``POST /emergency/call_911``, v2
+``POST /v2/emergency/servers/{serverId}/calls/911``), "read" (v1 ``POST /emergency/get_calls``,
+v2 ``GET /v2/emergency/servers/{serverId}/calls``), "remove" (v1 ``POST /emergency/remove_911``,
+v2 ``DELETE /v2/emergency/servers/{serverId}/calls/911/{callId}``) or "other", which answers
+404. This module answers the create route; ``readback`` answers read and remove.
 
 Behaviours that are our assumption, because the public record (CAD-API.md) is silent:
 - v1 with several calls in ``data`` answers ``EMERGENCY CALL ADDED ID: 10001,10002``.
@@ -32,7 +35,19 @@ if TYPE_CHECKING:
     from dispatcher.simulator.server import CadSimulator
 
 V1_PATH = "/emergency/call_911"
-_V2_PATH_RE = re.compile(r"^/v2/emergency/servers/(?P<server>[^/]+)/calls/911$")
+ROUTES = ("create", "read", "remove", "other")
+# (method, path) of each v1 route; v2 routes are matched by _V2_ROUTES.
+_V1_ROUTES = {
+    ("POST", V1_PATH): "create",
+    ("POST", "/emergency/get_calls"): "read",
+    ("POST", "/emergency/remove_911"): "remove",
+}
+_V2_SERVER = r"^/v2/emergency/servers/(?P<server>[^/]+)/calls"
+_V2_ROUTES = (
+    ("POST", re.compile(_V2_SERVER + r"/911$"), "create"),
+    ("GET", re.compile(_V2_SERVER + r"$"), "read"),
+    ("DELETE", re.compile(_V2_SERVER + r"/911/(?P<call>[^/]+)$"), "remove"),
+)
 
 # Creates calls in the fake CAD (calls, API version) and returns their ids and times.
 Create = Callable[[list[dict[str, Any]], int], list[tuple[int, float]]]
@@ -48,7 +63,9 @@ class Request:
     body: Any
     headers: dict[str, str]
     version: int | None
-    server_id: str | None
+    route: str  # one of ROUTES
+    server_id: str | None  # v2: the path's serverId
+    call_id: str | None  # v2 remove: the path's callId
     bearer: str | None
     arrived: float  # time.monotonic(), for the rate-limit window
 
@@ -108,15 +125,7 @@ class ApiHandler(QuietHandler):
 
     def _build_request(self, raw: bytes) -> Request:
         """Parse what routing, validation and the records need."""
-        path = urlsplit(self.path).path
-        version: int | None = None
-        server_id: str | None = None
-        if self.command == "POST":
-            match = _V2_PATH_RE.match(path)
-            if path == V1_PATH:
-                version = 1
-            elif match:
-                version, server_id = 2, unquote(match.group("server"))
+        version, route, server_id, call_id = _route(self.command, urlsplit(self.path).path)
         try:
             body = json.loads(raw.decode("utf-8"))
         except ValueError:
@@ -132,7 +141,9 @@ class ApiHandler(QuietHandler):
             body=body,
             headers=dict(self.headers.items()),
             version=version,
+            route=route,
             server_id=server_id,
+            call_id=call_id,
             bearer=bearer,
             arrived=time.monotonic(),
         )
@@ -158,6 +169,19 @@ class ApiHandler(QuietHandler):
                 time.sleep(POLL_S)
 
 
+def _route(method: str, path: str) -> tuple[int | None, str, str | None, str | None]:
+    """Return a request's API version, route, v2 serverId and v2 callId."""
+    v1_route = _V1_ROUTES.get((method, path))
+    if v1_route is not None:
+        return 1, v1_route, None, None
+    for route_method, pattern, route in _V2_ROUTES:
+        match = pattern.match(path) if method == route_method else None
+        if match:
+            call = match.groupdict().get("call")
+            return 2, route, unquote(match.group("server")), None if call is None else unquote(call)
+    return None, "other", None, None
+
+
 def _same_secret(given: Any, expected: str) -> bool:
     """Compare a presented credential with the configured one in constant time."""
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
@@ -180,10 +204,11 @@ def _v2_invalid_field(body: Any) -> str | None:
     return None
 
 
-def answer_v1(req: Request, community_id: str, api_key: str, create: Create) -> Outcome:
-    """Handle the seed's v1 call_911 request."""
-    body = req.body
-    if not isinstance(body, dict) or body.get("type") != "CALL_911":
+def v1_data(
+    body: Any, request_type: str, community_id: str, api_key: str
+) -> list[dict[str, Any]] | Outcome:
+    """Check a v1 body's type, id, key and data as every v1 endpoint does: data, or the 400."""
+    if not isinstance(body, dict) or body.get("type") != request_type:
         return answer_text(400, "INVALID REQUEST TYPE")
     if not _same_secret(body.get("id"), community_id):
         return answer_text(400, "INVALID COMMUNITY ID")
@@ -192,6 +217,30 @@ def answer_v1(req: Request, community_id: str, api_key: str, create: Create) -> 
     data = body.get("data")
     if not isinstance(data, list) or not data or not all(isinstance(c, dict) for c in data):
         return answer_text(400, "INVALID REQUEST TYPE")
+    return data
+
+
+def v2_refusal(req: Request, api_key: str, server_ids: tuple[str, ...]) -> Outcome | None:
+    """Return the 401 for a bad bearer key or the 404 for an unconfigured server, else None."""
+    instance = urlsplit(req.target).path
+    if not _same_secret(req.bearer, api_key):
+        return answer_problem(401, "Invalid or missing API key", instance)
+    if req.server_id not in server_ids:
+        return answer_problem(404, f"Server {req.server_id} is not configured", instance)
+    return None
+
+
+def iso_z(at: float) -> str:
+    """Render a Unix time as the ISO 8601 UTC text v2 answers (milliseconds, Z)."""
+    text = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def answer_v1(req: Request, community_id: str, api_key: str, create: Create) -> Outcome:
+    """Handle the seed's v1 call_911 request."""
+    data = v1_data(req.body, "CALL_911", community_id, api_key)
+    if isinstance(data, Outcome):
+        return data
     created = create(data, 1)
     # Only one id is documented; with several calls we answer every id, comma-separated
     # (our assumption), so a client that parses the first number still works.
@@ -200,17 +249,14 @@ def answer_v1(req: Request, community_id: str, api_key: str, create: Create) -> 
 
 def answer_v2(req: Request, api_key: str, server_ids: tuple[str, ...], create: Create) -> Outcome:
     """Handle the v2 create-911-call request."""
-    instance = urlsplit(req.target).path
-    if not _same_secret(req.bearer, api_key):
-        return answer_problem(401, "Invalid or missing API key", instance)
-    if req.server_id not in server_ids:
-        return answer_problem(404, f"Server {req.server_id} is not configured", instance)
+    refusal = v2_refusal(req, api_key, server_ids)
+    if refusal is not None:
+        return refusal
     problem = _v2_invalid_field(req.body)
     if problem is not None:
-        return answer_problem(400, problem, instance)
+        return answer_problem(400, problem, urlsplit(req.target).path)
     call = {**req.body, "serverId": req.server_id}
     [(cad_id, at)] = create([call], 2)
-    created_at = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
     return answer_json(
         200,
         {
@@ -221,6 +267,6 @@ def answer_v2(req: Request, api_key: str, server_ids: tuple[str, ...], create: C
             "location": call["location"],
             "description": call["description"],
             "metaData": call.get("metaData", {}),
-            "createdAt": created_at.replace("+00:00", "Z"),
+            "createdAt": iso_z(at),
         },
     )

@@ -1,13 +1,15 @@
 """The control port: a JSON API that reads the records and switches faults while it runs.
 
 It is a second HTTP server on its own port, so it keeps working while the API port
-refuses. GET /received, /calls and /stats read; POST /fault, /clear, /reset, /latency,
-/rate-limit and /credentials change the simulator.
+refuses. GET /received, /calls, /stats and /active (``?server_id=``) read; POST /fault,
+/clear, /reset, /latency, /rate-limit, /credentials, /readback, /endpoint-limit and
+/advance change the simulator; POST /convert and /dismiss play a dispatcher at the CAD.
+Each takes the JSON keys of the CadSimulator method of the same name.
 """
 
 import json
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from dispatcher.simulator.answers import answer_json
 from dispatcher.simulator.transport import BadRequest, QuietHandler, Server
@@ -22,8 +24,13 @@ class ControlHandler(QuietHandler):
     def do_GET(self) -> None:
         """Serve the read-only endpoints."""
         sim = cast(Server, self.server).sim
+        url = urlsplit(self.path)
+        if url.path == "/active":
+            server_id = parse_qs(url.query).get("server_id", [None])[-1]
+            self._send(answer_json(200, sim.active(server_id)))
+            return
         readers = {"/received": sim.received, "/calls": sim.calls, "/stats": sim.stats}
-        reader = readers.get(urlsplit(self.path).path)
+        reader = readers.get(url.path)
         if reader is None:
             self._send(answer_json(404, {"error": "not found"}))
             return
@@ -62,8 +69,11 @@ class ControlHandler(QuietHandler):
             if not isinstance(kind, str):
                 raise ValueError("'kind' is required")
             count = params.pop("count", None)
-            sim.set_fault(kind, count=count, **params)
+            route = params.pop("route", None)
+            sim.set_fault(kind, count=count, route=route, **params)
             return {"fault": kind}
+        if path == "/convert":
+            return {"dispatch_id": sim.convert(_required(body, "cad_id"))}
         if path == "/clear":
             sim.clear_faults()
         elif path == "/reset":
@@ -78,6 +88,21 @@ class ControlHandler(QuietHandler):
             )
         elif path == "/credentials":
             sim.set_credentials(body.get("community_id"), body.get("api_key"))
+        elif path == "/readback":
+            sim.set_readback(body.get("enabled"), body.get("v1_metadata"), body.get("v2_casing"))
+        elif path == "/endpoint-limit":
+            sim.set_endpoint_limit(_required(body, "route"), body.get("per_minute"))
+        elif path == "/advance":
+            sim.advance(_required(body, "seconds"))
+        elif path == "/dismiss":
+            sim.dismiss(_required(body, "cad_id"))
         else:
             raise LookupError(path)
         return {}
+
+
+def _required(body: dict[str, Any], name: str) -> Any:
+    """Return a required key of a control request's body."""
+    if name not in body:
+        raise ValueError(f"'{name}' is required")
+    return body[name]

@@ -1,10 +1,14 @@
 """The faults the fake CAD can be switched into, and the answer (or non-answer) each gives.
 
 It can refuse connections, reset them, hang, answer slowly, answer 5xx/429/HTML/empty,
-reject permanently, or create the call and then drop the connection. Faults apply to
-every request on the API port, whatever its path, as a failing proxy in front of the CAD
-would (our assumption). "refuse" closes the API port instead, so the simulator itself
-handles it; "slow" and "commit_then_drop" wrap normal handling rather than replace it.
+reject permanently, or create the call and then lose the answer (drop the connection, or
+hang without answering). Without a route a fault applies to every request on the API
+port, whatever its path, as a failing proxy in front of the CAD would (our assumption);
+with a route ("create", "read", "remove", "other") it applies to, and is only used up
+by, requests of that route. "refuse" closes the whole API port instead, so the simulator
+itself handles it and it takes no route; "slow" and the commit faults wrap normal
+handling rather than replace it, the commit faults only on the create route: on a route
+that creates nothing they reset or hang without handling the request.
 """
 
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from dispatcher.simulator.answers import (
     proxy_page,
     retry_after_value,
 )
-from dispatcher.simulator.api import Request
+from dispatcher.simulator.api import ROUTES, Request
 
 FAULT_KINDS = frozenset(
     {
@@ -32,10 +36,14 @@ FAULT_KINDS = frozenset(
         "slow",
         "reject",
         "commit_then_drop",
+        "commit_then_hang",
         "html200",
         "empty",
     }
 )
+
+# The faults that let the create route create the call, then lose the answer.
+_COMMITS = ("commit_then_drop", "commit_then_hang")
 
 _CAPTIVE_PORTAL = (
     "<!DOCTYPE html>\n<html><head><title>Network Login</title></head>"
@@ -51,12 +59,26 @@ class Fault:
     kind: str
     remaining: int | None
     params: dict[str, Any]
+    route: str | None = None  # None: every request
+
+    def covers(self, route: str) -> bool:
+        """Tell whether the fault applies to a request of this route."""
+        return self.route is None or self.route == route
+
+    def wraps(self, route: str) -> bool:
+        """Tell whether a request of this route is still handled under the fault."""
+        return self.kind == "slow" or (self.kind in _COMMITS and route == "create")
 
 
-def check_fault(kind: str, count: int | None, params: dict[str, Any]) -> None:
-    """Reject an unknown kind, a bad count, or parameters that would only fail later."""
+def check_fault(kind: str, count: int | None, params: dict[str, Any], route: str | None) -> None:
+    """Reject an unknown kind or route, a bad count, or parameters that would only fail later."""
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+    if route is not None:
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; expected one of {list(ROUTES)}")
+        if kind == "refuse":
+            raise ValueError("'refuse' closes the whole API port; it takes no route")
     if count is not None:
         if kind == "refuse":
             raise ValueError("'refuse' lasts until cleared; it takes no count")
@@ -81,13 +103,27 @@ def _check_fault_params(params: dict[str, Any]) -> None:
         raise ValueError("retry_after must be a number of seconds, an HTTP-date or None")
 
 
+def lose_answer(outcome: Outcome, fault: Fault | None) -> Outcome:
+    """Turn a handled request's answer into a commit fault's dropped or hung connection."""
+    if fault is not None and fault.kind == "commit_then_drop":
+        outcome.action = "rst"
+    elif fault is not None and fault.kind == "commit_then_hang":
+        outcome.action, outcome.hang_s = "hang", hang_outcome(fault).hang_s
+    return outcome
+
+
+def hang_outcome(fault: Fault) -> Outcome:
+    """Hang until the client leaves, max_s passes (an hour by default) or the fault ends."""
+    return Outcome(action="hang", hang_s=float(fault.params.get("max_s", 3600)))
+
+
 def fault_answer(req: Request, fault: Fault) -> Outcome:
     """Build the answer (or non-answer) of a fault that replaces normal handling."""
     params = fault.params
-    if fault.kind == "reset":
+    if fault.kind in ("reset", "commit_then_drop"):
         return Outcome(action="rst")
-    if fault.kind == "hang":
-        return Outcome(action="hang", hang_s=float(params.get("max_s", 3600)))
+    if fault.kind in ("hang", "commit_then_hang"):
+        return hang_outcome(fault)
     if fault.kind == "error":
         status = int(params.get("status", 503))
         body = params.get("body")

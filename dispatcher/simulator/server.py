@@ -2,7 +2,11 @@
 
 A request on the API port is recorded and given its fault and rate-limit decision on
 arrival, under the lock, so arrival order decides; then it waits out the latency and is
-answered by its fault, by the rate limit or by the v1/v2 API.
+answered by its fault, by the rate limit or by the v1/v2 API of its route.
+
+The simulator has its own clock, the real one plus an offset that ``advance()`` moves
+forward: expiry, the rate-limit windows and every timestamp it records or answers run on
+it; latency, slow and hang faults run on real time.
 """
 
 import copy
@@ -16,8 +20,17 @@ from typing import Any
 from dispatcher.simulator.answers import Outcome, answer_text, answer_too_many
 from dispatcher.simulator.api import ApiHandler, Request, answer_v1, answer_v2
 from dispatcher.simulator.control import ControlHandler
-from dispatcher.simulator.faults import Fault, check_fault, fault_answer
-from dispatcher.simulator.ratelimit import RateLimit
+from dispatcher.simulator.faults import Fault, check_fault, fault_answer, lose_answer
+from dispatcher.simulator.ratelimit import EndpointLimits, RateLimit
+from dispatcher.simulator.readback import (
+    Cad,
+    Readback,
+    answer_v1_read,
+    answer_v1_remove,
+    answer_v2_read,
+    answer_v2_remove,
+    emergency_item,
+)
 from dispatcher.simulator.records import Records, request_entry
 from dispatcher.simulator.transport import POLL_S, Server, shut, spawn
 
@@ -61,6 +74,9 @@ class CadSimulator:
         # Bumped when a fault is set or cleared explicitly; a hang ends when it changes.
         self._fault_epoch = 0
         self._rate_limit: RateLimit | None = None
+        self._endpoint_limits = EndpointLimits()
+        self._readback = Readback()
+        self._offset_s = 0.0  # how far advance() moved the simulator's clock
         self._records = Records()
         self._api: tuple[Server, threading.Thread] | None = None
         self._control: tuple[Server, threading.Thread] | None = None
@@ -137,12 +153,18 @@ class CadSimulator:
 
     # -- configuration -----------------------------------------------------------------
 
-    def set_fault(self, kind: str, *, count: int | None = None, **params: Any) -> None:
-        """Misbehave on the next count API requests (None: until cleared), replacing any fault."""
-        check_fault(kind, count, params)
+    def set_fault(
+        self, kind: str, count: int | None = None, route: str | None = None, **params: Any
+    ) -> None:
+        """Misbehave on the next count API requests (None: until cleared), replacing any fault.
+
+        With a route ("create", "read", "remove", "other") only that route's requests
+        see the fault and use up its count.
+        """
+        check_fault(kind, count, params, route)
         with self._admin:
             with self._lock:
-                self._fault = Fault(kind, count, dict(params))
+                self._fault = Fault(kind, count, dict(params), route)
                 self._fault_epoch += 1
             self._sync_listener()
 
@@ -183,14 +205,50 @@ class CadSimulator:
                 None if max_requests is None else RateLimit(max_requests, window_s, retry_after)
             )
 
+    def set_endpoint_limit(self, route: str, per_minute: int | None) -> None:
+        """Limit a v2 route ("create", "read", "remove") per key per minute; None: no limit."""
+        with self._lock:
+            self._endpoint_limits.set(route, per_minute)
+
+    def set_readback(
+        self,
+        enabled: bool | None = None,
+        v1_metadata: bool | None = None,
+        v2_casing: str | None = None,
+    ) -> None:
+        """Switch reading back on or off (the Plus plan), and its undocumented shapes."""
+        with self._lock:
+            self._readback = self._readback.switched(enabled, v1_metadata, v2_casing)
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulator's clock forward, for expiry and the rate-limit windows."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError("seconds must be a number >= 0")
+        with self._lock:
+            self._offset_s += float(seconds)
+
+    def convert(self, cad_id: int) -> int:
+        """Play a dispatcher turning a listed 911 call into a dispatch call; return its id."""
+        with self._lock:
+            return self._records.convert(_call_id(cad_id), self._now())
+
+    def dismiss(self, cad_id: int) -> None:
+        """Play a dispatcher clearing a listed 911 call from the list."""
+        with self._lock:
+            if not self._records.end(_call_id(cad_id), "dismissed", self._now()):
+                raise ValueError(f"call {cad_id} is not in the emergency list")
+
     def reset(self) -> None:
-        """Forget records, faults, rate limit and latency changes; keep credentials."""
+        """Forget records, faults, limits, switches, clock and latency changes; keep credentials."""
         with self._admin:
             with self._lock:
                 self._records.clear()
                 self._fault = None
                 self._fault_epoch += 1
                 self._rate_limit = None
+                self._endpoint_limits = EndpointLimits()
+                self._readback = Readback()
+                self._offset_s = 0.0
                 self._latency_s = self._initial_latency_s
             self._sync_listener()
 
@@ -207,9 +265,20 @@ class CadSimulator:
             return copy.deepcopy(self._records.calls)
 
     def stats(self) -> dict[str, Any]:
-        """Summarise the records: counts, answers by status and duplicate calls."""
+        """Summarise the records: counts, answers by status, duplicates and the lists.
+
+        ``duplicates`` counts created calls identical to an earlier one; ``duplicate_tags``
+        those whose metaData.dispatcherCallId an earlier created call already had.
+        """
         with self._lock:
-            return self._records.stats()
+            return self._records.stats(self._now())
+
+    def active(self, server_id: str | None = None) -> list[dict[str, Any]]:
+        """Return the emergency list (of one server) as v2 lists it: callId, fields, metaData."""
+        with self._lock:
+            server = None if server_id is None else str(server_id)
+            listed = self._records.listed(server, self._now())
+            return copy.deepcopy([emergency_item(r, 2) for r in listed])
 
     # -- internals: listeners ----------------------------------------------------------
 
@@ -257,27 +326,36 @@ class CadSimulator:
     def _arrive(self, req: Request) -> _Plan:
         """Record a request and take its fault and rate-limit decision in arrival order."""
         with self._lock:
-            api_key = self._api_key
-        entry = request_entry(req, api_key)
+            api_key, now = self._api_key, self._now()
+        entry = request_entry(req, api_key, now)
         with self._lock:
             self._records.add(entry)
-            fault = self._take_fault()
+            fault = self._take_fault(req.route)
             entry["fault"] = fault.kind if fault else None
             limited = None
-            if fault is None or fault.kind in ("slow", "commit_then_drop"):
-                limited = self._rate_limit.admit(req) if self._rate_limit is not None else None
+            if fault is None or fault.wraps(req.route):
+                limited = self._admit(req)
             return _Plan(entry, fault, self._fault_epoch, limited)
 
-    def _take_fault(self) -> Fault | None:
-        """Consume one use of the active fault (caller holds the lock)."""
+    def _take_fault(self, route: str) -> Fault | None:
+        """Consume one use of the active fault if it covers the route (caller holds the lock)."""
         fault = self._fault
-        if fault is None or fault.kind == "refuse":
+        if fault is None or fault.kind == "refuse" or not fault.covers(route):
             return None
         if fault.remaining is not None:
             fault.remaining -= 1
             if fault.remaining <= 0:
                 self._fault = None
-        return Fault(fault.kind, None, dict(fault.params))
+        return Fault(fault.kind, None, dict(fault.params), fault.route)
+
+    def _admit(self, req: Request) -> tuple[str, int] | None:
+        """Admit a request to the global window, then its v2 endpoint's (caller holds the lock)."""
+        now = req.arrived + self._offset_s
+        if self._rate_limit is not None:
+            limited = self._rate_limit.admit(req, now)
+            if limited is not None:
+                return limited
+        return self._endpoint_limits.admit(req, now)
 
     def _respond(self, req: Request, plan: _Plan) -> Outcome:
         """Decide the answer: latency first, then the fault, the rate limit, the API."""
@@ -285,29 +363,55 @@ class CadSimulator:
             latency_s = self._latency_s
         self._pause(latency_s)
         fault = plan.fault
-        if fault is not None and fault.kind not in ("slow", "commit_then_drop"):
+        if fault is not None and not fault.wraps(req.route):
             return fault_answer(req, fault)
         if fault is not None and fault.kind == "slow":
             self._pause(float(fault.params.get("ms", 0.0)) / 1000.0)
         if plan.limited is not None:
             outcome = answer_too_many(req.version, *plan.limited)
-        elif req.version in (1, 2):
-            with self._lock:
-                community_id, api_key = self._community_id, self._api_key
-            if req.version == 1:
-                outcome = answer_v1(req, community_id, api_key, self._create)
-            else:
-                outcome = answer_v2(req, api_key, self._server_ids, self._create)
         else:
-            outcome = answer_text(404, "NOT FOUND")
-        if fault is not None and fault.kind == "commit_then_drop":
-            outcome.action = "rst"
-        return outcome
+            outcome = self._handle(req)
+        return lose_answer(outcome, fault)
+
+    def _handle(self, req: Request) -> Outcome:
+        """Answer a request by its route and API version."""
+        with self._lock:
+            cad = Cad(self._community_id, self._api_key, self._server_ids)
+            readback = self._readback
+        if req.route == "create" and req.version == 1:
+            return answer_v1(req, cad.community_id, cad.api_key, self._create)
+        if req.route == "create":
+            return answer_v2(req, cad.api_key, cad.server_ids, self._create)
+        if req.route == "read" and req.version == 1:
+            return answer_v1_read(req, cad, readback, self._listing)
+        if req.route == "read":
+            return answer_v2_read(req, cad, readback, self._listing)
+        if req.route == "remove" and req.version == 1:
+            return answer_v1_remove(req, cad, self._remove)
+        if req.route == "remove":
+            return answer_v2_remove(req, cad, self._remove)
+        return answer_text(404, "NOT FOUND")
 
     def _create(self, calls: list[dict[str, Any]], version: int) -> list[tuple[int, float]]:
         """Create calls in the fake CAD; return their ids and creation times."""
         with self._lock:
-            return self._records.create(calls, version)
+            return self._records.create(calls, version, self._now())
+
+    def _listing(self, server_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Return copies of a server's listed 911 call records and its dispatch calls."""
+        with self._lock:
+            now = self._now()
+            listed = copy.deepcopy(self._records.listed(server_id, now))
+            return listed, self._records.dispatch_listed(server_id)
+
+    def _remove(self, server_id: str, cad_id: int) -> bool:
+        """Remove a call from a server's emergency list through the API."""
+        with self._lock:
+            return self._records.end(cad_id, "removed", self._now(), server_id)
+
+    def _now(self) -> float:
+        """The simulator's clock: Unix time plus what advance() added (caller holds the lock)."""
+        return time.time() + self._offset_s
 
     def _settle(self, entry: dict[str, Any], status: int | None) -> None:
         """Record the status actually sent (None when nothing was)."""
@@ -323,6 +427,13 @@ class CadSimulator:
         """Tell a hanging handler whether the fault was cleared or the simulator stopped."""
         with self._lock:
             return self._stopping.is_set() or self._fault_epoch != epoch
+
+
+def _call_id(cad_id: Any) -> int:
+    """Check a CAD call id given to convert or dismiss."""
+    if isinstance(cad_id, bool) or not isinstance(cad_id, int):
+        raise ValueError("cad_id must be an integer")
+    return cad_id
 
 
 def serve(

@@ -9,7 +9,17 @@ import pytest
 import requests
 
 from dispatcher.simulator import FIRST_CALL_ID, CadSimulator
-from tests.simulator.simkit import TIMEOUT, WRONG_KEY, control, post_v1, v1_body
+from tests.simulator.simkit import (
+    TIMEOUT,
+    WRONG_KEY,
+    control,
+    created_id,
+    post_v1,
+    post_v2,
+    read_v1,
+    read_v2,
+    v1_body,
+)
 
 
 def test_control_server_reads_records_and_stats(
@@ -105,8 +115,58 @@ def test_control_server_rejects_bad_requests(sim: CadSimulator) -> None:
     assert control(sim, "/fault", {"kind": "slow", "ms": "soon"})[0] == 400
     assert control(sim, "/fault", {"kind": "error", "status": 999})[0] == 400
     assert control(sim, "/credentials", {"api_key": 12345})[0] == 400
+    assert control(sim, "/fault", {"kind": "error", "route": "elsewhere"})[0] == 400
+    assert control(sim, "/readback", {"enabled": "no"})[0] == 400
+    assert control(sim, "/readback", {"v2_casing": "snake"})[0] == 400
+    assert control(sim, "/endpoint-limit", {"per_minute": 3})[0] == 400
+    assert control(sim, "/endpoint-limit", {"route": "read", "per_minute": -3})[0] == 400
+    assert control(sim, "/advance", {"seconds": -1})[0] == 400
+    assert control(sim, "/advance", {})[0] == 400
+    assert control(sim, "/convert", {"cad_id": FIRST_CALL_ID})[0] == 400
+    assert control(sim, "/dismiss", {"cad_id": "10001"})[0] == 400
     assert control(sim, "/nowhere", {})[0] == 404
     assert requests.get(f"{sim.control_url}/nowhere", timeout=TIMEOUT).status_code == 404
     bad_json = requests.post(f"{sim.control_url}/fault", data="{", timeout=TIMEOUT)
     assert bad_json.status_code == 400
     assert sim.received() == []  # control traffic is not API traffic
+
+
+def test_control_server_drives_read_back_limits_clock_and_the_dispatcher(
+    sim: CadSimulator, session: requests.Session
+) -> None:
+    assert control(sim, "/readback", {"enabled": False})[0] == 200
+    assert read_v2(session, sim).status_code == 403
+    control(sim, "/readback", {"enabled": True, "v1_metadata": False, "v2_casing": "camel"})
+    assert "emergencyCalls" in read_v2(session, sim).json()
+
+    expiring = created_id(post_v1(session, sim, v1_body(data=[{"deleteAfterMinutes": 1}])))
+    converted = created_id(post_v2(session, sim))
+    dismissed = created_id(post_v2(session, sim))
+    status, active = control(sim, "/active")
+    assert status == 200
+    assert [c["callId"] for c in active] == [expiring, converted, dismissed]
+    assert "metaData" not in read_v1(session, sim).json()["emergencyCalls"][0]
+
+    assert control(sim, "/advance", {"seconds": 60})[0] == 200
+    status, answer = control(sim, "/convert", {"cad_id": converted})
+    assert status == 200
+    assert answer["dispatch_id"] > dismissed
+    assert control(sim, "/dismiss", {"cad_id": dismissed})[0] == 200
+    assert control(sim, "/active?server_id=1")[1] == []
+    assert [c["ended"] for c in sim.calls()] == ["expired", "converted", "dismissed"]
+
+    limit = {"route": "read", "per_minute": 1}
+    assert control(sim, "/endpoint-limit", limit) == (200, {"ok": True})
+    assert read_v2(session, sim).status_code == 200
+    assert read_v2(session, sim).status_code == 429
+    control(sim, "/endpoint-limit", {"route": "read", "per_minute": None})
+    assert read_v2(session, sim).status_code == 200
+
+
+def test_control_server_sets_a_route_fault(sim: CadSimulator, session: requests.Session) -> None:
+    status, answer = control(sim, "/fault", {"kind": "error", "count": 1, "route": "read"})
+
+    assert (status, answer) == (200, {"ok": True, "fault": "error"})
+    assert post_v1(session, sim).status_code == 200
+    assert read_v1(session, sim).status_code == 503
+    assert read_v1(session, sim).status_code == 200

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
 import requests
 
 from dispatcher.simulator import CadSimulator
-from tests.simulator.simkit import TIMEOUT, post, post_v1, post_v2
+from tests.simulator.simkit import (
+    TIMEOUT,
+    created_id,
+    delete_v2,
+    post,
+    post_v1,
+    post_v2,
+    read_v1,
+    read_v2,
+    remove_v1,
+    remove_v1_body,
+)
 
 
 def test_refuse_closes_the_port_and_clearing_rebinds_the_same_port(
@@ -235,3 +247,134 @@ def test_a_new_fault_replaces_the_old_one(sim: CadSimulator, session: requests.S
 
     assert post_v1(session, sim).status_code == 502
     assert post_v1(session, sim).status_code == 200
+
+
+# -- commit_then_hang ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_commit_then_hang_creates_the_call_and_never_answers(
+    sim: CadSimulator, session: requests.Session, version: int
+) -> None:
+    sim.set_fault("commit_then_hang")
+
+    with pytest.raises(requests.ReadTimeout):
+        post(version, session, sim, timeout=0.3)
+
+    assert len(sim.calls()) == 1
+    assert sim.calls()[0]["active"] is True
+    [entry] = sim.received()
+    assert (entry["status"], entry["fault"]) == (None, "commit_then_hang")
+
+
+def test_commit_then_hang_ends_after_max_s_or_when_cleared(
+    sim: CadSimulator, session: requests.Session
+) -> None:
+    sim.set_fault("commit_then_hang", max_s=0.2)
+    # A hang that did not end would be a ReadTimeout, which is not a ConnectionError.
+    with pytest.raises(requests.ConnectionError):
+        post_v1(session, sim, timeout=TIMEOUT)
+
+    sim.set_fault("commit_then_hang")
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            post_v1(requests.Session(), sim, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    hanging = threading.Thread(target=client)
+    hanging.start()
+    deadline = time.monotonic() + TIMEOUT
+    while len(sim.calls()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sim.clear_faults()
+    hanging.join(timeout=TIMEOUT)
+
+    assert not hanging.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], requests.ConnectionError)
+    assert len(sim.calls()) == 2
+
+
+def test_commit_faults_on_routes_that_create_nothing_do_not_handle_the_request(
+    sim: CadSimulator, session: requests.Session
+) -> None:
+    call_id = created_id(post_v2(session, sim))
+    sim.set_endpoint_limit("remove", 1)
+    sim.set_fault("commit_then_drop", count=2)
+
+    with pytest.raises(requests.ConnectionError):
+        delete_v2(session, sim, call_id)
+    with pytest.raises(requests.ConnectionError):
+        remove_v1(session, sim, remove_v1_body(call_id))
+    sim.set_fault("commit_then_hang", count=1, max_s=0.2)
+    with pytest.raises(requests.ConnectionError):
+        delete_v2(session, sim, call_id)
+
+    assert sim.calls()[0]["active"] is True  # reset or hung: nothing was removed
+    # Nor did they use the one delete a minute allowed.
+    assert delete_v2(session, sim, call_id).status_code == 200
+
+
+# -- route-scoped faults -------------------------------------------------------------------
+
+
+def test_a_route_fault_applies_to_and_is_used_up_by_that_route_only(
+    sim: CadSimulator, session: requests.Session
+) -> None:
+    sim.set_fault("error", count=1, route="read")
+
+    created = post_v1(session, sim)
+    removed = remove_v1(session, sim, remove_v1_body(created_id(created)))
+    read_failed = read_v2(session, sim)
+    read_ok = read_v2(session, sim)
+
+    assert (created.status_code, removed.status_code) == (200, 200)
+    assert (read_failed.status_code, read_ok.status_code) == (503, 200)
+    assert [e["fault"] for e in sim.received()] == [None, None, "error", None]
+    assert [e["route"] for e in sim.received()] == ["create", "remove", "read", "read"]
+
+
+@pytest.mark.parametrize(
+    ("route", "hit"),
+    [("create", "create"), ("remove", "remove"), ("other", "other"), (None, "every")],
+)
+def test_each_route_scopes_its_fault(
+    sim: CadSimulator, session: requests.Session, route: str | None, hit: str
+) -> None:
+    call_id = created_id(post_v1(session, sim))
+    sim.set_fault("empty", route=route)
+
+    statuses = {
+        "create": post_v2(session, sim).status_code,
+        "read": read_v1(session, sim).status_code,
+        "remove": delete_v2(session, sim, call_id).status_code,
+        "other": session.get(f"{sim.url}/emergency/call_911", timeout=TIMEOUT).status_code,
+    }
+
+    healthy = {"create": 200, "read": 200, "remove": 200, "other": 404}
+    expected = {r: 502 if hit in (r, "every") else s for r, s in healthy.items()}
+    assert statuses == expected
+
+
+def test_a_route_fault_hangs_only_its_route(
+    sim: CadSimulator, session: requests.Session
+) -> None:
+    sim.set_fault("hang", route="create")
+
+    with pytest.raises(requests.ReadTimeout):
+        post_v1(session, sim, timeout=0.3)
+    with requests.Session() as other:
+        assert read_v1(other, sim).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "route"), [("error", "delete"), ("error", "CREATE"), ("refuse", "create")]
+)
+def test_bad_fault_routes_are_rejected(sim: CadSimulator, kind: str, route: str) -> None:
+    with pytest.raises(ValueError) as info:
+        sim.set_fault(kind, route=route)
+
+    assert "\n" not in str(info.value)
