@@ -120,7 +120,7 @@ def test_claim_takes_a_queued_call_of_its_generation(client: redis.Redis) -> Non
     put(client, "a", "queued", "queued", slot=NOW)
     assert claim(client, "a", gen=2) == ["stale", "queued"]
     assert claim(client, "x") == ["missing"]
-    assert claim(client, "a") == ["claimed", '{"caller": "A"}', "0", "0", repr(NOW - 10)]
+    assert claim(client, "a") == ["claimed", '{"caller": "A"}', "0", "0", repr(NOW - 10), "", ""]
     assert where(client, "a") == ["inflight"] and client.zscore(f"{P}:inflight", "a") == NOW + 30
 
 
