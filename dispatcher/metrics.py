@@ -15,6 +15,9 @@ name                                        type       meaning
 queued_calls                                gauge      calls waiting to be sent
 scheduled_calls                             gauge      calls waiting to retry
 in_flight_calls                             gauge      calls being sent now
+verifying_calls                             gauge      calls whose send's outcome is unknown,
+                                                       waiting for the CAD's list (read-back)
+readback_available                          gauge      1 while the CAD's list can be read
 dead_letters                                gauge      dead letters waiting for an operator
 oldest_call_age_seconds                     gauge      age of the oldest undelivered call
 calls_enqueued_total                        counter    calls accepted
@@ -31,6 +34,13 @@ rate_limit_waits_total                      counter    sends put back for a late
 rate_limit_pauses_total                     counter    429 answers (each pauses all)
 rate_limit_pause_remaining_seconds          gauge      time left of the current 429 pause
 leases_expired_total                        counter    sends recovered from dead workers
+readbacks_total                             counter    read-backs of the CAD's list done
+verified_total{found}                       counter    verifying calls settled: found in the
+                                                       CAD (delivered) or not (sent again)
+possible_duplicates_total                   counter    unknown outcomes re-sent without a
+                                                       read-back (it was unavailable)
+calls_cancelled_total                       counter    calls taken back before they were sent
+calls_removed_total                         counter    delivered calls removed from the CAD
 orphans_recovered_total                     counter    lost messages re-published
 workers_alive                               gauge      workers with a recent heartbeat
 redis_memory_used_bytes                     gauge      Redis used_memory (INFO memory)
@@ -84,6 +94,11 @@ _COUNTERS = (
      "Calls recovered from a worker that died while sending them"),
     ("dispatcher_orphans_recovered", "orphans_recovered",
      "Calls whose queue message was lost and re-published"),
+    ("dispatcher_readbacks", "readbacks", "Read-backs of the CAD's list of calls done"),
+    ("dispatcher_possible_duplicates", "possible_duplicates",
+     "Sends whose outcome was unknown, re-sent without a read-back (it was unavailable)"),
+    ("dispatcher_calls_cancelled", "cancelled", "Calls taken back before they were sent"),
+    ("dispatcher_calls_removed", "removed", "Delivered calls removed from the CAD"),
 )
 
 
@@ -119,6 +134,12 @@ class DispatcherCollector(Collector):
         for reason, value in sorted(by_reason.items()):
             dead.add_metric([reason], value)
         yield dead
+        verified = CounterMetricFamily(
+            "dispatcher_verified", "Verifying calls settled by a read-back: found in the "
+            "CAD's list (delivered, not re-sent) or not (sent again)", labels=["found"])
+        verified.add_metric(["true"], counters.get("verified_found", 0))
+        verified.add_metric(["false"], counters.get("verified_missing", 0))
+        yield verified
         yield latency_histogram(latency)
 
     def _counters(self) -> dict[str, int]:
@@ -137,6 +158,11 @@ def _gauges(s: dict[str, Any], alive: int) -> Iterator[Metric]:
         ("dispatcher_queued_calls", "Calls waiting to be sent", s["queued"]),
         ("dispatcher_scheduled_calls", "Calls waiting to retry", s["scheduled"]),
         ("dispatcher_in_flight_calls", "Calls being sent to the CAD now", s["in_flight"]),
+        ("dispatcher_verifying_calls", "Calls whose send's outcome is unknown, waiting for "
+         "the CAD's list to be read back", s["verifying"]),
+        ("dispatcher_readback_available", "1 while the CAD's list of calls can be read "
+         "(unknown outcomes are then checked before a re-send)",
+         1 if s["readback"] == "available" else 0),
         ("dispatcher_dead_letters", "Dead letters waiting for an operator", s["dead"]),
         ("dispatcher_oldest_call_age_seconds",
          "Age of the oldest undelivered call (0 when none waits)", s["oldest_age_s"] or 0.0),
