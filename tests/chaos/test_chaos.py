@@ -2,8 +2,8 @@
 
 Every test asserts zero calls lost and zero duplicates: a send whose outcome is unknown
 (a worker killed mid-POST, an answer lost) is checked in the CAD's list before any
-re-send (dispatcher.readback; tests/chaos/test_exactly_once.py has the dedicated cases). Figures are printed
-and written to build/chaos/<test>.json; docs/RELIABILITY.md tables them.
+re-send (dispatcher.readback; tests/chaos/test_exactly_once.py has the dedicated cases).
+Figures are printed and written to build/chaos/<test>.json; docs/RELIABILITY.md tables them.
 Run: scripts/test tests/chaos -s
 """
 

@@ -125,7 +125,8 @@ def test_workers_killed_during_posts_the_cad_completes_make_no_duplicate(
              message="all delivered")
     s, stats = sim.stats(), records(redis_url).stats()
     report(f"sigkill_all_workers_mid_post_v{version}", calls=n, created=s["created"],
-           duplicates=s["duplicate_tags"], verified_found=stats["verified_found"], settled_s=round(time.time() - started, 1))
+           duplicates=s["duplicate_tags"], verified_found=stats["verified_found"],
+           settled_s=round(time.time() - started, 1))
     assert s["duplicate_tags"] == 0 and s["created"] == n
     tags = by_tag(sim)
     assert all(tags[i] == [int(records(redis_url).get(i).cad_call_id or 0)]  # type: ignore[union-attr]
