@@ -125,8 +125,9 @@ def _table(letters: list[Any]) -> None:
     for r in letters:
         dead_at = datetime.fromtimestamp(r.dead_at or 0, tz=timezone.utc)
         what = (r.response or r.last_error or "").strip().splitlines()
+        removal = "REMOVAL: " if r.kind == "removal" else ""
         say(f"{r.id:26}  {r.reason or '':9}  {str(r.status_code or '-'):6}  "
-            f"{dead_at:%Y-%m-%d %H:%M:%S}  {(what[0] if what else '')[:40]} / "
+            f"{dead_at:%Y-%m-%d %H:%M:%S}  {removal}{(what[0] if what else '')[:40]} / "
             f"{str(r.call.get('caller', '(invalid entry)'))[:30]}")
     say(f"{len(letters)} dead letter(s)")
 
