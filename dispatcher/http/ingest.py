@@ -78,9 +78,10 @@ from dispatcher.http.body import BadBody, parse_body
 from dispatcher.http.refusals import RefusalLog
 from dispatcher.http.throttle import IngestRate, Verdict
 from dispatcher.http.waiting import Answer, Outcome, Outcomes, v1_answer, v2_answer
-from dispatcher.producer import Producer
+from dispatcher.producer import PRODUCER_SOCKET_TIMEOUT_S, Producer
 from dispatcher.redact import LineRedactor as _Redactor
 from dispatcher.redact import holds_secret as _holds
+from dispatcher.redisconn import connect
 from dispatcher.settings import Settings
 
 # A stable logger name operators filter on (kept from before the move into http/).
@@ -102,6 +103,11 @@ RETRY_AFTER_S = 5
 SERVER_MAX_BODY_BYTES = 4 * MAX_BODY_BYTES
 #: Longest error detail in an answer (names of unknown fields can be long).
 MAX_DETAIL_CHARS = 300
+
+#: Redis connections one web process may open: more than its threads (16 and
+#: `dispatcher.http.waiting.MAX_WAITING`) and the outcomes listener, so a burst of waiting
+#: requests never finds the pool empty (redis-py's default is 100). Opened only when used.
+REDIS_CONNECTIONS = 1024
 
 #: Why a call that contains the API key is refused (the contract: nothing stores it).
 KEY_IN_CALL = ("the call contains the API key; it would be stored and shown with the call, "
@@ -177,7 +183,9 @@ class Door:
     @classmethod
     def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
         # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
-        prod = producer or Producer(settings.with_(spool_dir=None))
+        prod = producer or Producer(settings.with_(spool_dir=None), client=connect(
+            settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S,
+            max_connections=REDIS_CONNECTIONS))
         key = settings.api_key.reveal() if settings.api_key else None
         rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
                 if settings.ingest_rate else None)
