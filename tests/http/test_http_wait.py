@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from jsonschema import Draft202012Validator
 
 from dispatcher.http.app import create_app
 from dispatcher.producer import Producer
@@ -234,3 +235,25 @@ def test_while_the_listener_is_down_nobody_waits(redis_base_url: str) -> None:
         for key in producer.client.scan_iter(f"{prefix}:*"):
             producer.client.delete(key)
         producer.close()
+
+
+def test_the_openapi_document_describes_the_waited_answers(stack: Stack) -> None:
+    spec = requests.get(stack.web.url + "/openapi.json", timeout=10).json()
+    v1 = spec["paths"]["/emergency/call_911"]["post"]
+    v2 = spec["paths"]["/v2/emergency/servers/{serverId}/calls/911"]["post"]
+    for route in (v1, v2):
+        assert "Prefer" in [p["name"] for p in route["parameters"]]
+        assert {"X-Dispatcher-Call-Id", "Preference-Applied"} <= set(
+            route["responses"]["200"]["headers"])
+    answer, _ = stack.v1([seed_call(40)], "wait=10")
+    assert answer.headers["Preference-Applied"]
+    text_schema = v1["responses"]["200"]["content"]["text/plain"]["schema"]
+    assert re.match(text_schema["pattern"], answer.text)
+    for name, header in v1["responses"]["200"]["headers"].items():
+        assert re.match(header["schema"]["pattern"], answer.headers[name])
+    answer, _ = stack.v2(v2_call(41), "wait=10")
+    assert answer.headers["Preference-Applied"]
+    schema = v2["responses"]["200"]["content"]["application/json"]["schema"]
+    Draft202012Validator({**schema, "components": spec["components"]}).validate(answer.json())
+    assert not Draft202012Validator({"$ref": "#/components/schemas/QueuedV2",
+                                     "components": spec["components"]}).is_valid(answer.json())
