@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class Stack:
     sim: CadSimulator
     client: redis.Redis
     version: int
+    env: dict[str, str]
 
     def record(self, call_id: str) -> dict[str, str]:
         raw = self.client.hgetall(f"dispatcher:call:{call_id}")
@@ -77,7 +78,7 @@ def stack(request: pytest.FixtureRequest, redis_base_url: str,
     try:
         start(["worker"], env)
         web = start_web(start, env)
-        stack = Stack(web, sim, client, version)
+        stack = Stack(web, sim, client, version, env)
         # The worker is up once it delivered a first call.
         (first,) = queued_ids(stack.v1([seed_call(999)], None)[0].text)
         wait_for(lambda: stack.record(first).get("state") == "delivered", 60,
@@ -115,6 +116,7 @@ def test_delivered_in_time_the_v1_route_answers_the_cads_text_with_its_id(
     assert answer.headers["Content-Type"].startswith("text/plain")
     assert answer.headers["Preference-Applied"] == "wait=10"
     assert ULID.match(our_id) and record["state"] == "delivered"
+    assert record["notify"] == "1", "marked for publishing: a door waits on it"
     # The CAD's numeric id, where the official resource's scripts look for it; a v2 CAD's
     # JSON is turned into the v1 text.
     assert answer.text == f"EMERGENCY CALL ADDED ID: {record['cad_call_id']}"
@@ -210,6 +212,14 @@ def test_without_prefer_the_answer_is_unchanged(stack: Stack) -> None:
     assert queued_ids(answer.text) and "Preference-Applied" not in answer.headers
     for call_id in (our_id, zero):
         assert "notify" not in stack.record(call_id), "nobody waits: nothing is published"
+
+
+def test_every_process_of_a_prefork_door_hears_its_own_outcomes(
+        stack: Stack, procs: Callable[..., Proc]) -> None:
+    web = start_web(procs, {**stack.env, "WEB_CONCURRENCY": "2"})
+    answers = [web.v1(seed_body([seed_call(50 + i)]), Prefer="wait=10") for i in range(8)]
+    assert all(a.headers.get("Preference-Applied") == "wait=10" for a in answers)
+    assert all(SCRIPT_ID.search(a.text) for a in answers)
 
 
 def test_while_the_listener_is_down_nobody_waits(redis_base_url: str) -> None:
