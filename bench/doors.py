@@ -15,20 +15,31 @@ RPOP/LPUSH loop moving the same entries to another list.
 
 The two sides run one after the other, alternating which goes first, in every run.
 
+Waiting (``--waiting N``, its own mode): one web process and no worker, so no call gets
+an outcome; N v1 requests with ``Prefer: wait=S`` are held open at once (each on its own
+connection, sent again as soon as it is answered), and meanwhile other v1 requests
+(without Prefer) are offered open-loop at ``--wait-rate`` for ``--duration`` seconds;
+their p50/p99 are compared with the same load before the waiting requests arrived. The
+goal: with 200 waiting, the others still answer within 50 ms (p99).
+
     .venv/bin/python bench/doors.py [--rates 500,1000,2000,3000] [--duration 3]
                                     [--entries 5000] [--runs 3] [--no-wrk] [--json]
                                     [--web-processes N]   (our door's WEB_CONCURRENCY)
+    .venv/bin/python bench/doors.py --waiting 200 [--wait-s 30] [--wait-rate 200]
+                                    [--duration 10] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -216,6 +227,114 @@ def bridge_phase(folder: Path, entries: int, runs: int) -> dict[str, Any]:
             for side, v in per_run.items()}
 
 
+class _Waiters:
+    """``count`` connections, each with one ``Prefer: wait`` request always outstanding."""
+
+    def __init__(self, port: int, count: int, wait_s: int) -> None:
+        self.port, self.count, self.wait_s = port, count, wait_s
+        self.outstanding = 0
+        self.answers: list[tuple[int, float, bool]] = []  # status, seconds, Preference-Applied
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> _Waiters:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.wait_s + 15)
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._connection(i) for i in range(self.count)))
+
+    async def _connection(self, n: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        i = 0
+        while not self._stop.is_set():
+            request = build_request("127.0.0.1", self.port, "/emergency/call_911",
+                                    _body(1_000_000 + n * 1000 + i),
+                                    {"Prefer": f"wait={self.wait_s}"})
+            i += 1
+            started = time.monotonic()
+            self.outstanding += 1
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                applied = b"preference-applied" in head.lower()
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                self.answers.append((int(head[9:12]), time.monotonic() - started, applied))
+            except (OSError, asyncio.IncompleteReadError):
+                self.errors += 1
+                return
+            finally:
+                self.outstanding -= 1
+        writer.close()
+
+
+def _others(port: int, rate: float, duration: float) -> dict[str, Any]:
+    """Requests without Prefer, open loop: their latency."""
+    res = open_loop("127.0.0.1", port, lambda i: build_request(
+        "127.0.0.1", port, "/emergency/call_911", _body(i)), rate, duration)
+    lat = res.pop("latencies")
+    return {"offered_per_s": rate, "achieved_per_s": round(res["achieved_per_s"]),
+            "p50_ms": rnd(percentile(lat, 50) * 1000, 2),
+            "p99_ms": rnd(percentile(lat, 99) * 1000, 2),
+            "max_ms": rnd(max(lat) * 1000 if lat else float("nan"), 2),
+            "ok_fraction": round(res["ok"] / res["sent"], 4),
+            "errors": sum(res["errors"].values())}
+
+
+def wait_phase(folder: Path, waiting: int, wait_s: int, rate: float,
+               duration: float) -> dict[str, Any]:
+    """Other requests' latency alone, then with ``waiting`` requests held by Prefer: wait."""
+    if duration + 3 > wait_s:
+        raise SystemExit("--duration must be at least 3 s shorter than --wait-s")
+    with private_redis(folder, "redis-wait") as server:
+        port = free_port()
+        # No worker: no call gets an outcome, so every waiting request waits its wait_s.
+        env = product_env(server.url, PORT=port, DISPATCHER_WEB_HOST="127.0.0.1",
+                          DISPATCHER_MAX_BACKLOG="0")
+        web = dispatcher_proc("web", env, folder)
+        try:
+            wait_http("127.0.0.1", port)
+            _others(port, rate, 1)  # warm up (imports, connection pools)
+            progress(f"doors: waiting: {rate:g}/s others alone")
+            alone = _others(port, rate, duration)
+            progress(f"doors: waiting: {waiting} requests with Prefer: wait={wait_s}")
+            waiters = _Waiters(port, waiting, wait_s).start()
+            wait_for(lambda: waiters.outstanding >= waiting, 30, what="the waiting requests")
+            time.sleep(1.0)  # every one is in the door, past its enqueue, waiting
+            held_before = waiters.outstanding
+            progress(f"doors: waiting: {rate:g}/s others beside {held_before} waiting")
+            beside = _others(port, rate, duration)
+            held_after = waiters.outstanding
+            early = len(waiters.answers)
+            # Let the first round of waiting requests end, to see how they were answered.
+            wait_for(lambda: len(waiters.answers) >= waiting, wait_s + 10,
+                     what="the waiting requests' answers")
+            waiters.stop()
+            answered = waiters.answers[:waiting]
+        finally:
+            web.stop()
+    took = [t for _, t, _ in answered]
+    return {
+        "waiting_requests": waiting, "wait_s": wait_s,
+        "held_while_measuring": {"at_start": held_before, "at_end": held_after,
+                                 "answered_early": early},
+        "waiting_answers": {
+            "count": len(answered),
+            "statuses": sorted({s for s, _, _ in answered}),
+            "preference_applied": sum(1 for *_, a in answered if a),
+            "min_s": rnd(min(took), 2), "max_s": rnd(max(took), 2),
+            "errors": waiters.errors},
+        "others_alone": alone, "others_beside_waiting": beside,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="500,1000,2000,3000",
@@ -226,6 +345,12 @@ def main() -> int:
     parser.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
     parser.add_argument("--web-processes", type=int, default=1,
                         help="WEB_CONCURRENCY of our web door (the baseline stays one process)")
+    parser.add_argument("--waiting", type=int, default=0,
+                        help="waiting mode: hold this many Prefer: wait requests and measure "
+                             "the others (the other phases are skipped)")
+    parser.add_argument("--wait-s", type=int, default=30, help="waiting mode: N of wait=N")
+    parser.add_argument("--wait-rate", type=float, default=200,
+                        help="waiting mode: other requests per second")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-bridge", action="store_true")
     parser.add_argument("--json", action="store_true")
@@ -233,6 +358,8 @@ def main() -> int:
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     use_wrk = not args.no_wrk and shutil.which("wrk") is not None
     folder = Path(tempfile.mkdtemp(prefix="bench-doors-"))
+    if args.waiting:
+        return _waiting_main(args, folder)
     result: dict[str, Any] = {
         "figure": "doors",
         "command": f"bench/doors.py --rates {args.rates} --duration {args.duration:g} "
@@ -274,6 +401,46 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     emit(result, args.json, render)
     return 0
+
+
+def _waiting_main(args: argparse.Namespace, folder: Path) -> int:
+    result: dict[str, Any] = {
+        "figure": "doors-waiting",
+        "command": f"bench/doors.py --waiting {args.waiting} --wait-s {args.wait_s} "
+                   f"--wait-rate {args.wait_rate:g} --duration {args.duration:g}",
+        "machine": machine(),
+        "load_generator": "waiting: one asyncio connection per waiting request; others: "
+                          "bench/loadgen.py open loop (64 keep-alive connections), both in "
+                          "the benchmark's own process",
+        "goals": {},
+    }
+    try:
+        result["waiting"] = w = wait_phase(folder, args.waiting, args.wait_s, args.wait_rate,
+                                           args.duration)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    beside = w["others_beside_waiting"]
+    result["goals"][f"others answer within 50 ms (p99) beside {args.waiting} waiting"] = bool(
+        w["held_while_measuring"]["at_end"] >= args.waiting and beside["p99_ms"] < 50
+        and beside["ok_fraction"] >= 0.999)
+    emit(result, args.json, render_waiting)
+    return 0
+
+
+def render_waiting(result: dict[str, Any]) -> str:
+    w = result["waiting"]
+    held, answers = w["held_while_measuring"], w["waiting_answers"]
+    lines = [f"waiting: {w['waiting_requests']} requests with Prefer: wait={w['wait_s']} "
+             f"(held {held['at_start']} at the start of the measurement, {held['at_end']} at "
+             f"its end; answered {answers['min_s']}-{answers['max_s']} s later, statuses "
+             f"{answers['statuses']}, Preference-Applied {answers['preference_applied']})"]
+    for name, row in (("alone", w["others_alone"]), ("beside", w["others_beside_waiting"])):
+        lines.append(f"  others {name:6}: {row['achieved_per_s']}/s of {row['offered_per_s']:g}, "
+                     f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, max {row['max_ms']} ms, "
+                     f"ok {row['ok_fraction']}")
+    for goal, ok in result["goals"].items():
+        lines.append(f"{'met' if ok else 'NOT met'}: {goal}")
+    return "\n".join(lines)
 
 
 def render(result: dict[str, Any]) -> str:

@@ -140,28 +140,29 @@ class Lifecycle:
 
     def enqueue(
         self, call: Call, message: tuple[str, str], source: str = "api",
-        take_from: tuple[str, str] | None = None,
+        take_from: tuple[str, str] | None = None, *, notify: bool = False,
     ) -> Enqueued:
         """Record a call (idempotently) and put it in play or in line.
 
         ``message=(queue_key, json)`` is the call's first Celery message (gen 1), pushed
         in the same atomic step when the call may go at once. ``take_from=(list_key,
         raw)`` removes that entry from that list in the same step; if it is no longer
-        there (another bridge took it), nothing is recorded (``gone``).
+        there (another bridge took it), nothing is recorded (``gone``). ``notify``: a door
+        waits for the outcome (``Prefer: wait``), so the outcome scripts publish it.
         """
-        keys, args = self._enqueue_args(call, source, take_from, message)
+        keys, args = self._enqueue_args(call, source, take_from, message, notify)
         return _enqueued(self._enqueue(keys=keys, args=args))
 
     def enqueue_pipelined(
         self, pipe: redis.client.Pipeline, call: Call, message: tuple[str, str], source: str,
-        take_from: tuple[str, str] | None = None, batch: str = "",
+        take_from: tuple[str, str] | None = None, batch: str = "", *, notify: bool = False,
     ) -> None:
         """Queue the same script on a pipeline; parse its reply with `enqueued_from`.
 
         ``batch`` names a marker key shared by the calls of one batch: once one is refused
         at the backlog cap, the later ones are too (the batch keeps its order).
         """
-        keys, args = self._enqueue_args(call, source, take_from, message)
+        keys, args = self._enqueue_args(call, source, take_from, message, notify)
         self._enqueue(keys=[*keys, batch], args=args, client=pipe)
 
     @staticmethod
@@ -170,14 +171,14 @@ class Lifecycle:
 
     def _enqueue_args(
         self, call: Call, source: str, take_from: tuple[str, str] | None,
-        message: tuple[str, str],
+        message: tuple[str, str], notify: bool = False,
     ) -> tuple[list[str], list[Any]]:
         inbox, entry = take_from or ("", "")
         queue, body = message
         return ([self.keys.prefix, inbox, queue],
                 [call.id, json.dumps(call.to_cad(), ensure_ascii=False), repr(call.enqueued_at),
                  call.idempotency_key or "", IDEMPOTENCY_TTL_S, source, *self.flow.argv(),
-                 entry, body, self.settings.max_backlog])
+                 entry, body, self.settings.max_backlog, "1" if notify else ""])
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""

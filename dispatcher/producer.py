@@ -66,18 +66,21 @@ class Producer:
             self.flusher.kick()  # calls spooled by an earlier run of this process
 
     def enqueue(
-        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None
+        self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None,
+        *, notify: bool = False,
     ) -> str:
         """Enqueue a validated call; returns its id ("" if ``take_from`` was already gone).
 
         Raises QueueUnavailable when Redis cannot take the record within the bounded wait,
         QueueFull when DISPATCHER_MAX_BACKLOG calls are already waiting (never spooled).
+        ``notify``: someone waits for the outcome (the door's ``Prefer: wait``), so it is
+        published on ``{prefix}:outcomes``; a spooled call is not waited for.
         """
         self._refuse_secret(call)
         now = self.clock()
         stamped = call.with_envelope(new_call_id(now), now)
         if self.spool is None or take_from is not None:
-            return self._record(stamped, source, take_from, self.wait_s)
+            return self._record(stamped, source, take_from, self.wait_s, notify)
         if len(self.spool):  # keep order: behind what is already spooled
             if self._spool_full:
                 # The flusher found the cap reached: spooling more would go round it.
@@ -127,12 +130,12 @@ class Producer:
         return len(self.spool) if self.spool is not None else 0
 
     def _record(self, stamped: Call, source: str, take_from: tuple[str, str] | None,
-                wait_s: float) -> str:
+                wait_s: float, notify: bool = False) -> str:
         # The first message is built up front (gen 1) so the script can push it with
         # the record, atomically; it is simply dropped when the call has to wait.
         message = (self.publisher.queue_key, self.publisher.message(stamped.id, 1))
-        result = bounded(
-            lambda: self.lifecycle.enqueue(stamped, message, source, take_from), wait_s)
+        result = bounded(lambda: self.lifecycle.enqueue(stamped, message, source, take_from,
+                                                        notify=notify), wait_s)
         if result.full:
             raise queue_full(self.settings.max_backlog, result.waiting)
         return result.call_id

@@ -12,13 +12,21 @@ Then every call in ``data`` is validated (`Call.parse`: the seed's call object o
 flat form; ``metaData.postal`` may be a number and is kept as its text) and only when
 all are valid are they queued, in order. The answer is 200
 ``EMERGENCY CALL QUEUED ID: <id>[,<id>...]``: scripts that read ``ID:`` then the first
-token keep working (our ids are ULIDs, not digits: see docs).
+token keep working (our ids are ULIDs, not digits: see docs). Every create answer names
+our ids in ``X-Dispatcher-Call-Id``.
 
 ``POST /v2/emergency/servers/{serverId}/calls/911`` (v2) takes one call with
 ``Authorization: Bearer <key>``; ``metaData`` values are strings, as the v2 API wants.
 Errors are ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
 ``status``, ``detail``, ``instance`` and ``traceId`` (also ``field`` when one field is
 wrong); success is 200 JSON with ``callId`` (our id) and ``status: "queued"``.
+
+``Prefer: wait=N`` (RFC 7240, `dispatcher.http.prefer`; N above 30 is taken as 30) on
+either door holds the answer until every call of the request has an outcome, or N
+seconds: then the CAD's own answer, with ``Preference-Applied: wait=N``, if all were
+delivered (v1: the CAD's text, ``EMERGENCY CALL ADDED ID: <its id>``, also when the CAD
+speaks v2; v2: its JSON) or the request's one call was refused for good (its 400/401);
+otherwise the queued answer. How the wait works: `dispatcher.http.waiting`.
 
 Decisions (also in the OpenAPI description served at ``/openapi.json``):
 
@@ -56,6 +64,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,13 +73,15 @@ from flask import Flask, Response, current_app, request
 
 from dispatcher.call import Call
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
-from dispatcher.http import clientaddr, doorrules
+from dispatcher.http import clientaddr, doorrules, prefer
 from dispatcher.http.body import BadBody, parse_body
 from dispatcher.http.refusals import RefusalLog
 from dispatcher.http.throttle import IngestRate, Verdict
-from dispatcher.producer import Producer
+from dispatcher.http.waiting import Answer, Outcome, Outcomes, v1_answer, v2_answer
+from dispatcher.producer import PRODUCER_SOCKET_TIMEOUT_S, Producer
 from dispatcher.redact import LineRedactor as _Redactor
 from dispatcher.redact import holds_secret as _holds
+from dispatcher.redisconn import connect
 from dispatcher.settings import Settings
 
 # A stable logger name operators filter on (kept from before the move into http/).
@@ -93,9 +104,17 @@ SERVER_MAX_BODY_BYTES = 4 * MAX_BODY_BYTES
 #: Longest error detail in an answer (names of unknown fields can be long).
 MAX_DETAIL_CHARS = 300
 
+#: Redis connections one web process may open: more than its threads (16 and
+#: `dispatcher.http.waiting.MAX_WAITING`) and the outcomes listener, so a burst of waiting
+#: requests never finds the pool empty (redis-py's default is 100). Opened only when used.
+REDIS_CONNECTIONS = 1024
+
 #: Why a call that contains the API key is refused (the contract: nothing stores it).
 KEY_IN_CALL = ("the call contains the API key; it would be stored and shown with the call, "
                "so it is refused: remove it")
+
+#: The answer header naming our ids (comma-separated, in the order of the request).
+CALL_ID_HEADER = "X-Dispatcher-Call-Id"
 
 _TEXT = "text/plain"
 _PROBLEM = "application/problem+json"
@@ -158,20 +177,25 @@ class Door:
     safe: _Redactor
     refusals: RefusalLog
     rate: IngestRate | None
+    #: The requests waiting for the CAD's answer (``Prefer: wait``) and their listener.
+    outcomes: Outcomes
 
     @classmethod
     def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
         # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
-        prod = producer or Producer(settings.with_(spool_dir=None))
+        prod = producer or Producer(settings.with_(spool_dir=None), client=connect(
+            settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S,
+            max_connections=REDIS_CONNECTIONS))
         key = settings.api_key.reveal() if settings.api_key else None
         rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
                 if settings.ingest_rate else None)
         return cls(settings, prod, key, settings.community_id, _Redactor([key or ""]),
-                   RefusalLog(log), rate)
+                   RefusalLog(log), rate, Outcomes(prod.client, settings.prefix))
 
     def install(self, app: Flask) -> None:
-        """Mount both doors on `app`, with this door as their state."""
+        """Mount both doors on `app`, with this door as their state; start listening."""
         app.extensions[EXTENSION] = self
+        self.outcomes.start()
         app.add_url_rule(V1_PATH, view_func=call_911, methods=["POST"])
         app.add_url_rule(V2_PATH, view_func=call_911_v2, methods=["POST"])
 
@@ -201,18 +225,39 @@ class Door:
         """The ingest rate's refusal of this request's source address, if any."""
         return None if self.rate is None else self.rate.refusal(client_addr())
 
-    def enqueue_all(self, calls: list[Call]
+    def enqueue_all(self, calls: list[Call], notify: bool = False
                     ) -> tuple[list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
-        """Queue calls in order; stop at the first failure (returns the ids queued)."""
+        """Queue calls in order; stop at the first failure (returns the ids queued).
+
+        ``notify``: the request waits for the outcomes (``Prefer: wait``).
+        """
         ids: list[str] = []
         for call in calls:
             try:
-                ids.append(self.producer.enqueue(call, "http"))
+                # notify only when set: a producer that knows no waiting needs no change.
+                ids.append(self.producer.enqueue(call, "http", notify=True) if notify
+                           else self.producer.enqueue(call, "http"))
             except (QueueUnavailable, QueueFull, InvalidCall) as exc:
                 return ids, exc
             except redis.RedisError as exc:  # bounded() translates the usual ones
                 return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
         return ids, None
+
+    def wait_for(self, seconds: int) -> bool:
+        """Whether this request waits (it asked to, and the process can hold it now)."""
+        return seconds > 0 and self.outcomes.room()
+
+    def waited(self, ids: list[str], seconds: int,
+               answer: Callable[[list[Outcome]], Answer | None]) -> Response | None:
+        """The CAD's answer after waiting up to ``seconds`` for the calls' outcomes; None
+        (give the queued answer) when it did not come in time or cannot be told."""
+        outcomes = self.outcomes.wait(ids, seconds)
+        found = answer(outcomes) if outcomes is not None else None
+        if found is None:
+            return None
+        return Response(found.body, status=found.status, mimetype=found.mimetype,
+                        headers={CALL_ID_HEADER: ",".join(ids),
+                                 "Preference-Applied": f"wait={seconds}"})
 
 
 def door() -> Door:
@@ -270,14 +315,21 @@ def call_911() -> Response:
         if _holds(obj, key):
             return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
         calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
-    ids, failure = d.enqueue_all(calls)
+    seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
+    waits = d.wait_for(seconds)
+    ids, failure = d.enqueue_all(calls, notify=waits)
     if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
         return refuse(f"INVALID CALL: data[0]: {failure}")
     if failure is not None:
         return _v1_failure(d, failure, ids, len(calls))
     log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
               ",".join(ids))
-    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200)
+    version = d.settings.api_version
+    cad = d.waited(ids, seconds, lambda outs: v1_answer(outs, version)) if waits else None
+    if cad is not None:
+        return cad
+    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200,
+                 **{CALL_ID_HEADER: ",".join(ids)})
 
 
 def _v1_failure(d: Door, failure: QueueUnavailable | QueueFull | InvalidCall,
@@ -338,7 +390,9 @@ def call_911_v2(server_id: str) -> Response:
         return problem(400, "Bad Request", str(exc), field=exc.field)
     if _holds(body, key):
         return problem(400, "Bad Request", KEY_IN_CALL)
-    ids, failure = d.enqueue_all([_with_key(call, header_key)])
+    seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
+    waits = d.wait_for(seconds)
+    ids, failure = d.enqueue_all([_with_key(call, header_key)], notify=waits)
     if isinstance(failure, InvalidCall):
         return problem(400, "Bad Request", str(failure))
     if failure is not None:
@@ -349,6 +403,12 @@ def call_911_v2(server_id: str) -> Response:
                        **{"Retry-After": str(wait)})
     (call_id,) = ids
     log.debug("http v2: queued 1 call from %s: %s", client_addr(), call_id)
-    answer = {"callId": call_id, "status": "queued", **call.to_cad()}
+    fields = call.to_cad()
+    cad = d.waited(ids, seconds,
+                   lambda outs: v2_answer(outs[0], fields, server_id)) if waits else None
+    if cad is not None:
+        return cad
+    answer = {"callId": call_id, "status": "queued", **fields}
     answer["serverId"] = server_id
-    return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON)
+    return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON,
+                    headers={CALL_ID_HEADER: call_id})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher import call as limits
+from dispatcher.http.prefer import MAX_WAIT_S
 
 #: Characters refused in every text field: control characters other than tab, LF, CR.
 _NO_CONTROL = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F]*$"
@@ -131,6 +132,38 @@ def _with_text(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _prefer_header(max_wait_s: int) -> dict[str, Any]:
+    return {
+        "name": "Prefer", "in": "header", "required": False,
+        "description": (
+            f"`wait=N` (RFC 7240; N above {max_wait_s} is taken as {max_wait_s}, 0 or a bad "
+            "value means no wait; other preferences are ignored): hold the answer until "
+            "every call of the request has an outcome, or N seconds. If every call was "
+            "delivered in time, the answer is the CAD's own: its status and text (v1: "
+            "`EMERGENCY CALL ADDED ID: <the CAD's numeric id>`, the first call's when the "
+            "request held several, also when the CAD speaks v2; v2: the CAD's JSON with its "
+            "`callId`, or one built from that id). If the request's one call was refused "
+            "for good in time (it is a dead letter `rejected`), the answer is the CAD's "
+            "refusal: a v1 CAD's 400 text (`INVALID API KEY`, ...), a v2 CAD's 401 or 404 "
+            "problem+json. Either way with `Preference-Applied: wait=N` (N as applied). "
+            "Otherwise (not in time, several calls not all delivered, or the wait is "
+            "unavailable) the usual queued answer, without Preference-Applied."),
+        "schema": {"type": "string", "examples": ["wait=10", "respond-async, wait=30"]},
+    }
+
+
+def _answer_headers() -> dict[str, Any]:
+    return {
+        "X-Dispatcher-Call-Id": {
+            "description": "Our call ids (ULIDs), comma-separated, in the order of the "
+                           "request: `dispatcher status <id>`.",
+            "schema": {"type": "string", "pattern": f"^{_ID}(,{_ID})*$"}},
+        "Preference-Applied": {
+            "description": "`wait=N` when the answer is the CAD's own (Prefer: wait).",
+            "schema": {"type": "string", "pattern": "^wait=[0-9]+$"}},
+    }
+
+
 def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                      retry_after_s: int, max_idempotency_header: int,
                      server_max_body_bytes: int) -> dict[str, Any]:
@@ -151,6 +184,8 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
         "schema": {"type": "string", "minLength": 1, "maxLength": max_idempotency_header,
                    "pattern": "^[!-~]+$"},
     }
+    prefer_header = _prefer_header(MAX_WAIT_S)
+    answer_headers = _answer_headers()
     body_rules = (
         f"The body: at most {max_body_bytes} bytes (413 beyond), UTF-8 JSON (a BOM is "
         "allowed), one object, no duplicate member names, no NaN/Infinity, integers within "
@@ -188,7 +223,7 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 "summary": "Queue 911 calls (v1, the seed's request byte for byte)",
                 "description": "`type`, `id` and `key` are checked in that order against "
                                "SONORAN_COMMUNITY_ID and SONORAN_API_KEY. " + body_rules,
-                "parameters": [idem_header],
+                "parameters": [idem_header, prefer_header],
                 "requestBody": {"required": True, "content": {
                     "application/json": {
                         "schema": {"$ref": "#/components/schemas/CallRequestV1"},
@@ -201,17 +236,25 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                                       "metaData": {"plate": "8ABC123", "postal": "350"}}]}},
                 }},
                 "responses": {
-                    "200": _text_answer(
-                        "Every call is queued; ids in the order of `data`.",
+                    "200": {**_text_answer(
+                        "Every call is queued; ids in the order of `data`. With Prefer: "
+                        "wait, when every call was delivered in time: the CAD's own text "
+                        "`EMERGENCY CALL ADDED ID: <the CAD's numeric id>` instead.",
                         "EMERGENCY CALL QUEUED ID: 01J9Z8K2W4Q6N0V5B3X7C1D2E3",
-                        pattern=f"^EMERGENCY CALL QUEUED ID: {_ID}(,{_ID})*$"),
-                    "400": _text_answer(
+                        pattern=f"^(EMERGENCY CALL QUEUED ID: {_ID}(,{_ID})*|EMERGENCY CALL "
+                                "ADDED ID: .*)$"),
+                        "headers": answer_headers},
+                    "400": {**_text_answer(
                         "Refused; nothing was queued. The seed's own texts for type, "
-                        "community id and key; otherwise one of: " + "; ".join(v1_errors),
+                        "community id and key; otherwise one of: " + "; ".join(v1_errors)
+                        + ". With Prefer: wait, also the CAD's own refusal of the queued "
+                        "call (a dead letter now), with Preference-Applied.",
                         "INVALID API KEY",
                         pattern="^(INVALID REQUEST BODY: .*|INVALID REQUEST TYPE|INVALID "
                                 "COMMUNITY ID|INVALID API KEY|INVALID CALL: .*|INVALID "
-                                "REQUEST: .*)$"),
+                                "REQUEST: .*|API .*)$"),
+                        "headers": {"Preference-Applied": answer_headers[
+                            "Preference-Applied"]}},
                     "413": _text_answer(f"The body is larger than {max_body_bytes} bytes."
                                         + beyond,
                                         f"REQUEST TOO LARGE: at most {max_body_bytes} bytes"),
@@ -248,6 +291,7 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                                 "pattern": "^[^\\u0000-\\u001F/]+$"},
                      "description": "The CAD server id the call is for."},
                     idem_header,
+                    prefer_header,
                 ],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/CallV2"},
@@ -256,12 +300,21 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                                 "description": "Two-car collision",
                                 "metaData": {"postal": "350", "plate": "8ABC123"}}}}},
                 "responses": {
-                    "200": {"description": "Queued.", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/QueuedV2"}}}},
+                    "200": {"description": "Queued. With Prefer: wait, when the call was "
+                                           "delivered in time: the CAD's own JSON (`callId` "
+                                           "the CAD's numeric id) instead.",
+                            "headers": answer_headers,
+                            "content": {"application/json": {"schema": {"anyOf": [
+                                {"$ref": "#/components/schemas/QueuedV2"},
+                                {"$ref": "#/components/schemas/AddedV2"}]}}}},
                     "400": _problem("The body is invalid (`field` names the field when one "
                                     "is wrong), or the path's serverId or the Idempotency-Key "
-                                    "header contains the API key. Nothing was queued.", 400),
-                    "401": {**_problem("Missing or wrong bearer key.", 401),
+                                    "header contains the API key. Nothing was queued. With "
+                                    "Prefer: wait, also the CAD's own refusal of the queued "
+                                    "call (then with Preference-Applied).", 400),
+                    "401": {**_problem("Missing or wrong bearer key. With Prefer: wait, also "
+                                       "the CAD's own 401 for the queued call (then with "
+                                       "Preference-Applied).", 401),
                             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
                     "413": _with_text(_problem(f"The body is larger than {max_body_bytes} "
                                                "bytes." + beyond, 413)),
@@ -341,6 +394,18 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                                      "additionalProperties": {"type": "string"}},
                         "deleteAfterMinutes": {"type": "integer"},
                     },
+                },
+                "AddedV2": {
+                    "type": "object",
+                    "required": ["callId"],
+                    "properties": {
+                        "callId": {"type": "integer",
+                                   "description": "The CAD's id of the call."},
+                        "serverId": {"type": ["string", "integer"]},
+                    },
+                    "description": "The CAD's own answer (Prefer: wait): its JSON as it "
+                                   "came, or, when that was not kept whole, `callId`, "
+                                   "`serverId` and the call's fields.",
                 },
                 "Problem": {
                     "type": "object",

@@ -14,6 +14,13 @@ client that sends its headers one line at a time holds a connection, not a threa
 door therefore takes `CONNECTION_LIMIT` connections (poll(), not select(), which stops
 at 1,024 descriptors; the process's open-file limit is raised to its hard limit) and
 closes one that sent nothing for `CHANNEL_TIMEOUT_S`.
+
+Waiting requests. A request with ``Prefer: wait=N`` holds its thread for up to 30 s
+(`dispatcher.http.waiting`), and at most `MAX_WAITING` of them wait at once per process.
+Waitress therefore runs that many threads beyond the ones that serve everything else
+(`threads`), so a full house of waiting requests never delays another request. A waiting
+thread sleeps on an event (no CPU, no GIL); the extra threads cost memory only (a stack
+each, touched only as deep as it is used).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 
 from dispatcher.http.app import create_app
 from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES
+from dispatcher.http.waiting import MAX_WAITING
 from dispatcher.settings import Settings
 
 # A stable logger name operators filter on (kept from before the move into http/).
@@ -50,7 +58,8 @@ SPARE_FDS = 256
 
 
 def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
-    """Serve the app on settings.port with ``settings.web_processes`` processes."""
+    """Serve the app on settings.port with ``settings.web_processes`` processes, each with
+    ``threads`` threads for requests plus `MAX_WAITING` for requests that wait."""
     # Waitress warns on every request once its queue backs up: costly exactly when busy.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     processes = settings.web_processes
@@ -67,7 +76,7 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
 def _waitress(settings: Settings, threads: int, **where: Any) -> None:
     from waitress import serve as waitress_serve
 
-    waitress_serve(create_app(settings), threads=threads, ident="dispatcher",
+    waitress_serve(create_app(settings), threads=threads + MAX_WAITING, ident="dispatcher",
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
                    connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
                    cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,

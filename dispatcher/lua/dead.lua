@@ -2,6 +2,7 @@
 -- (dispatcher.lifecycle.Lifecycle.dead). The CAD answered, so the breaker closes. A
 -- removal's dead letter is of kind 'removal' (its replay retries the removal); a call
 -- taken back while it was sent, which the CAD refused, is cancelled instead.
+-- A door waiting on the call (notify='1') hears of it on {prefix}:outcomes (_notify.lua).
 -- KEYS[1]  key prefix (see _calls.lua)
 -- ARGV[1]  call id      ARGV[2]  generation      ARGV[3]  now
 -- ARGV[4]  reason       ARGV[5]  HTTP status ('' : none)   ARGV[6]  CAD response
@@ -10,6 +11,7 @@
 --!include _calls.lua
 --!include _circuit.lua
 --!include _observe.lua
+--!include _notify.lua
 local id, gen, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local reason, status, response, err = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local bucket, seconds = ARGV[8], ARGV[9]
@@ -24,4 +26,5 @@ if r[3] ~= 'remove' and remove_requested(id) then
 end
 bury(id, now, reason, status, response, err)
 redis.call('HSET', ck(id), 'kind', r[3] == 'remove' and 'removal' or 'call')
+notify_outcome(id)
 return 'dead'

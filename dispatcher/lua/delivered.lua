@@ -1,6 +1,7 @@
 -- Record a delivery; always wins, whoever else touched the call meanwhile
 -- (dispatcher.lifecycle.Lifecycle.delivered). The CAD answered: the breaker closes.
 -- A call taken back meanwhile is removed from the CAD now (see _deliver.lua).
+-- A door waiting on the call (notify='1') hears of it on {prefix}:outcomes (_notify.lua).
 -- KEYS[1]  key prefix (see _calls.lua)
 -- ARGV[1]  call id      ARGV[2]  now            ARGV[3]  the CAD's call id ('' : unknown)
 -- ARGV[4]  HTTP status  ARGV[5]  CAD response   ARGV[6]  record TTL, s (0 : keep)

@@ -13,6 +13,8 @@
 -- ARGV[10] the inbox entry to remove from KEYS[2]
 -- ARGV[11] the first Celery message (gen 1) for KEYS[3]
 -- ARGV[12] backlog cap (0 : none)
+-- ARGV[13] notify ('1' : a door waits for the outcome (Prefer: wait); the record gets
+--          notify='1', and so does an existing one this call duplicates; '' or absent: no)
 -- Returns {id, 'pushed', '1'}, {id, 'held'}, {id, 'duplicate'}, {'', 'gone'} or
 -- {'', 'full', waiting}.
 --!include _calls.lua
@@ -25,6 +27,7 @@ local interval, max_wait, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumbe
 local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
 local cap = tonumber(ARGV[12]) or 0
 local batch = KEYS[4] or ''
+local notify = ARGV[13] or ''
 
 local existing = nil
 if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
@@ -42,12 +45,20 @@ end
 if inbox ~= '' then
   if redis.call('LREM', inbox, 1, entry) == 0 then return {'', 'gone'} end
 end
-if existing then return {existing, 'duplicate'} end
+-- A retry that waits (Prefer: wait) on a call already recorded is told its outcome too.
+local function duplicate(of)
+  if notify == '1' and redis.call('EXISTS', ck(of)) == 1 then
+    redis.call('HSET', ck(of), 'notify', '1')
+  end
+  return {of, 'duplicate'}
+end
+if existing then return duplicate(existing) end
 if idem ~= '' then redis.call('SET', k('idem:' .. idem), id, 'EX', idem_ttl) end
-if known then return {id, 'duplicate'} end
+if known then return duplicate(id) end
 redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', at,
   'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
   'idempotency_key', idem, 'replays', 0, 'updated_at', now)
+if notify == '1' then redis.call('HSET', ck(id), 'notify', '1') end
 redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)
 if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, max_wait, window) > 0 then

@@ -528,7 +528,11 @@ def test_each_accepted_call_reaches_the_cad_exactly_once(
         f"Jane Doe {i}" for i in range(9))
     assert {r.cad_call_id for r in records.get_many(ids)} == {str(c["cad_id"]) for c in calls}
     by_caller = {c["call"]["caller"]: c["call"] for c in calls}
-    assert by_caller["Jane Doe 3"] == seed_call(3)
+    # The seed's call exactly, plus our two tags (our id, the time it was made).
+    sent = by_caller["Jane Doe 3"]
+    tags = {k: sent["metaData"].pop(k) for k in ("dispatcherCallId", "dispatcherQueuedAt")}
+    assert sent == seed_call(3)
+    assert tags["dispatcherCallId"] in ids
     assert by_caller["Jane Doe 8"]["serverId"] == "2"
     for received in sim.received():
         assert received["body"]["key"] == "***"  # the simulator redacts what it stores

@@ -82,10 +82,11 @@ def test_includes_expand_once_and_in_order() -> None:
 # -- lifecycle -----------------------------------------------------------------------------
 
 def enqueue(client: redis.Redis, call_id: str, idem: str = "", inbox: str = "",
-            entry: str = "", queue: str = "q", cap: int = 0, window: int = 10) -> list[Any]:
+            entry: str = "", queue: str = "q", cap: int = 0, window: int = 10,
+            notify: str = "") -> list[Any]:
     return text(run(client, "enqueue.lua", [P, inbox, queue],
                     [call_id, '{"caller": "A"}', repr(NOW), idem, 60, "api", "0.0", "3.0",
-                     window, entry, f"msg-{call_id}", cap]))
+                     window, entry, f"msg-{call_id}", cap, notify]))
 
 
 def test_enqueue_records_pushes_dedups_and_caps(client: redis.Redis) -> None:
@@ -201,6 +202,43 @@ def test_unclaim_and_dead(client: redis.Redis) -> None:
     assert where(client, "b") == ["dead"]
     assert text(client.hget(f"{P}:counters", "dead:rejected")) == "1"
     assert text(client.hget(f"{P}:latency", "permanent:count")) == "1"
+
+
+def published(pubsub: Any) -> list[str]:
+    """The ids published on the outcomes channel since the last look (subscribe skipped)."""
+    found = []
+    while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)):
+        found.append(text(message["data"]))
+    return found
+
+
+def test_outcomes_are_published_only_for_calls_a_door_waits_on(client: redis.Redis) -> None:
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"{P}:outcomes")
+    published(pubsub)
+    enqueue(client, "w", idem="k", notify="1")
+    enqueue(client, "n")
+    enqueue(client, "dup", idem="k2")
+    assert call_hash(client, "w")["notify"] == "1" and "notify" not in call_hash(client, "n")
+    assert enqueue(client, "again", idem="k2", notify="1") == ["dup", "duplicate"]
+    assert call_hash(client, "dup")["notify"] == "1", "a waiting retry is told too"
+    assert enqueue(client, "gone", idem="k3", notify="1")[1] == "pushed"
+    client.delete(f"{P}:call:gone")
+    assert enqueue(client, "later", idem="k3", notify="1") == ["gone", "duplicate"]
+    assert not client.exists(f"{P}:call:gone"), "no stray record for an expired call"
+    for call_id in ("w", "n", "dup"):
+        client.hset(f"{P}:call:{call_id}", mapping={"state": "sending", "gen": 1})
+    assert outcome(client, "delivered.lua", ["w", repr(NOW), "77", 200, "OK", 0, "", "0"]) \
+        == "delivered"
+    assert outcome(client, "delivered.lua", ["n", repr(NOW), "78", 200, "OK", 0, "", "0"]) \
+        == "delivered"
+    assert outcome(client, "dead.lua", ["dup", "1", repr(NOW), "rejected", 400, "INVALID API KEY",
+                                        "no", "", "0"]) == "dead"
+    assert published(pubsub) == ["w", "dup"]
+    assert outcome(client, "delivered.lua", ["w", repr(NOW), "77", 200, "OK", 0, "", "0"]) \
+        == "already"
+    assert published(pubsub) == [], "an outcome is told once"
+    pubsub.close()
 
 
 def test_gate_spaces_sends_and_stops_for_a_pause(client: redis.Redis) -> None:
