@@ -35,6 +35,10 @@ from dispatcher.settings import Settings
 
 #: Most bytes of an answer we read; the real answers are a line of text or small JSON.
 MAX_ANSWER_BYTES = 64 * 1024
+#: Most bytes of a call list (read-back) we read: a listed call is about 250 bytes, so a
+#: server with thousands of active calls still fits. Cut short, the list could not be
+#: parsed and no verifying call would ever settle.
+MAX_LIST_BYTES = 8 * 1024 * 1024
 #: Most characters of an answer kept in a record (dead letter, last error).
 KEPT_ANSWER_CHARS = 2000
 #: The seed's success text; the id is parsed tolerantly (``ID:? *(\d+)``).
@@ -142,13 +146,15 @@ class CadClient:
         Plus plan) is a `PermanentError`, which the read-back takes as "unavailable"."""
         if self._settings.api_version == 2:
             url = f"{self._v2_server(server)}/calls?closedLimit=0&closedOffset=0&type=1"
-            response, text, _ = self._exchange("GET", url, self._v2_headers(), None)
+            response, text, _ = self._exchange("GET", url, self._v2_headers(), None,
+                                               MAX_LIST_BYTES)
         else:
             query = {"serverId": _number_if_digits(self.server_id(server)), "closedLimit": 0,
                      "closedOffset": 0, "type": 1}
             url = f"{self._settings.api_url}/emergency/get_calls"
             response, text, _ = self._exchange("POST", url, _JSON,
-                                               self._v1_body("GET_CALLS", [query]))
+                                               self._v1_body("GET_CALLS", [query]),
+                                               MAX_LIST_BYTES)
         status = response.status_code
         if 200 <= status < 300:
             calls = _emergency_calls(text)
@@ -160,7 +166,8 @@ class CadClient:
         raise self._failure(response, _keep(text), "the call list")
 
     def _exchange(self, method: str, url: str, headers: dict[str, str],
-                  body: bytes | None) -> tuple[requests.Response, str, float]:
+                  body: bytes | None, cap: int = MAX_ANSWER_BYTES,
+                  ) -> tuple[requests.Response, str, float]:
         """One request: the response, its text (read with a cap and a deadline, redacted)
         and how long it took. A failure once the request was written is `Ambiguous`."""
         started = self._clock()
@@ -172,7 +179,7 @@ class CadClient:
                 allow_redirects=False, stream=True,
             )
             try:
-                text = self._read(response, deadline)
+                text = self._read(response, deadline, cap)
             finally:
                 response.close()
         except requests.ConnectTimeout as exc:
@@ -194,13 +201,14 @@ class CadClient:
             raise RetryableError(f"HTTP error talking to the CAD ({_kind(exc)})") from None
         return response, self._redact(text), self._clock() - started
 
-    def _read(self, response: requests.Response, deadline: float) -> str:
+    def _read(self, response: requests.Response, deadline: float,
+              cap: int = MAX_ANSWER_BYTES) -> str:
         # read1 returns whatever arrived (up to the size), so a CAD that drips bytes is
         # checked against the deadline between reads instead of filling a whole chunk.
         chunks: list[bytes] = []
         size = 0
         raw = response.raw
-        while size < MAX_ANSWER_BYTES:
+        while size < cap:
             if self._clock() > deadline:
                 raise requests.Timeout("answer took longer than the request deadline")
             try:
@@ -211,7 +219,7 @@ class CadClient:
                 break
             chunks.append(chunk)
             size += len(chunk)
-        body = b"".join(chunks)[:MAX_ANSWER_BYTES]
+        body = b"".join(chunks)[:cap]
         return body.decode(response.encoding or "utf-8", errors="replace")
 
     def _redact(self, text: str) -> str:

@@ -133,3 +133,16 @@ def test_a_removal_with_a_wrong_key_is_permanent(sim: CadSimulator) -> None:
     sim.set_credentials(api_key="rotated")
     with pytest.raises(PermanentError, match="INVALID API KEY"):
         cad.remove(call, cad_id)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_long_list_is_read_whole(sim: CadSimulator, version: int) -> None:
+    # 400 active calls: well over the 64 KiB an answer to a create may have.
+    sim.set_readback(v2_casing="camel")
+    cad = client(sim, version)
+    sent = [made(i) for i in range(400)]
+    for c in sent:
+        cad.send(c)
+    listed = cad.read_calls(None)
+    assert len(listed) == 400
+    assert len(match([Candidate(c.id, c.to_cad()) for c in sent], listed, set())) == 400
