@@ -16,8 +16,8 @@ Every figure comes from the records once everything is delivered:
 - ambiguous sends: create requests the simulator answered with a commit fault (each
   created a call); duplicates: the simulator's ``duplicate_tags`` (CAD calls repeating
   one of our ids), per 1,000 ambiguous sends;
-- lost: calls we enqueued that the CAD never created, or that we did not record as
-  delivered, or recorded with another CAD id than the one it created first;
+- lost: calls we enqueued that we did not record as delivered, or recorded with a CAD
+  id that is not one the CAD created with our id (or that the CAD never created);
 - the added delay of a verifying call: our ``delivered_at`` minus the moment its answer
   was lost. That moment is the worker's outcome time, which the record keeps as
   ``verify_at`` minus the verify delay (dispatcher.lifecycle sets ``verify_at`` to the
@@ -27,11 +27,15 @@ Every figure comes from the records once everything is delivered:
 - the CAD-to-record span: ``delivered_at`` minus the CAD's creation time of the call's
   first copy, for calls whose first send was ambiguous, on both sides.
 
-v2's read-back runs at most every 20 s per server (v1: every 2 s, in a slot of the
-shared rate), so its calls wait longer, but the run's length is the sending, not the
-waiting; v2 defaults to 200 ambiguous sends because each 20 s read-back settles a whole
-batch at once, so 200 calls already span about ten read-backs; more adds samples, not
-read-backs, per minute of run.
+The driver plays the dispatchers too: a CAD call is cleared from the list
+``--clear-after`` seconds after it came (v1 10 s, v2 30 s: longer than a verifying
+call's longest wait, about 4 s and 22 s, so no call is cleared before its read-back; a
+clearing that came first is the window readback.py names, and shows as duplicates). Without it
+the list only grows, and once it passes the dispatcher's 64 KiB answer cap (about 270
+v1 calls, 230 v2) every read-back fails and verifying calls wait for good:
+``--clear-after 0`` shows that. The same cap is why v2 defaults to 4 calls/s and 200
+ambiguous sends (about 100 s a side): its 30 s of listed calls must stay under the cap,
+and at that pace 1,000 would take 8 minutes a side for the same spread of 20 s phases.
 
     .venv/bin/python bench/dup_window.py [--ambiguous 1000] [--api-version 1|2] [--json]
 """
@@ -39,11 +43,13 @@ read-backs, per minute of run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from itertools import cycle
 from pathlib import Path
@@ -91,6 +97,7 @@ class Plan:
     ordinary: int  # ordinary calls per ambiguous send
     read_timeout_s: float
     max_rate: float
+    clear_after_s: float  # dispatchers clear a CAD call this long after it came; 0: never
 
     @property
     def interval_s(self) -> float:
@@ -102,18 +109,25 @@ def main() -> int:
     parser.add_argument("--ambiguous", type=int, default=None,
                         help="ambiguous sends per side (default: v1 1000, v2 200)")
     parser.add_argument("--api-version", type=int, choices=(1, 2), default=1)
-    parser.add_argument("--batch", type=int, default=4,
-                        help="ambiguous sends per fault (below the breaker's 5 failures)")
+    parser.add_argument("--batch", type=int, default=2,
+                        help="ambiguous sends per fault: a hang batch's failures and the next "
+                             "reset batch's come in a row, together below the breaker's 5")
     parser.add_argument("--ordinary", type=int, default=1,
                         help="ordinary calls enqueued per ambiguous send")
     parser.add_argument("--read-timeout", type=float, default=1.0,
                         help="DISPATCHER_READ_TIMEOUT_S: how long a hung answer is awaited")
-    parser.add_argument("--max-rate", type=float, default=20.0, help="DISPATCHER_MAX_RATE")
+    parser.add_argument("--max-rate", type=float, default=None,
+                        help="DISPATCHER_MAX_RATE (default: v1 20, v2 4)")
+    parser.add_argument("--clear-after", type=float, default=None,
+                        help="seconds until the dispatchers clear a CAD call from the list; "
+                             "0: never (default: v1 10, v2 30)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    ambiguous = args.ambiguous or (200 if args.api_version == 2 else 1000)
+    v2 = args.api_version == 2
+    ambiguous = args.ambiguous or (200 if v2 else 1000)
     plan = Plan(args.api_version, ambiguous, args.batch, args.ordinary, args.read_timeout,
-                args.max_rate)
+                args.max_rate if args.max_rate is not None else (4.0 if v2 else 20.0),
+                args.clear_after if args.clear_after is not None else (30.0 if v2 else 10.0))
     sides = {name: run_side(plan, readable) for name, readable in SIDES.items()}
     ours, blind = sides["read-back"], sides["no read-back"]
     delay = ours["verifying_delay_s"]
@@ -121,7 +135,8 @@ def main() -> int:
         "figure": "dup_window",
         "command": f"bench/dup_window.py --ambiguous {ambiguous} --api-version {plan.version} "
                    f"--batch {plan.batch} --ordinary {plan.ordinary} "
-                   f"--read-timeout {plan.read_timeout_s:g} --max-rate {plan.max_rate:g}",
+                   f"--read-timeout {plan.read_timeout_s:g} --max-rate {plan.max_rate:g} "
+                   f"--clear-after {plan.clear_after_s:g}",
         "machine": machine(),
         "api_version": plan.version,
         "verify_after_s": VERIFY_AFTER_S,
@@ -130,6 +145,7 @@ def main() -> int:
                                    .interval_s, 4) if plan.version == 1 else None),
         "read_timeout_s": plan.read_timeout_s,
         "max_rate": plan.max_rate,
+        "clear_after_s": plan.clear_after_s,
         "sides": sides,
         "goals": {
             "0 duplicates per 1,000 ambiguous sends with read-back":
@@ -187,8 +203,11 @@ def drive(plan: Plan, sim: CadSimulator, producer: Producer, records: Records,
     """
     ids: list[str] = []
     kinds = cycle([HANG, DROP])
-    shown = 0.0
+    shown = cleared = 0.0
     while (done := records.stats()["retried"]) < plan.ambiguous:
+        if plan.clear_after_s and time.time() - cleared >= 1:
+            cleared = time.time()
+            clear(sim, cleared - plan.clear_after_s)
         count = min(plan.batch, plan.ambiguous - done)
         kind = next(kinds)
         params = {"max_s": plan.read_timeout_s + 2} if kind == HANG else {}
@@ -202,6 +221,14 @@ def drive(plan: Plan, sim: CadSimulator, producer: Producer, records: Records,
             progress(f"dup_window v{plan.version} {name}: {done + count}/{plan.ambiguous} "
                      f"ambiguous sends, {len(ids)} calls")
     return ids
+
+
+def clear(sim: CadSimulator, before: float) -> None:
+    """Play the dispatchers: clear the 911 calls that came before that time from the list."""
+    for item in sim.active():
+        if datetime.fromisoformat(item["updated"]).timestamp() < before:
+            with contextlib.suppress(ValueError):  # gone meanwhile
+                sim.dismiss(item["callId"])
 
 
 def recorded(records: Records, outcomes: int) -> bool:
@@ -261,9 +288,11 @@ def measure(plan: Plan, sim: CadSimulator, records: Records, ids: list[str]) -> 
         "duplicates": cad["duplicate_tags"],
         "duplicates_per_1000_ambiguous": rnd(1000 * cad["duplicate_tags"] / n, 1) if n else None,
         "lost": len(lost),
-        "dispatcher": {key: stats[key] for key in ("retried", "verified_found",
-                                                   "verified_missing", "possible_duplicates",
-                                                   "readback")},
+        "dispatcher": {**{key: stats[key] for key in ("retried", "verified_found",
+                                                      "verified_missing", "possible_duplicates",
+                                                      "readback")},
+                       "circuit_opened": int(records.client.hget(records.keys.counters,
+                                                                 "circuit_opened") or 0)},
         "readbacks": sum(1 for r in received if r["route"] == "read"),
         "verifying_delay_s": spread(delays),
         "answer_lost_after_creation_s": {k: spread(v) for k, v in lags.items()},
