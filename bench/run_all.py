@@ -41,7 +41,7 @@ FIGURES: dict[str, tuple[list[str], list[str]]] = {
                ["--rates", "1,2", "--duration", "20", "--runs", "1"]),
     "memory": (["--calls", "20000", "--baseline-calls", "5000"],
                ["--calls", "2000", "--baseline-calls", "1000"]),
-    "dup_window": (["--calls", "300"], ["--calls", "100"]),
+    "dup_window": (["--ambiguous", "300"], ["--ambiguous", "40"]),
 }
 
 
