@@ -17,6 +17,8 @@ Layout (prefix ``dispatcher`` by default):
     {p}:readback:servers    set   servers with verifying calls
     {p}:readback      hash  whether the CAD can be read back (unavailable_until, reason)
     {p}:cad:{cad id}  str   the CAD's id of a delivered call -> our id (expires with it)
+    {p}:outcomes      pub/sub channel: ids of calls a door waits on (Prefer: wait), on
+                      delivery or death (lua/_notify.lua; dispatcher.http.waiting)
     {p}:dead          zset  dead letters, by time of death
     {p}:invalid       zset  the dead letters ``invalid`` (inbox entries), by time of death
     {p}:invalid:summary  hash  invalid entries summarised beyond DISPATCHER_MAX_INVALID:
@@ -104,6 +106,11 @@ class Keys:
     def cad(self, cad_call_id: str) -> str:
         """The CAD's id of a delivered call, mapped to our id."""
         return self._name(f"cad:{cad_call_id}")
+
+    @property
+    def outcomes(self) -> str:
+        """Pub/sub channel, not a stored key: outcomes of calls a door waits on."""
+        return self._name("outcomes")
 
     @property
     def dead(self) -> str:

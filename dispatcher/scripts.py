@@ -4,8 +4,10 @@ Each script opens with a comment naming every ``KEYS[i]`` and ``ARGV[i]`` it tak
 line ``--!include _name.lua`` is replaced by that file (its own includes expanded first,
 each file once per script): ``_calls.lua`` (key helpers and a call's places),
 ``_circuit.lua`` (the breaker), ``_ratelimit.lua`` (the rate limiter), ``_observe.lua``
-(the latency histogram). Scripts are registered with redis-py's ``register_script``, so
-they run by EVALSHA and are loaded again by themselves after a Redis restart.
+(the latency histogram), ``_verify.lua`` (verifying calls and the read-back),
+``_deliver.lua`` (a delivery) and ``_notify.lua`` (telling a waiting door). Scripts are
+registered with redis-py's ``register_script``, so they run by EVALSHA and are loaded
+again by themselves after a Redis restart.
 """
 
 from __future__ import annotations

@@ -325,6 +325,85 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                                     "dispatcher is not configured.", 503, **retry_after),
                 },
             }},
+            "/emergency/remove_911": {"post": {
+                "operationId": "remove911V1",
+                "summary": "Take calls back (v1, the CAD's REMOVE_911 request)",
+                "description": "`type` (REMOVE_911), `id` and `key` are checked like the "
+                               "create door's. `callId` is our id or the CAD's id of a call "
+                               "we delivered; every id is looked up first, so an unknown one "
+                               "takes nothing back. Not yet sent: cancelled, never sent. "
+                               "Being sent: taken back once the outcome is known. "
+                               "Delivered: removed from the CAD by a worker (retried like "
+                               "a call).",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["id", "key", "type", "data"],
+                               "properties": {
+                                   "id": {"type": "string"},
+                                   "key": {"type": "string", "writeOnly": True},
+                                   "type": {"const": "REMOVE_911"},
+                                   "data": {"type": "array", "minItems": 1,
+                                            "maxItems": max_calls, "items": {
+                                                "type": "object", "required": ["callId"],
+                                                "properties": {
+                                                    "serverId": {"type": ["integer",
+                                                                          "string"]},
+                                                    "callId": {"type": ["integer",
+                                                                        "string"]}}}}}},
+                    "example": {"id": "my-community", "key": "<api key>",
+                                "type": "REMOVE_911",
+                                "data": [{"serverId": 1, "callId": 12345}]}}}},
+                "responses": {
+                    "200": {**_text_answer(
+                        "Taken back; the ids as given. X-Dispatcher-Status says what "
+                        "happened to each, in order: cancelled, pending (being sent), "
+                        "removing, removed.",
+                        "EMERGENCY CALL REMOVAL QUEUED ID: 12345",
+                        pattern="^EMERGENCY CALL REMOVAL QUEUED ID: "),
+                        "headers": {"X-Dispatcher-Status": {"schema": {"type": "string"}}}},
+                    "400": _text_answer("Refused: the seed's texts for type, community id "
+                                        "and key, or a body or callId that is not valid.",
+                                        "INVALID API KEY"),
+                    "404": _text_answer("No call of ours has one of the ids; nothing was "
+                                        "taken back.", "CALL NOT FOUND: no call has the id "
+                                        "'12345' (our id, or the CAD's id of a call we "
+                                        "delivered)"),
+                    "503": {**_text_answer("The queue (Redis) is unreachable, or the "
+                                           "dispatcher is not configured.",
+                                           "QUEUE UNAVAILABLE: ..."),
+                            "headers": retry_after},
+                },
+            }},
+            "/v2/emergency/servers/{serverId}/calls/911/{callId}": {"delete": {
+                "operationId": "remove911V2",
+                "summary": "Take one call back (v2 shape)",
+                "description": "Bearer auth; `callId` is our id or the CAD's id of a call "
+                               "we delivered. What taking back means: see remove911V1.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "serverId", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "callId", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "Taken back: the CAD's answer shape plus ours.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "required": ["callId", "serverId", "id", "status"],
+                                "properties": {
+                                    "callId": {"type": ["integer", "string"]},
+                                    "serverId": {"type": ["integer", "string"]},
+                                    "id": {"type": "string", "pattern": f"^{_ID}$"},
+                                    "status": {"enum": ["cancelled", "pending", "removing",
+                                                        "removed"]}}}}}},
+                    "400": _problem("The path holds the API key, or callId is not valid.",
+                                    400),
+                    "401": _problem("Missing or wrong bearer key.", 401),
+                    "404": _problem("No call of ours has that id.", 404),
+                    "503": _problem("The queue (Redis) is unreachable, or the dispatcher is "
+                                    "not configured.", 503, **retry_after),
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health", "summary": "Health: 200 when Redis answers",
                 "responses": {

@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 
+from dispatcher.keys import Keys
 from dispatcher.redisconn import as_text
 
 log = logging.getLogger("dispatcher.web")
@@ -45,8 +46,6 @@ MAX_WAITING = 256
 LISTEN_TICK_S = 1.0
 #: Pause before the listener subscribes again after Redis failed it.
 RESUBSCRIBE_S = 1.0
-#: The channel under the key prefix (``{prefix}:outcomes``, published by ``_notify.lua``).
-CHANNEL = "outcomes"
 #: States in which a call's outcome is known: the door stops waiting for it.
 FINAL_STATES = frozenset({"delivered", "dead"})
 _FIELDS = ("state", "cad_call_id", "status_code", "response", "reason")
@@ -111,7 +110,7 @@ class Outcomes:
                  resubscribe_s: float = RESUBSCRIBE_S) -> None:
         self.client = client
         self.prefix = prefix
-        self.channel = f"{prefix}:{CHANNEL}"
+        self.channel = Keys(prefix).outcomes  # published by ``_notify.lua``
         self.capacity = capacity
         self.resubscribe_s = resubscribe_s
         self._lock = threading.Lock()

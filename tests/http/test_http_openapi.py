@@ -46,7 +46,8 @@ def test_the_document_describes_every_route_and_answer(spec: dict[str, Any]) -> 
     assert spec["openapi"] == "3.1.0"
     paths = spec["paths"]
     assert set(paths) == {V1, "/v2/emergency/servers/{serverId}/calls/911", "/healthz",
-                          "/metrics", "/openapi.json"}
+                          "/metrics", "/openapi.json", "/emergency/remove_911",
+                          "/v2/emergency/servers/{serverId}/calls/911/{callId}"}
     assert set(paths[V1]["post"]["responses"]) == {"200", "400", "413", "415", "429", "503"}
     assert set(paths["/v2/emergency/servers/{serverId}/calls/911"]["post"]["responses"]) == {
         "200", "400", "401", "413", "415", "429", "503"}
