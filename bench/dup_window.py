@@ -30,12 +30,10 @@ Every figure comes from the records once everything is delivered:
 The driver plays the dispatchers too: a CAD call is cleared from the list
 ``--clear-after`` seconds after it came (v1 10 s, v2 30 s: longer than a verifying
 call's longest wait, about 4 s and 22 s, so no call is cleared before its read-back; a
-clearing that came first is the window readback.py names, and shows as duplicates). Without it
-the list only grows, and once it passes the dispatcher's 64 KiB answer cap (about 270
-v1 calls, 230 v2) every read-back fails and verifying calls wait for good:
-``--clear-after 0`` shows that. The same cap is why v2 defaults to 4 calls/s and 200
-ambiguous sends (about 100 s a side): its 30 s of listed calls must stay under the cap,
-and at that pace 1,000 would take 8 minutes a side for the same spread of 20 s phases.
+clearing that came first is the window readback.py names, and shows as duplicates;
+``--clear-after 0`` never clears). v2 defaults to 4 calls/s and 200 ambiguous sends
+(about 100 s a side): its read-back comes at most every 20 s, so 1,000 would take about
+8 minutes a side for the same spread of phases.
 
     .venv/bin/python bench/dup_window.py [--ambiguous 1000] [--api-version 1|2] [--json]
 """
