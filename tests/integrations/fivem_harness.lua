@@ -8,12 +8,14 @@
 --   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
 --   HARNESS_CALLS             JSON array of call911 argument lists:
 --                             [[caller, location, description, postal, plate], ...]
+--   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
 --
 -- Output: the resource's own log lines, "HARNESS ..." trace lines, one
--- "RESULT {json}" line per callback, then exit 0 once every callback fired.
+-- "RESULT {json}" line per callback ({"index", "argc", "args": [...]}, every argument
+-- the callback got, in order), then exit 0 once every callback fired.
 --
 -- Time is virtual but kept in step with the wall clock: when only timers are left,
 -- the loop sleeps until the next one is due. So a test can restart the dispatcher
@@ -266,11 +268,22 @@ local calls = json.decode(os.getenv('HARNESS_CALLS') or '[]')
 local timeoutMs = tonumber(os.getenv('HARNESS_TIMEOUT_MS') or '60000')
 local pending = #calls
 
+local exportName = os.getenv('HARNESS_EXPORT') or 'call911'
+
 for i, args in ipairs(calls) do
     -- Straight after start-up, as a script that calls the export from its own thread.
     CreateThread(function()
-        exports[RESOURCE]:call911(args[1], args[2], args[3], args[4], args[5], function(ok, value, text)
-            print('RESULT ' .. json.encode({ index = i, ok = ok, value = value, text = text }))
+        local export = exports[RESOURCE][exportName]
+        export(nil, args[1], args[2], args[3], args[4], args[5], function(...)
+            local argc = select('#', ...)
+            local got = {}
+            for n = 1, argc do
+                local value = select(n, ...)
+                -- JSON has no nil inside an array: write it as the string "<nil>".
+                if value == nil then value = '<nil>' end
+                got[n] = value
+            end
+            print('RESULT ' .. json.encode({ index = i, argc = argc, args = got }))
             pending = pending - 1
         end)
     end)
