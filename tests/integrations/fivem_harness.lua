@@ -7,7 +7,8 @@
 --   FIVEM_CONVAR_<name>       the value GetConvar(<name>) returns
 --   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
 --   HARNESS_CALLS             JSON array of call911 argument lists:
---                             [[caller, location, description, postal, plate], ...]
+--                             [[caller, location, description, postal, plate,
+--                               coords, customMeta], ...] (the last two optional)
 --   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
@@ -285,7 +286,7 @@ for i, args in ipairs(calls) do
             end
             print('RESULT ' .. json.encode({ index = i, argc = argc, args = got }))
             pending = pending - 1
-        end)
+        end, args[6], args[7])
     end)
 end
 

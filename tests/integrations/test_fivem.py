@@ -384,3 +384,36 @@ def test_the_manifest_declares_a_cerulean_gta5_server_resource() -> None:
     assert "'server.lua'" in text
     for name in ("config.lua", "server.lua", "README.md"):
         assert (RESOURCE / name).is_file(), name
+
+
+def test_custommeta_is_merged_into_metadata_as_the_official_call911_does(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    _env, url = stack(redis_url, sim, procs)
+    custom = {"callerPlayerId": "7", "uuid": "0b5e-4c1d", "postal": "999"}
+    h = Harness(lua, url, [[*JANE, None, custom]])
+    harnesses.append(h)
+    text, ok = answer(h.finish()[1])
+    assert ok is True and ADDED.match(text), h.output
+    assert len(sim.calls()) == 1
+    # A custom key wins over the postal argument, as in the official resource.
+    assert untagged(sim.calls()[0]["call"])["metaData"] == {
+        "postal": "999", "plate": "8ABC123", "callerPlayerId": "7", "uuid": "0b5e-4c1d"}
+
+
+def test_coords_go_on_the_call_as_the_official_call911_sends_them(
+    lua: str, sim: CadSimulator, harnesses: list[Harness],
+) -> None:
+    # The resource speaks the CAD's own v1 shape, so pointed at the CAD (here the
+    # simulator) directly, what the CAD receives is exactly what the resource built.
+    # (Through our door, coords needs the lossless door of issue 13 item 1.)
+    coords = {"x": 215.5, "y": -810.25, "z": 30.75}
+    h = Harness(lua, sim.url, [[*JANE, coords], [*JANE[:3], None, None, {"x": 1.5}]],
+                sonoran_dispatcher_wait="0")
+    harnesses.append(h)
+    results = h.finish()
+    assert answer(results[1])[1] is True and answer(results[2])[1] is True, h.output
+    bodies = [r["body"]["data"][0] for r in sim.received()]
+    assert bodies[0]["coords"] == coords
+    assert "coords" not in bodies[1], "no y: not a position, left out as the official does"

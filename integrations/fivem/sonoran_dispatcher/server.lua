@@ -9,13 +9,13 @@
 -- records it once however many times it arrives.
 --
 -- Exports:
---   call911(caller, location, description, postal, plate, cb)
+--   call911(caller, location, description, postal, plate, cb, coords, customMeta)
 --       cb(text, ok): the official sonorancad resource's callback. text is the CAD's
 --       own "EMERGENCY CALL ADDED ID: 12345" when the CAD took the call within
 --       sonoran_dispatcher_wait seconds (the door's Prefer: wait), else the dispatcher's
 --       "EMERGENCY CALL QUEUED ID: <id>" (the call is safe and will be delivered), or
 --       the refusal ("INVALID API KEY", "RETRY QUEUE FULL"); ok is false only then.
---   call911Ex(caller, location, description, postal, plate, cb)
+--   call911Ex(caller, location, description, postal, plate, cb, coords, customMeta)
 --       cb(ok, id, text): the same call, for new scripts; id is the token after "ID: "
 --       (the CAD's id, or the dispatcher's when the call is only queued).
 -- cb is called exactly once per call; while the dispatcher is unreachable that is later,
@@ -66,8 +66,10 @@ local function asText(value)
     return tostring(value)
 end
 
--- The seed's call object.
-local function buildCall(caller, location, description, postal, plate, serverId)
+-- The seed's call object, with the official call911's two extras as it maps them today:
+-- coords (a table with x and y) goes on the call as it is, and the keys of customMeta
+-- are merged into metaData (a custom key wins over postal/plate, as there).
+local function buildCall(caller, location, description, postal, plate, serverId, coords, customMeta)
     local call = {
         serverId = serverId,
         isEmergency = true,
@@ -75,7 +77,15 @@ local function buildCall(caller, location, description, postal, plate, serverId)
         location = location,
         description = description,
     }
+    if type(coords) == 'table' and coords.x and coords.y then
+        call.coords = coords
+    end
     local metaData = { postal = asText(postal), plate = asText(plate) }
+    if type(customMeta) == 'table' then
+        for name, value in pairs(customMeta) do
+            metaData[name] = value
+        end
+    end
     -- FiveM's json.encode writes an empty table as [], which is not an object; leave
     -- metaData out instead when there is nothing in it (the dispatcher treats it as {}).
     if next(metaData) ~= nil then
@@ -214,10 +224,10 @@ end
 
 -- The seed's signature. postal and plate may be nil; cb is optional. rich picks the
 -- callback's shape (see the exports below).
-local function enqueue(rich, caller, location, description, postal, plate, cb)
+local function enqueue(rich, caller, location, description, postal, plate, cb, coords, customMeta)
     local cfg = DispatcherConfig.read()
     local entry = {
-        call = buildCall(caller, location, description, postal, plate, cfg.serverId),
+        call = buildCall(caller, location, description, postal, plate, cfg.serverId, coords, customMeta),
         key = newIdempotencyKey(cfg.serverId),
         cb = cb,
         rich = rich,
@@ -245,12 +255,13 @@ local function enqueue(rich, caller, location, description, postal, plate, cb)
     drain()
 end
 
-exports('call911', function(caller, location, description, postal, plate, cb)
-    enqueue(false, caller, location, description, postal, plate, cb)
+-- The official call911's optional arguments, in its order: coords, customMeta.
+exports('call911', function(caller, location, description, postal, plate, cb, coords, customMeta)
+    enqueue(false, caller, location, description, postal, plate, cb, coords, customMeta)
 end)
 
-exports('call911Ex', function(caller, location, description, postal, plate, cb)
-    enqueue(true, caller, location, description, postal, plate, cb)
+exports('call911Ex', function(caller, location, description, postal, plate, cb, coords, customMeta)
+    enqueue(true, caller, location, description, postal, plate, cb, coords, customMeta)
 end)
 
 -- How many calls wait for the dispatcher (for a status command or a health check).
