@@ -10,6 +10,9 @@
 --                             [[caller, location, description, postal, plate,
 --                               coords, customMeta], ...] (the last two optional)
 --   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
+--   HARNESS_COMMANDS          JSON array of [source, command, [args...]] to run
+--   HARNESS_EVENTS            JSON array of [event, arg1, ...] to trigger (server events)
+--   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
@@ -147,9 +150,47 @@ function GetConvar(name, default)
     return value
 end
 
-function AddEventHandler() end
+-- Events and commands: recorded, so the harness can trigger them as FXServer would.
+local handlers = {}   -- event name -> { fn, ... }
+local commands = {}   -- command name -> fn(source, args, rawCommand)
+local onEvent         -- set below: the harness's own watcher of raised events
+
+function AddEventHandler(name, fn)
+    handlers[name] = handlers[name] or {}
+    table.insert(handlers[name], fn)
+end
+
 function RegisterNetEvent() end
-function RegisterCommand() end
+RegisterServerEvent = RegisterNetEvent
+
+function TriggerEvent(name, ...)
+    if onEvent then
+        onEvent(name, ...)
+    end
+    for _, fn in ipairs(handlers[name] or {}) do
+        protect(fn, ...)
+    end
+end
+
+function RegisterCommand(name, fn)
+    commands[name] = fn
+end
+
+-- Players: source 7 is "Jane Player" at a fixed spot (OneSync's server-side coords).
+function GetPlayerName(source)
+    return tonumber(source) == 7 and 'Jane Player' or nil
+end
+
+function GetPlayerPed(source)
+    return tonumber(source) == 7 and 700 or 0
+end
+
+function GetEntityCoords(ped)
+    if ped == 700 then
+        return { x = 215.5, y = -810.25, z = 30.75 }
+    end
+    return { x = 0.0, y = 0.0, z = 0.0 }
+end
 
 -- exports('name', fn) records; exports['resource']:name(...) calls, as in FiveM (the
 -- colon passes the proxy as self, which FiveM drops).
@@ -270,6 +311,35 @@ local timeoutMs = tonumber(os.getenv('HARNESS_TIMEOUT_MS') or '60000')
 local pending = #calls
 
 local exportName = os.getenv('HARNESS_EXPORT') or 'call911'
+local awaitEvent = os.getenv('HARNESS_AWAIT_EVENT')
+pending = pending + tonumber(os.getenv('HARNESS_AWAIT_COUNT') or '0')
+
+-- Every event raised is printed: "EVENT {"name", "args"}".
+onEvent = function(name, ...)
+    local got = {}
+    for n = 1, select('#', ...) do
+        local value = select(n, ...)
+        if value == nil then value = '<nil>' end
+        got[n] = value
+    end
+    print('EVENT ' .. json.encode({ name = name, args = got }))
+    if name == awaitEvent then
+        pending = pending - 1
+    end
+end
+
+for _, run in ipairs(json.decode(os.getenv('HARNESS_COMMANDS') or '[]')) do
+    CreateThread(function()
+        local fn = assert(commands[run[2]], 'no command ' .. tostring(run[2]))
+        fn(run[1], run[3], '/' .. run[2] .. ' ' .. table.concat(run[3], ' '))
+    end)
+end
+
+for _, event in ipairs(json.decode(os.getenv('HARNESS_EVENTS') or '[]')) do
+    CreateThread(function()
+        TriggerEvent(table.unpack(event))
+    end)
+end
 
 for i, args in ipairs(calls) do
     -- Straight after start-up, as a script that calls the export from its own thread.

@@ -417,3 +417,43 @@ def test_coords_go_on_the_call_as_the_official_call911_sends_them(
     bodies = [r["body"]["data"][0] for r in sim.received()]
     assert bodies[0]["coords"] == coords
     assert "coords" not in bodies[1], "no y: not a position, left out as the official does"
+
+
+def test_takeover_mode_serves_the_callcommands_plugins_commands_and_events(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    _env, url = stack(redis_url, sim, procs)
+    api = "SonoranCAD::callcommands:"
+    h = Harness(lua, url, [], {
+        "HARNESS_COMMANDS": json.dumps([[7, "help", ["car", "on", "fire"]],
+                                        [7, "311", ["noise", "complaint"]]]),
+        "HARNESS_EVENTS": json.dumps([[api + "SendCallApi", True, "Some Script", "Grove St",
+                                       "Shots fired", 7, True, False, "911"]]),
+        "HARNESS_AWAIT_EVENT": api + "EmergencyCallAdd", "HARNESS_AWAIT_COUNT": "3",
+    }, sonoran_dispatcher_takeover="true", sonoran_dispatcher_911_command="help")
+    harnesses.append(h)
+    h.finish()
+
+    events = [json.loads(line[6:]) for line in h.lines if line.startswith("EVENT ")]
+    incoming = [e["args"] for e in events if e["name"] == api + "cadIncomingCall"]
+    added = [e["args"] for e in events if e["name"] == api + "EmergencyCallAdd"]
+    assert sorted(a[3] for a in incoming) == ["Shots fired", "car on fire", "noise complaint"]
+    by_description = {c["call"]["description"]: c for c in sim.calls()}
+    assert len(sim.calls()) == 3
+    # EmergencyCallAdd(source, the CAD's own call id), as the plugin raises it.
+    assert sorted(a[1] for a in added) == sorted(c["cad_id"] for c in sim.calls())
+    assert all(a[0] == 7 for a in added)
+
+    fire = untagged(by_description["car on fire"]["call"])
+    uid = next(a[5] for a in incoming if a[3] == "car on fire")
+    assert fire == {
+        "serverId": "1", "isEmergency": True, "caller": "Jane Player", "location": "Unknown",
+        "description": "car on fire", "deleteAfterMinutes": 30,
+        "metaData": {"callerPlayerId": "7", "uuid": uid, "silentAlert": "false",
+                     "useCallLocation": "false", "x": "215.5", "y": "-810.25", "z": "30.75"},
+    }
+    assert untagged(by_description["noise complaint"]["call"])["isEmergency"] is False
+    shots = untagged(by_description["Shots fired"]["call"])
+    assert shots["caller"] == "Some Script" and shots["location"] == "Grove St"
+    assert shots["metaData"]["silentAlert"] == "true"

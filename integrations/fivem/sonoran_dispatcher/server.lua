@@ -224,10 +224,10 @@ end
 
 -- The seed's signature. postal and plate may be nil; cb is optional. rich picks the
 -- callback's shape (see the exports below).
-local function enqueue(rich, caller, location, description, postal, plate, cb, coords, customMeta)
+local function enqueue(rich, call, cb)
     local cfg = DispatcherConfig.read()
     local entry = {
-        call = buildCall(caller, location, description, postal, plate, cfg.serverId, coords, customMeta),
+        call = call,
         key = newIdempotencyKey(cfg.serverId),
         cb = cb,
         rich = rich,
@@ -257,12 +257,20 @@ end
 
 -- The official call911's optional arguments, in its order: coords, customMeta.
 exports('call911', function(caller, location, description, postal, plate, cb, coords, customMeta)
-    enqueue(false, caller, location, description, postal, plate, cb, coords, customMeta)
+    local serverId = DispatcherConfig.read().serverId
+    enqueue(false, buildCall(caller, location, description, postal, plate, serverId, coords, customMeta), cb)
 end)
 
 exports('call911Ex', function(caller, location, description, postal, plate, cb, coords, customMeta)
-    enqueue(true, caller, location, description, postal, plate, cb, coords, customMeta)
+    local serverId = DispatcherConfig.read().serverId
+    enqueue(true, buildCall(caller, location, description, postal, plate, serverId, coords, customMeta), cb)
 end)
+
+-- For takeover.lua (loaded after this file): queue a call object built elsewhere, with
+-- call911Ex's callback.
+DispatcherSend = function(call, cb)
+    enqueue(true, call, cb)
+end
 
 -- How many calls wait for the dispatcher (for a status command or a health check).
 exports('pendingCalls', function()
