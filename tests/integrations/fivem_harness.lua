@@ -12,6 +12,8 @@
 --   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
 --   HARNESS_COMMANDS          JSON array of [source, command, [args...]] to run
 --   HARNESS_EVENTS            JSON array of [event, arg1, ...] to trigger (server events)
+--   HARNESS_KVP_FILE          the file behind SetResourceKvp/GetResourceKvpString
+--   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
 --   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
@@ -176,6 +178,34 @@ function RegisterCommand(name, fn)
     commands[name] = fn
 end
 
+-- Resource KVP, kept in a JSON file (HARNESS_KVP_FILE) so a second harness run with
+-- the same file is the same resource after a restart.
+local kvpFile = os.getenv('HARNESS_KVP_FILE')
+
+local function kvpRead()
+    local fh = kvpFile and io.open(kvpFile, 'r')
+    if not fh then
+        return {}
+    end
+    local text = fh:read('a')
+    fh:close()
+    return json.decode(text) or {}
+end
+
+function SetResourceKvp(key, value)
+    local all = kvpRead()
+    all[key] = value
+    if kvpFile then
+        local fh = assert(io.open(kvpFile, 'w'))
+        fh:write(json.encode(all))
+        fh:close()
+    end
+end
+
+function GetResourceKvpString(key)
+    return kvpRead()[key]
+end
+
 -- Players: source 7 is "Jane Player" at a fixed spot (OneSync's server-side coords).
 function GetPlayerName(source)
     return tonumber(source) == 7 and 'Jane Player' or nil
@@ -326,6 +356,18 @@ onEvent = function(name, ...)
     if name == awaitEvent then
         pending = pending - 1
     end
+end
+
+if os.getenv('HARNESS_AWAIT_DRAIN') == '1' then
+    pending = pending + 1
+    CreateThread(function()
+        Wait(50)
+        while exports[RESOURCE]:pendingCalls() > 0 do
+            Wait(100)
+        end
+        print('HARNESS drained')
+        pending = pending - 1
+    end)
 end
 
 for _, run in ipairs(json.decode(os.getenv('HARNESS_COMMANDS') or '[]')) do

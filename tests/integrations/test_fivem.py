@@ -457,3 +457,38 @@ def test_takeover_mode_serves_the_callcommands_plugins_commands_and_events(
     shots = untagged(by_description["Shots fired"]["call"])
     assert shots["caller"] == "Some Script" and shots["location"] == "Grove St"
     assert shots["metaData"]["silentAlert"] == "true"
+
+
+@pytest.mark.slow
+def test_the_queue_survives_a_restart_of_the_resource_in_kvp(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness], tmp_path: Path,
+) -> None:
+    env, url = stack(redis_url, sim, procs, web=False)
+    kvp = {"HARNESS_KVP_FILE": str(tmp_path / "kvp.json")}
+    second = ["Second Caller", "Paleto Bay", "Shots fired", "1021", None]
+    # The dispatcher is down: both calls wait in the resource, then the server stops
+    # (killed: no onResourceStop, the worst case).
+    before = Harness(lua, url, [JANE, second], kvp, sonoran_dispatcher_wait="0")
+    harnesses.append(before)
+    before.wait_line(r"not accepted \(dispatcher unreachable")
+    before.kill()
+    stored = json.loads((tmp_path / "kvp.json").read_text())
+    kept = json.loads(stored["queue"])
+    assert [c["call"]["caller"] for c in kept] == ["Jane Doe", "Second Caller"]
+
+    start_web(procs, env)
+    after = Harness(lua, url, [], {**kvp, "HARNESS_AWAIT_DRAIN": "1"},
+                    sonoran_dispatcher_wait="0")
+    harnesses.append(after)
+    after.finish()
+    assert "2 call(s) restored" in after.output
+    assert after.posts() == 2
+    # Oldest first, with the keys made before the restart.
+    accepted = [line for line in after.lines if " accepted as " in line]
+    assert [c["key"] in line for c, line in zip(kept, accepted, strict=True)] == [True, True]
+    wait_for(lambda: len(sim.calls()) == 2, 30, message="the restored calls in the CAD")
+    time.sleep(1.0)
+    assert sorted(c["call"]["caller"] for c in sim.calls()) == ["Jane Doe", "Second Caller"]
+    assert sim.stats()["duplicates"] == 0
+    assert json.loads(json.loads((tmp_path / "kvp.json").read_text())["queue"]) == []

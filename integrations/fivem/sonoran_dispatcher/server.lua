@@ -4,8 +4,8 @@
 -- (POST /emergency/call_911) and records each call in Redis before it answers; from
 -- there the dispatcher retries the CAD for as long as it takes. What is left for this
 -- resource is the one hop it owns: the game server -> dispatcher request. If that hop
--- fails (dispatcher restarting, Redis briefly gone) the call waits here, in memory, and
--- is sent again, oldest first, with the same Idempotency-Key header, so the dispatcher
+-- fails (dispatcher restarting, Redis briefly gone) the call waits here, in resource
+-- KVP so a restart does not lose it, and is sent again, oldest first, with the same Idempotency-Key header, so the dispatcher
 -- records it once however many times it arrives.
 --
 -- Exports:
@@ -132,10 +132,24 @@ local function retryDelayMs(cfg)
     return math.floor(delay * (0.8 + 0.2 * math.random()))
 end
 
+-- The queue in resource KVP (FXServer keeps it on disk), so a resource or server
+-- restart does not lose the calls the dispatcher has not taken yet. Only the call and
+-- its key are kept: a callback cannot outlive the script that passed it.
+local KVP_QUEUE = 'queue'
+
+local function persist()
+    local kept = {}
+    for i, entry in ipairs(queue) do
+        kept[i] = { key = entry.key, call = entry.call }
+    end
+    SetResourceKvp(KVP_QUEUE, json.encode(kept))
+end
+
 local function forget(entry)
     for i, queued in ipairs(queue) do
         if queued == entry then
             table.remove(queue, i)
+            persist()
             return
         end
     end
@@ -252,6 +266,7 @@ local function enqueue(rich, call, cb)
         return
     end
     queue[#queue + 1] = entry
+    persist()
     drain()
 end
 
@@ -277,16 +292,37 @@ exports('pendingCalls', function()
     return #queue
 end)
 
--- The queue is memory only: say which calls a stop loses, so nobody has to guess.
+-- Say which calls wait in KVP over a stop, so nobody has to guess.
 AddEventHandler('onResourceStop', function(name)
     if name ~= RESOURCE then
         return
     end
     for _, entry in ipairs(queue) do
-        log('^1stopping with call %s not yet accepted by the dispatcher (%s @ %s): it is lost^7',
+        log('stopping with call %s not yet accepted by the dispatcher (%s @ %s): kept, sent after the restart',
             entry.key, tostring(entry.call.caller), tostring(entry.call.location))
     end
 end)
+
+-- The calls a previous run left, oldest first, with their keys: a call the dispatcher
+-- took just before the stop comes back with its first id, not as a second call.
+local function restore()
+    local stored = GetResourceKvpString(KVP_QUEUE)
+    local ok, kept = pcall(json.decode, stored or '[]')
+    if not ok or type(kept) ~= 'table' then
+        log('^1the stored queue is unreadable; starting empty^7')
+        return
+    end
+    for _, item in ipairs(kept) do
+        if type(item) == 'table' and type(item.key) == 'string' and type(item.call) == 'table' then
+            queue[#queue + 1] = { call = item.call, key = item.key, rich = true, attempts = 0, sending = false }
+        end
+    end
+    if #queue > 0 then
+        log('%d call(s) restored from before the restart; sending them first', #queue)
+        persist()
+        drain()
+    end
+end
 
 do
     local missing = DispatcherConfig.missing()
@@ -297,4 +333,5 @@ do
     -- A URL may carry a password (http://user:pass@host); the log line must not.
     local url = DispatcherConfig.read().url:gsub('//[^/@]*@', '//***@')
     log('sending 911 calls to %s%s', url, CALL_PATH)
+    restore()
 end
