@@ -12,6 +12,8 @@
 --   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
 --   HARNESS_COMMANDS          JSON array of [source, command, [args...]] to run
 --   HARNESS_EVENTS            JSON array of [event, arg1, ...] to trigger (server events)
+--   HARNESS_REMOVE            JSON array of ids to removeCall(id, cb) (after the calls);
+--                             one "REMOVED {json}" line per callback
 --   HARNESS_KVP_FILE          the file behind SetResourceKvp/GetResourceKvpString
 --   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
 --   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
@@ -356,6 +358,16 @@ onEvent = function(name, ...)
     if name == awaitEvent then
         pending = pending - 1
     end
+end
+
+for _, id in ipairs(json.decode(os.getenv('HARNESS_REMOVE') or '[]')) do
+    pending = pending + 1
+    CreateThread(function()
+        exports[RESOURCE]:removeCall(id, function(text, ok)
+            print('REMOVED ' .. json.encode({ id = id, text = text, ok = ok }))
+            pending = pending - 1
+        end)
+    end)
 end
 
 if os.getenv('HARNESS_AWAIT_DRAIN') == '1' then

@@ -492,3 +492,28 @@ def test_the_queue_survives_a_restart_of_the_resource_in_kvp(
     assert sorted(c["call"]["caller"] for c in sim.calls()) == ["Jane Doe", "Second Caller"]
     assert sim.stats()["duplicates"] == 0
     assert json.loads(json.loads((tmp_path / "kvp.json").read_text())["queue"]) == []
+
+
+def test_removecall_takes_a_call_back_through_the_remove_911_door(
+    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
+    harnesses: list[Harness],
+) -> None:
+    _env, url = stack(redis_url, sim, procs)
+    h = Harness(lua, url, [JANE])
+    harnesses.append(h)
+    text, ok = answer(h.finish()[1])
+    added = ADDED.match(text)
+    assert ok and added and len(sim.calls()) == 1
+    cad_id = added["id"]
+
+    unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    r = Harness(lua, url, [], {"HARNESS_REMOVE": json.dumps([cad_id, unknown])})
+    harnesses.append(r)
+    r.finish()
+    removed = {d["id"]: d for d in (json.loads(line[8:]) for line in r.lines
+                                     if line.startswith("REMOVED "))}
+    assert removed[cad_id] == {"id": cad_id, "ok": True,
+                               "text": f"EMERGENCY CALL REMOVAL QUEUED ID: {cad_id}"}
+    assert removed[unknown]["ok"] is False
+    assert removed[unknown]["text"].startswith("CALL NOT FOUND"), removed
+    wait_for(lambda: not sim.calls()[0]["active"], 30, message="the call removed in the CAD")

@@ -23,6 +23,7 @@
 
 local RESOURCE = GetCurrentResourceName()
 local CALL_PATH = '/emergency/call_911'
+local REMOVE_PATH = '/emergency/remove_911'
 
 -- Answers worth trying again: no answer at all (0), and the statuses that mean "not
 -- now" rather than "not this": the dispatcher says 503 when Redis is unreachable or it
@@ -279,6 +280,34 @@ end)
 exports('call911Ex', function(caller, location, description, postal, plate, cb, coords, customMeta)
     local serverId = DispatcherConfig.read().serverId
     enqueue(true, buildCall(caller, location, description, postal, plate, serverId, coords, customMeta), cb)
+end)
+
+-- removeCall(id, cb): take a call back through the dispatcher's REMOVE_911 door. id is
+-- the id a call911 answer gave (the token after "ID: ": the CAD's id, our ULID or our
+-- numeric ticket); cb(text, ok) gets the door's answer, e.g.
+-- "EMERGENCY CALL REMOVAL QUEUED ID: <id>" or "CALL NOT FOUND: ...". One attempt: a
+-- failure is the caller's to retry (status 0 or 503 say so).
+exports('removeCall', function(id, cb)
+    local cfg = DispatcherConfig.read()
+    local text = tostring(id)
+    local callId = text:match('^%d+$') and math.tointeger(tonumber(text)) or text
+    local payload = json.encode({
+        id = cfg.communityId,
+        key = cfg.apiKey,
+        type = 'REMOVE_911',
+        data = { { serverId = cfg.serverId, callId = callId } },
+    })
+    PerformHttpRequest(cfg.url .. REMOVE_PATH, function(status, body, _headers, errorData)
+        local answer = answerText(body, errorData)
+        local ok = (tonumber(status) or 0) >= 200 and (tonumber(status) or 0) < 300
+        log('removal of call %s: %s', text, answer:sub(1, 200))
+        if cb ~= nil then
+            local fine, err = pcall(cb, answer, ok)
+            if not fine then
+                log('^1the removeCall callback failed: %s^7', tostring(err))
+            end
+        end
+    end, 'POST', payload, { ['Content-Type'] = 'application/json' })
 end)
 
 -- For takeover.lua (loaded after this file): queue a call object built elsewhere, with
