@@ -33,11 +33,12 @@ local RETRYABLE = { [0] = true, [408] = true, [429] = true, [500] = true, [502] 
 -- Calls not yet accepted by the dispatcher, oldest first. Up to inFlight of them are
 -- on their way at once (sent in queue order), so one call whose door waits for the CAD
 -- (Prefer: wait) does not hold the calls behind it. When an attempt gets no usable
--- answer, sending pauses for a backoff and then starts again from the oldest call, so a
--- call made during an outage cannot overtake the ones already waiting.
+-- answer, sending pauses for a backoff; then only the oldest call goes until one gets
+-- through, so after an outage the calls are taken oldest first.
 local queue = {}
 local sending = 0      -- attempts in flight
 local paused = false   -- a retry timer is armed: send nothing until it fires
+local probing = false  -- after a backoff only the oldest call goes, until one gets through
 local failures = 0     -- consecutive backoffs (drives the delay)
 local made = 0         -- calls made since the resource started (part of the keys)
 
@@ -176,6 +177,7 @@ local function onAnswer(entry, cfg, status, body, errorData)
                 why, delay / 1000, #queue)
             SetTimeout(delay, function()
                 paused = false
+                probing = true
                 drain()
             end)
         else
@@ -186,6 +188,7 @@ local function onAnswer(entry, cfg, status, body, errorData)
 
     forget(entry)
     failures = 0
+    probing = false
     local id = status >= 200 and status < 300 and answerId(text)
     if id then
         if entry.attempts > 1 then
@@ -227,8 +230,9 @@ drain = function()
         return
     end
     local cfg = DispatcherConfig.read()
+    local limit = probing and 1 or cfg.inFlight
     for _, entry in ipairs(queue) do
-        if sending >= cfg.inFlight then
+        if sending >= limit then
             return
         end
         if not entry.sending then
