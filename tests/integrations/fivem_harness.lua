@@ -7,13 +7,23 @@
 --   FIVEM_CONVAR_<name>       the value GetConvar(<name>) returns
 --   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
 --   HARNESS_CALLS             JSON array of call911 argument lists:
---                             [[caller, location, description, postal, plate], ...]
+--                             [[caller, location, description, postal, plate,
+--                               coords, customMeta], ...] (the last two optional)
+--   HARNESS_EXPORT            the export the calls go to (default call911; or call911Ex)
+--   HARNESS_COMMANDS          JSON array of [source, command, [args...]] to run
+--   HARNESS_EVENTS            JSON array of [event, arg1, ...] to trigger (server events)
+--   HARNESS_REMOVE            JSON array of ids to removeCall(id, cb) (after the calls);
+--                             one "REMOVED {json}" line per callback
+--   HARNESS_KVP_FILE          the file behind SetResourceKvp/GetResourceKvpString
+--   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
+--   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
 --
 -- Output: the resource's own log lines, "HARNESS ..." trace lines, one
--- "RESULT {json}" line per callback, then exit 0 once every callback fired.
+-- "RESULT {json}" line per callback ({"index", "argc", "args": [...]}, every argument
+-- the callback got, in order), then exit 0 once every callback fired.
 --
 -- Time is virtual but kept in step with the wall clock: when only timers are left,
 -- the loop sleeps until the next one is due. So a test can restart the dispatcher
@@ -144,9 +154,75 @@ function GetConvar(name, default)
     return value
 end
 
-function AddEventHandler() end
+-- Events and commands: recorded, so the harness can trigger them as FXServer would.
+local handlers = {}   -- event name -> { fn, ... }
+local commands = {}   -- command name -> fn(source, args, rawCommand)
+local onEvent         -- set below: the harness's own watcher of raised events
+
+function AddEventHandler(name, fn)
+    handlers[name] = handlers[name] or {}
+    table.insert(handlers[name], fn)
+end
+
 function RegisterNetEvent() end
-function RegisterCommand() end
+RegisterServerEvent = RegisterNetEvent
+
+function TriggerEvent(name, ...)
+    if onEvent then
+        onEvent(name, ...)
+    end
+    for _, fn in ipairs(handlers[name] or {}) do
+        protect(fn, ...)
+    end
+end
+
+function RegisterCommand(name, fn)
+    commands[name] = fn
+end
+
+-- Resource KVP, kept in a JSON file (HARNESS_KVP_FILE) so a second harness run with
+-- the same file is the same resource after a restart.
+local kvpFile = os.getenv('HARNESS_KVP_FILE')
+
+local function kvpRead()
+    local fh = kvpFile and io.open(kvpFile, 'r')
+    if not fh then
+        return {}
+    end
+    local text = fh:read('a')
+    fh:close()
+    return json.decode(text) or {}
+end
+
+function SetResourceKvp(key, value)
+    local all = kvpRead()
+    all[key] = value
+    if kvpFile then
+        local fh = assert(io.open(kvpFile, 'w'))
+        fh:write(json.encode(all))
+        fh:close()
+    end
+end
+
+function GetResourceKvpString(key)
+    return kvpRead()[key]
+end
+
+-- Players: source 7 is "Jane Player" at a fixed spot (OneSync's server-side coords).
+function GetPlayerName(source)
+    return tonumber(source) == 7 and 'Jane Player' or nil
+end
+
+function GetPlayerPed(source)
+    return tonumber(source) == 7 and 700 or 0
+end
+
+function GetEntityCoords(ped)
+    if ped == 700 then
+        return { x = 215.5, y = -810.25, z = 30.75 }
+    end
+    return { x = 0.0, y = 0.0, z = 0.0 }
+end
 
 -- exports('name', fn) records; exports['resource']:name(...) calls, as in FiveM (the
 -- colon passes the proxy as self, which FiveM drops).
@@ -266,13 +342,75 @@ local calls = json.decode(os.getenv('HARNESS_CALLS') or '[]')
 local timeoutMs = tonumber(os.getenv('HARNESS_TIMEOUT_MS') or '60000')
 local pending = #calls
 
+local exportName = os.getenv('HARNESS_EXPORT') or 'call911'
+local awaitEvent = os.getenv('HARNESS_AWAIT_EVENT')
+pending = pending + tonumber(os.getenv('HARNESS_AWAIT_COUNT') or '0')
+
+-- Every event raised is printed: "EVENT {"name", "args"}".
+onEvent = function(name, ...)
+    local got = {}
+    for n = 1, select('#', ...) do
+        local value = select(n, ...)
+        if value == nil then value = '<nil>' end
+        got[n] = value
+    end
+    print('EVENT ' .. json.encode({ name = name, args = got }))
+    if name == awaitEvent then
+        pending = pending - 1
+    end
+end
+
+for _, id in ipairs(json.decode(os.getenv('HARNESS_REMOVE') or '[]')) do
+    pending = pending + 1
+    CreateThread(function()
+        exports[RESOURCE]:removeCall(id, function(text, ok)
+            print('REMOVED ' .. json.encode({ id = id, text = text, ok = ok }))
+            pending = pending - 1
+        end)
+    end)
+end
+
+if os.getenv('HARNESS_AWAIT_DRAIN') == '1' then
+    pending = pending + 1
+    CreateThread(function()
+        Wait(50)
+        while exports[RESOURCE]:pendingCalls() > 0 do
+            Wait(100)
+        end
+        print('HARNESS drained')
+        pending = pending - 1
+    end)
+end
+
+for _, run in ipairs(json.decode(os.getenv('HARNESS_COMMANDS') or '[]')) do
+    CreateThread(function()
+        local fn = assert(commands[run[2]], 'no command ' .. tostring(run[2]))
+        fn(run[1], run[3], '/' .. run[2] .. ' ' .. table.concat(run[3], ' '))
+    end)
+end
+
+for _, event in ipairs(json.decode(os.getenv('HARNESS_EVENTS') or '[]')) do
+    CreateThread(function()
+        TriggerEvent(table.unpack(event))
+    end)
+end
+
 for i, args in ipairs(calls) do
     -- Straight after start-up, as a script that calls the export from its own thread.
     CreateThread(function()
-        exports[RESOURCE]:call911(args[1], args[2], args[3], args[4], args[5], function(ok, value, text)
-            print('RESULT ' .. json.encode({ index = i, ok = ok, value = value, text = text }))
+        local export = exports[RESOURCE][exportName]
+        export(nil, args[1], args[2], args[3], args[4], args[5], function(...)
+            local argc = select('#', ...)
+            local got = {}
+            for n = 1, argc do
+                local value = select(n, ...)
+                -- JSON has no nil inside an array: write it as the string "<nil>".
+                if value == nil then value = '<nil>' end
+                got[n] = value
+            end
+            print('RESULT ' .. json.encode({ index = i, argc = argc, args = got }))
             pending = pending - 1
-        end)
+        end, args[6], args[7])
     end)
 end
 

@@ -15,6 +15,8 @@ local DEFAULTS = {
     queueSize = 100,                -- calls held while the dispatcher is unreachable
     retryMinMs = 1000,              -- first retry delay; doubles on every failure...
     retryMaxMs = 30000,             -- ...up to this
+    waitSeconds = 3,                -- Prefer: wait=N, so the callback gets the CAD's own id; 0: never wait
+    inFlight = 8,                   -- requests to the dispatcher at once
 }
 
 local function number(name, default, minimum)
@@ -47,6 +49,10 @@ function DispatcherConfig.read()
         queueSize = number('sonoran_dispatcher_queue_size', DEFAULTS.queueSize, 1),
         retryMinMs = minMs,
         retryMaxMs = math.max(minMs, number('sonoran_dispatcher_retry_max_ms', DEFAULTS.retryMaxMs, 1)),
+        -- FXServer gives up on a request that has not answered within 5 s: a longer wait
+        -- would turn every slow CAD into a timeout and a retry.
+        waitSeconds = math.min(4, number('sonoran_dispatcher_wait', DEFAULTS.waitSeconds, 0)),
+        inFlight = number('sonoran_dispatcher_in_flight', DEFAULTS.inFlight, 1),
     }
 end
 

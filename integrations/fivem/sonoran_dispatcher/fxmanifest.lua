@@ -10,4 +10,5 @@ version '0.1.0'
 server_scripts {
     'config.lua',
     'server.lua',
+    'takeover.lua',
 }
