@@ -33,9 +33,8 @@ from dispatcher.call import Call
 from dispatcher.deadletters import DeadReason
 from dispatcher.errors import InvalidCall
 from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, Keys
-from dispatcher.policy import CircuitPolicy
+from dispatcher.policy import VERIFY_AFTER_S, CircuitPolicy
 from dispatcher.ratelimit import STALE_SLOT_S, Flow, RateLimit
-from dispatcher.readback import VERIFY_AFTER_S
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 from dispatcher.telemetry import bucket_for

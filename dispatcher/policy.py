@@ -34,6 +34,10 @@ DEFAULT_RATE_LIMIT_PAUSE_S = 30.0
 #: Longest a worker slot waits for its turn under the rate limit; past it the call goes
 #: back to the ordered backlog in Redis instead of occupying the slot.
 MAX_SLOT_WAIT_S = 3.0
+#: How long after an unknown outcome the read-back may settle the call: a CAD that took
+#: the request may still be writing the call when our read timeout fires
+#: (`dispatcher.readback`).
+VERIFY_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ re-sent, its server's emergency calls are read back (v1 ``GET_CALLS``, v2
                         └──> not found: back in line, in its place, sent again
 
 One read-back settles every verifying call of that server at once. The scheduler starts
-read-backs (`due`, run by `dispatcher.schedule.Pump`); a worker runs each one
+read-backs (`Starter`, run by `dispatcher.schedule.Pump`); a worker runs each one
 (`Verifier.run`, the ``dispatcher.readback`` task). They have their own pace (v2: the
 call list's own per-key budget; v1: a slot of the shared rate limiter), respect the
 breaker (a read-back may be its probe) and are retried with backoff like calls.
@@ -42,6 +42,7 @@ from dispatcher.cad import CadClient
 from dispatcher.call import TAG_ID
 from dispatcher.errors import DeliveryError, PermanentError, RateLimited, RetryableError
 from dispatcher.keys import DELIVERED_TTL_S, Keys
+from dispatcher.lifecycle import LEASE_MARGIN_S
 from dispatcher.policy import CircuitPolicy, RetryPolicy
 from dispatcher.ratelimit import Flow
 from dispatcher.redisconn import as_text
@@ -49,9 +50,6 @@ from dispatcher.settings import Settings
 
 log = logging.getLogger("dispatcher.readback")
 
-#: How long after an unknown outcome the read-back may settle the call: a CAD that took
-#: the request may still be writing the call when our read timeout fires.
-VERIFY_AFTER_S = 2.0
 #: v2's call list has its own budget per key (5 a minute in our notes, 3 in the current
 #: public docs): one read-back per server every 20 s stays within both.
 V2_INTERVAL_S = 20.0
@@ -117,21 +115,23 @@ def _cad_id(value: Any) -> str | None:
     return None
 
 
-def due(client: redis.Redis, settings: Settings, now: float) -> list[tuple[str, int, float]]:
-    """Start the read-backs that are due (one script); returns (server, gen, start)."""
-    flow = Flow.from_settings(settings)
-    shared = 0.0 if settings.api_version == 2 else flow.interval_s
-    out = scripts.register(client, "readback_due.lua")(
-        keys=[Keys(settings.prefix).prefix],
-        args=[repr(now), repr(lease_s(settings)), repr(shared), repr(flow.max_wait_s),
-              repr(lease_s(settings))])
-    return [(as_text(out[i]), int(out[i + 1]), float(as_text(out[i + 2])))
-            for i in range(0, len(out), 3)]
+class Starter:
+    """Starts the read-backs that are due (the scheduler's step 7; one script a tick)."""
 
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        flow = Flow.from_settings(settings)
+        # A read-back's lease (and the breaker probe's, when it is the probe) is a send's.
+        lease = repr(settings.request_deadline_s + LEASE_MARGIN_S)
+        shared = 0.0 if settings.api_version == 2 else flow.interval_s
+        self._args = [lease, repr(shared), repr(flow.max_wait_s), lease]
+        self._keys = [Keys(settings.prefix).prefix]
+        self._due = scripts.register(client, "readback_due.lua")
 
-def lease_s(settings: Settings) -> float:
-    """How long a read-back may run before another may start (its worker died)."""
-    return settings.request_deadline_s + 15.0
+    def due(self, now: float) -> list[tuple[str, int, float]]:
+        """Start what is due; returns (server, gen, start time) per read-back started."""
+        out = self._due(keys=self._keys, args=[repr(now), *self._args])
+        return [(as_text(out[i]), int(out[i + 1]), float(as_text(out[i + 2])))
+                for i in range(0, len(out), 3)]
 
 
 class Verifier:

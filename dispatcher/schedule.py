@@ -12,7 +12,7 @@ One `Pump.tick` does, each step one atomic script over a bounded batch (in
 5. with DISPATCHER_MAX_AGE_S set, calls too old become dead letters ``expired``;
 6. the oldest held calls get a Celery message, as many as the breaker and the rate
    limiter can take within the next slot wait (one probe when the breaker may test);
-7. the read-backs that are due get a Celery message (`dispatcher.readback.due`).
+7. the read-backs that are due get a Celery message (`dispatcher.readback.Starter`).
 
 Any number of pumps may run at once (each script re-checks state), so a crashed or
 duplicated scheduler process is harmless. Waiting calls cost only Redis memory.
@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 import redis
 
-from dispatcher import readback, scripts
+from dispatcher import scripts
 from dispatcher.broker import Publisher
 from dispatcher.keys import Keys
+from dispatcher.policy import VERIFY_AFTER_S
 from dispatcher.ratelimit import Flow
-from dispatcher.readback import VERIFY_AFTER_S
+from dispatcher.readback import Starter
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
@@ -85,6 +86,7 @@ class Pump:
         self._expire = scripts.register(client, "expire.lua")
         self._expire_after = ""
         self._release = scripts.register(client, "release.lua")
+        self._readbacks = Starter(client, settings)
 
     def tick(self) -> TickReport:
         """One pass over every step; returns what moved."""
@@ -109,7 +111,7 @@ class Pump:
             report.publish_failed = len(items)
             log.warning("could not publish %d calls (%s); they will be retried", len(items),
                         type(exc).__name__)
-        checks = readback.due(self.client, self.settings, now)
+        checks = self._readbacks.due(now)
         try:
             self.publisher.publish_readbacks(checks)
             report.readbacks = len(checks)

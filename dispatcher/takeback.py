@@ -72,17 +72,26 @@ class TakeBacks:
         Raises UnknownCall when no call of ours has that id (also for an inbox entry that
         never was a call), QueueUnavailable when Redis cannot be reached in time.
         """
+        call_id = self.lookup(given)
+        return call_id, self.take_back(call_id, given)
+
+    def lookup(self, given: str) -> str:
+        """Our id of the call named ``given``; UnknownCall when there is none."""
         call_id = bounded(lambda: resolve(self.client, self.keys, given))
         if call_id is None:
             raise UnknownCall(f"no call has the id {given!r} (our id, or the CAD's id of a "
                               "call we delivered)")
+        return call_id
+
+    def take_back(self, call_id: str, given: str) -> TakeBack:
+        """Take back the call ``call_id`` (looked up from ``given``, named in errors)."""
         done = as_text(bounded(lambda: self._take_back(
             keys=[self.keys.prefix], args=[call_id, repr(self.clock()), DELIVERED_TTL_S])))
         if done in ("missing", "invalid"):
             raise UnknownCall(f"no call has the id {given!r}"
                               + (" (an inbox entry that was never a call)"
                                  if done == "invalid" else ""))
-        return call_id, cast(TakeBack, done)
+        return cast(TakeBack, done)
 
 
 def remove_call(call_id: str) -> TakeBack:

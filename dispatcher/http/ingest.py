@@ -221,6 +221,24 @@ class Door:
         self.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
         return plain(text, status, **headers)
 
+    def v1_refusal(self, body: dict[str, Any], kind: str) -> Response | None:
+        """The seed's refusal of a v1 body's ``type``, ``id`` and ``key``, in that order."""
+        if body.get("type") != kind:
+            return self.refuse("INVALID REQUEST TYPE")
+        if not _same(body.get("id"), self.community):
+            return self.refuse("INVALID COMMUNITY ID")
+        if not _same(body.get("key"), self.key):
+            return self.refuse("INVALID API KEY")
+        return None
+
+    def bearer_refusal(self) -> Response | None:
+        """The v2 401 when the request's ``Authorization: Bearer`` is not our key."""
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not _same(token.strip(), self.key):
+            return self.problem(401, "Unauthorized", "Invalid or missing API key",
+                                **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+        return None
+
     def too_fast(self) -> Verdict | None:
         """The ingest rate's refusal of this request's source address, if any."""
         return None if self.rate is None else self.rate.refusal(client_addr())
@@ -288,12 +306,9 @@ def call_911() -> Response:
     in_request = doorrules.key_outside_body(key, None, header_key)
     if in_request:
         return refuse(f"INVALID REQUEST: {in_request}")
-    if body.get("type") != "CALL_911":
-        return refuse("INVALID REQUEST TYPE")
-    if not _same(body.get("id"), d.community):
-        return refuse("INVALID COMMUNITY ID")
-    if not _same(body.get("key"), key):
-        return refuse("INVALID API KEY")
+    refused = d.v1_refusal(body, "CALL_911")
+    if refused is not None:
+        return refused
     slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
     if slow_down is not None:
         return refuse(f"TOO MANY REQUESTS: at most {d.settings.ingest_rate:g} per second from "
@@ -364,10 +379,9 @@ def call_911_v2(server_id: str) -> Response:
     in_path = doorrules.key_outside_body(key, server_id, None)
     if in_path:  # before the Authorization check: never echo a path that holds it
         return problem(400, "Bad Request", in_path, field="serverId")
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not _same(token.strip(), key):
-        return problem(401, "Unauthorized", "Invalid or missing API key",
-                       **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+    unauthorized = d.bearer_refusal()
+    if unauthorized is not None:
+        return unauthorized
     slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
     if slow_down is not None:
         return problem(429, "Too Many Requests",

@@ -25,10 +25,8 @@ from flask import Flask, Response, current_app, request
 from dispatcher.errors import QueueUnavailable
 from dispatcher.http import doorrules
 from dispatcher.http.body import BadBody, parse_body
-from dispatcher.http.ingest import MAX_CALLS_PER_REQUEST, RETRY_AFTER_S, _same, door, plain
-from dispatcher.keys import Keys
-from dispatcher.redisconn import bounded
-from dispatcher.takeback import TakeBack, TakeBacks, UnknownCall, resolve
+from dispatcher.http.ingest import MAX_CALLS_PER_REQUEST, RETRY_AFTER_S, door, plain
+from dispatcher.takeback import TakeBack, TakeBacks, UnknownCall
 
 V1_REMOVE_PATH = "/emergency/remove_911"
 V2_REMOVE_PATH = "/v2/emergency/servers/<server_id>/calls/911/<call_id>"
@@ -74,12 +72,9 @@ def remove_911() -> Response:
         body = parse_body(doorrules.read_body(request))
     except BadBody as exc:
         return refuse(f"INVALID REQUEST BODY: {exc}")
-    if body.get("type") != "REMOVE_911":
-        return refuse("INVALID REQUEST TYPE")
-    if not _same(body.get("id"), d.community):
-        return refuse("INVALID COMMUNITY ID")
-    if not _same(body.get("key"), key):
-        return refuse("INVALID API KEY")
+    refused = d.v1_refusal(body, "REMOVE_911")
+    if refused is not None:
+        return refused
     data = body.get("data")
     if not isinstance(data, list) or not data or len(data) > MAX_CALLS_PER_REQUEST:
         return refuse(f"INVALID REQUEST: data must be an array of 1 to {MAX_CALLS_PER_REQUEST}"
@@ -112,10 +107,9 @@ def remove_911_v2(server_id: str, call_id: str) -> Response:
     in_path = doorrules.key_outside_body(key, f"{server_id}/{call_id}", None)
     if in_path:
         return problem(400, "Bad Request", in_path)
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not _same(token.strip(), key):
-        return problem(401, "Unauthorized", "Invalid or missing API key",
-                       **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+    unauthorized = d.bearer_refusal()
+    if unauthorized is not None:
+        return unauthorized
     given = _id_text(call_id)
     if given is None:
         return problem(400, "Bad Request", "callId must be a positive integer (the CAD's id) "
@@ -140,9 +134,6 @@ def _take_back_all(given: list[str]) -> list[TakeBack]:
 def _take_back_pairs(given: list[str]) -> list[tuple[str, TakeBack]]:
     """Look every id up first (an unknown one takes nothing back), then take each back."""
     tb = _takebacks()
-    keys: Keys = tb.keys
-    for text in given:
-        if bounded(lambda t=text: resolve(tb.client, keys, t)) is None:  # type: ignore[misc]
-            raise UnknownCall(f"no call has the id {text!r} (our id, or the CAD's id of a "
-                              "call we delivered)")
-    return [tb.remove(text) for text in given]
+    found = [tb.lookup(text) for text in given]
+    return [(call_id, tb.take_back(call_id, text)) for call_id, text in
+            zip(found, given, strict=True)]

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from dispatcher.errors import Ambiguous, PermanentError, RateLimited, RetryableError
+from dispatcher.policy import VERIFY_AFTER_S
 from dispatcher.readback import (
     UNAVAILABLE_FOR_S,
     V1_INTERVAL_S,
     V2_INTERVAL_S,
-    VERIFY_AFTER_S,
     Candidate,
     Verifier,
     match,

@@ -8,7 +8,7 @@ import pytest
 
 from dispatcher.deadletters import Filter
 from dispatcher.lifecycle import LEASE_MARGIN_S
-from dispatcher.readback import VERIFY_AFTER_S
+from dispatcher.policy import VERIFY_AFTER_S
 from tests.unit.lifeworld import World
 
 # -- retry and the schedule --------------------------------------------------------------

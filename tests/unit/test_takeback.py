@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from dispatcher.readback import VERIFY_AFTER_S, Verifier
+from dispatcher.policy import VERIFY_AFTER_S
+from dispatcher.readback import Verifier
 from dispatcher.takeback import TakeBacks, UnknownCall, resolve
 from tests.unit.lifeworld import World
 from tests.unit.test_readback import ListingCad, gen, listed, sent, start, verifying
