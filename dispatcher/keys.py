@@ -17,6 +17,8 @@ Layout (prefix ``dispatcher`` by default):
     {p}:readback:servers    set   servers with verifying calls
     {p}:readback      hash  whether the CAD can be read back (unavailable_until, reason)
     {p}:cad:{cad id}  str   the CAD's id of a delivered call -> our id (expires with it)
+    {p}:tickets       str   the tickets' counter (dispatcher.tickets; starts at 9e15)
+    {p}:ticket:{n}    str   a call's ticket -> our id (expires with the call's record)
     {p}:outcomes      pub/sub channel: ids of calls a door waits on (Prefer: wait), on
                       delivery or death (lua/_notify.lua; dispatcher.http.waiting)
     {p}:dead          zset  dead letters, by time of death
@@ -102,6 +104,9 @@ class Keys:
     @property
     def readback(self) -> str:
         return self._name("readback")
+
+    def ticket(self, ticket: int) -> str:
+        return f"{self.prefix}:ticket:{ticket}"
 
     def cad(self, cad_call_id: str) -> str:
         """The CAD's id of a delivered call, mapped to our id."""
