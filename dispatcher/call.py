@@ -227,6 +227,11 @@ class Call:
             enqueued_at=float(data.get("enqueued_at") or 0.0),
         )
 
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        """Names of the call's fields we do not know (kept and sent as they came)."""
+        return ()
+
     def summary(self) -> str:
         """A short human line: caller @ location."""
         return f"{self.caller} @ {self.location}"

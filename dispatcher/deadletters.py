@@ -60,7 +60,10 @@ class Filter:
         if self.reason and record.reason != self.reason:
             return False
         if self.search:
-            needle = self.search.lower()
+            needle = self.search.strip().lower()
+            # Our id, the ticket and the CAD's id match whole; the call's text in part.
+            if needle in (record.id.lower(), str(record.ticket), record.cad_call_id or ""):
+                return True
             hay = " ".join(str(record.call.get(f, "")) for f in
                            ("caller", "location", "description")).lower()
             if needle not in hay:

@@ -83,6 +83,8 @@ class Enqueued:
     gen: int = 0
     #: Calls waiting when the backlog cap refused this one.
     waiting: int = 0
+    #: The call's ticket (`dispatcher.tickets`); None for a call recorded before tickets.
+    ticket: int | None = None
 
     @property
     def full(self) -> bool:
@@ -177,7 +179,8 @@ class Lifecycle:
         return ([self.keys.prefix, inbox, queue],
                 [call.id, json.dumps(call.to_cad(), ensure_ascii=False), repr(call.enqueued_at),
                  call.idempotency_key or "", IDEMPOTENCY_TTL_S, source, *self.flow.argv(),
-                 entry, body, self.settings.max_backlog, "1" if notify else ""])
+                 entry, body, self.settings.max_backlog, "1" if notify else "",
+                 len(call.unknown_fields)])
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
@@ -273,4 +276,6 @@ def _enqueued(res: Any) -> Enqueued:
     kind = cast(EnqueueKind, as_text(res[1]))
     if kind == "full":
         return Enqueued(kind, waiting=int(as_text(res[2])))
-    return Enqueued(kind, as_text(res[0]), 1 if kind == "pushed" else 0)
+    ticket = as_text(res[2]) if len(res) > 2 else ""
+    return Enqueued(kind, as_text(res[0]), 1 if kind == "pushed" else 0,
+                    ticket=int(ticket) if ticket.isdigit() else None)

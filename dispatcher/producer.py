@@ -80,17 +80,31 @@ class Producer:
         now = self.clock()
         stamped = call.with_envelope(new_call_id(now), now)
         if self.spool is None or take_from is not None:
-            return self._record(stamped, source, take_from, self.wait_s, notify)
+            return self._record(stamped, source, take_from, self.wait_s, notify).call_id
         if len(self.spool):  # keep order: behind what is already spooled
             if self._spool_full:
                 # The flusher found the cap reached: spooling more would go round it.
                 raise queue_full(self.settings.max_backlog)
             return self._to_spool(stamped, source)
         try:
-            return self._record(stamped, source, None, self.wait_s)
+            return self._record(stamped, source, None, self.wait_s).call_id
         except QueueUnavailable as exc:
             log.warning("queue unavailable (%s); call spooled locally", exc)
             return self._to_spool(stamped, source)
+
+    def enqueue_ticketed(self, call: Call, source: str = "api", *, notify: bool = False
+                         ) -> tuple[str, int | None]:
+        """Record a call in Redis now (never spooled): (its id, its ticket).
+
+        The ticket (`dispatcher.tickets`) is the number the CAD's own clients accept; a
+        door that answers in the CAD's shape gives it. Raises as `enqueue`, and
+        QueueUnavailable instead of spooling.
+        """
+        self._refuse_secret(call)
+        now = self.clock()
+        result = self._record(call.with_envelope(new_call_id(now), now), source, None,
+                              self.wait_s, notify)
+        return result.call_id, result.ticket
 
     def _refuse_secret(self, call: Call) -> None:
         # Storing a call that carries the API key would put the key in Redis, in dead
@@ -130,7 +144,7 @@ class Producer:
         return len(self.spool) if self.spool is not None else 0
 
     def _record(self, stamped: Call, source: str, take_from: tuple[str, str] | None,
-                wait_s: float, notify: bool = False) -> str:
+                wait_s: float, notify: bool = False) -> Enqueued:
         # The first message is built up front (gen 1) so the script can push it with
         # the record, atomically; it is simply dropped when the call has to wait.
         message = (self.publisher.queue_key, self.publisher.message(stamped.id, 1))
@@ -138,7 +152,7 @@ class Producer:
                                                         notify=notify), wait_s)
         if result.full:
             raise queue_full(self.settings.max_backlog, result.waiting)
-        return result.call_id
+        return result
 
     def enqueue_many(
         self, calls: Iterable[Call], source: str = "api",

@@ -81,6 +81,8 @@ class CallRecord:
     kind: str = "call"
     cancelled_at: float | None = None
     removed_at: float | None = None
+    #: The call's ticket (`dispatcher.tickets`); None for a call recorded before tickets.
+    ticket: int | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> CallRecord:
@@ -114,6 +116,7 @@ class CallRecord:
             kind=h.get("kind") or "call",
             cancelled_at=_f(h.get("cancelled_at")),
             removed_at=_f(h.get("removed_at")),
+            ticket=int(h["ticket"]) if (h.get("ticket") or "").isdigit() else None,
         )
 
     @property
@@ -130,6 +133,7 @@ class CallRecord:
             call = {"serverId": default_server_id, **call}
         return {
             "id": self.id,
+            "ticket": self.ticket,
             "status": self.status,
             "state": self.state,
             "call": call,

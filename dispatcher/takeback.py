@@ -14,7 +14,8 @@ who hung up. What that means depends on where the call is, decided atomically in
   the call is gone counts as removed; a permanent refusal is a dead letter (reason
   ``rejected``, kind ``removal``) whose replay retries the removal, never the call.
 
-A call is named by our id (a ULID) or by the CAD's id of a call we delivered.
+A call is named by our id (a ULID), by its ticket (`dispatcher.tickets`) or by the CAD's
+id of a call we delivered.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dispatcher.errors import DispatcherError
 from dispatcher.keys import DELIVERED_TTL_S, Keys
 from dispatcher.producer import default_producer
 from dispatcher.redisconn import as_text, bounded
+from dispatcher.tickets import is_ticket
 
 #: What taking a call back did (see the module docstring).
 TakeBack = Literal["cancelled", "pending", "removing", "removed"]
@@ -46,10 +48,14 @@ class UnknownCall(DispatcherError, LookupError):
 
 
 def resolve(client: redis.Redis, keys: Keys, given: str) -> str | None:
-    """Our id of the call named ``given`` (our id, or the CAD's id of a call we delivered)."""
+    """Our id of the call named ``given``: our id, its ticket (`dispatcher.tickets`), or
+    the CAD's id of a call we delivered (tickets are above any CAD id: never confused)."""
     given = given.strip()
     if _ULID.match(given.upper()):
         return given.upper() if client.exists(keys.call(given.upper())) else None
+    if is_ticket(given):
+        found = client.get(keys.ticket(int(given)))
+        return None if found is None else as_text(found)
     if _CAD_ID.match(given):
         found = client.get(keys.cad(given))
         return None if found is None else as_text(found)
@@ -79,8 +85,8 @@ class TakeBacks:
         """Our id of the call named ``given``; UnknownCall when there is none."""
         call_id = bounded(lambda: resolve(self.client, self.keys, given))
         if call_id is None:
-            raise UnknownCall(f"no call has the id {given!r} (our id, or the CAD's id of a "
-                              "call we delivered)")
+            raise UnknownCall(f"no call has the id {given!r} (our id, its ticket, or the "
+                              "CAD's id of a call we delivered)")
         return call_id
 
     def take_back(self, call_id: str, given: str) -> TakeBack:
@@ -95,9 +101,9 @@ class TakeBacks:
 
 
 def remove_call(call_id: str) -> TakeBack:
-    """Take back a call (our id, or the CAD's id of a call we delivered): one not yet sent
-    is never sent (``cancelled``); one delivered is removed from the CAD (``removing``,
-    then ``removed``); one being sent is taken back once its outcome is known
-    (``pending``). Raises UnknownCall or QueueUnavailable."""
+    """Take back a call (our id, its ticket, or the CAD's id of a call we delivered): one
+    not yet sent is never sent (``cancelled``); one delivered is removed from the CAD
+    (``removing``, then ``removed``); one being sent is taken back once its outcome is
+    known (``pending``). Raises UnknownCall or QueueUnavailable."""
     producer = default_producer()
     return TakeBacks(producer.client, producer.settings.prefix).remove(call_id)[1]

@@ -91,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="where one call is")
-    s.add_argument("id", help="our id, or the CAD's id of a call we delivered")
+    s.add_argument("id", help="our id, its ticket, or the CAD's id of a call we delivered")
     s.add_argument("--json", action="store_true")
 
     rm = sub.add_parser("remove", help="take calls back: never sent, or removed from the CAD")
     rm.add_argument("ids", nargs="+", metavar="ID",
-                    help="our id, or the CAD's id of a call we delivered")
+                    help="our id, its ticket, or the CAD's id of a call we delivered")
     rm.add_argument("--json", action="store_true")
 
     st = sub.add_parser("stats", help="queue depth, oldest age, dead letters, circuit")
@@ -229,7 +229,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     found = resolve(client, Keys(settings.prefix), args.id)
     record = Records(client, settings.prefix).get(found or args.id)
     if record is None:
-        raise CliError(f"no call with id {args.id!r} (delivered calls are kept for 7 days)")
+        raise CliError(f"no call with id {args.id!r} (our id, its ticket or the CAD's id; "
+                       "delivered calls are kept for 7 days)")
     data = record.to_json(settings.server_id)
     if args.json:
         emit(data)
@@ -254,6 +255,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     say(line)
     if record.remove_requested:
         say("  taken back: removed or cancelled once this send's outcome is known")
+    if record.ticket is not None:
+        say(f"  ticket: {record.ticket}")
     say(f"  attempts: {record.attempts}")
     if record.last_error:
         say(f"  last error: {record.last_error}")

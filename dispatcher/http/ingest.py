@@ -11,15 +11,17 @@ are checked in that order against our configuration and refused with the seed's 
 Then every call in ``data`` is validated (`Call.parse`: the seed's call object or the
 flat form; ``metaData.postal`` may be a number and is kept as its text) and only when
 all are valid are they queued, in order. The answer is 200
-``EMERGENCY CALL QUEUED ID: <id>[,<id>...]``: scripts that read ``ID:`` then the first
-token keep working (our ids are ULIDs, not digits: see docs). Every create answer names
-our ids in ``X-Dispatcher-Call-Id``.
+``EMERGENCY CALL QUEUED ID: <ticket>[,<ticket>...]``: each call's ticket
+(`dispatcher.tickets`), a number above 9e15, so scripts that read ``ID: (%d+)`` get an
+id the CAD's clients, our status and our removal accept. Every create answer names our
+own ids (ULIDs) in ``X-Dispatcher-Call-Id``.
 
 ``POST /v2/emergency/servers/{serverId}/calls/911`` (v2) takes one call with
 ``Authorization: Bearer <key>``; ``metaData`` values are strings, as the v2 API wants.
 Errors are ``application/problem+json`` (RFC 9457) with ``type``, ``title``,
 ``status``, ``detail``, ``instance`` and ``traceId`` (also ``field`` when one field is
-wrong); success is 200 JSON with ``callId`` (our id) and ``status: "queued"``.
+wrong); success is 200 JSON with ``callId`` (the call's ticket, a JSON integer like the
+CAD's ids), ``id`` (our id) and ``status: "queued"``.
 
 ``Prefer: wait=N`` (RFC 7240, `dispatcher.http.prefer`; N above 30 is taken as 30) on
 either door holds the answer until every call of the request has an outcome, or N
@@ -243,23 +245,27 @@ class Door:
         """The ingest rate's refusal of this request's source address, if any."""
         return None if self.rate is None else self.rate.refusal(client_addr())
 
-    def enqueue_all(self, calls: list[Call], notify: bool = False
-                    ) -> tuple[list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
-        """Queue calls in order; stop at the first failure (returns the ids queued).
+    def enqueue_all(self, calls: list[Call], notify: bool = False) -> tuple[
+            list[str], list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
+        """Queue calls in order; stop at the first failure. Returns the ids queued, their
+        tickets (as text: the ticket, or our id for a call recorded before tickets) and
+        the failure.
 
         ``notify``: the request waits for the outcomes (``Prefer: wait``).
         """
         ids: list[str] = []
+        tickets: list[str] = []
         for call in calls:
             try:
-                # notify only when set: a producer that knows no waiting needs no change.
-                ids.append(self.producer.enqueue(call, "http", notify=True) if notify
-                           else self.producer.enqueue(call, "http"))
+                call_id, ticket = self.producer.enqueue_ticketed(call, "http", notify=notify)
             except (QueueUnavailable, QueueFull, InvalidCall) as exc:
-                return ids, exc
+                return ids, tickets, exc
             except redis.RedisError as exc:  # bounded() translates the usual ones
-                return ids, QueueUnavailable(f"the queue (Redis) failed: {type(exc).__name__}")
-        return ids, None
+                return ids, tickets, QueueUnavailable(
+                    f"the queue (Redis) failed: {type(exc).__name__}")
+            ids.append(call_id)
+            tickets.append(call_id if ticket is None else str(ticket))
+        return ids, tickets, None
 
     def wait_for(self, seconds: int) -> bool:
         """Whether this request waits (it asked to, and the process can hold it now)."""
@@ -332,24 +338,25 @@ def call_911() -> Response:
         calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
     seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
     waits = d.wait_for(seconds)
-    ids, failure = d.enqueue_all(calls, notify=waits)
+    ids, tickets, failure = d.enqueue_all(calls, notify=waits)
     if isinstance(failure, InvalidCall) and not ids:  # the producer's own last check
         return refuse(f"INVALID CALL: data[0]: {failure}")
     if failure is not None:
-        return _v1_failure(d, failure, ids, len(calls))
+        return _v1_failure(d, failure, tickets, len(calls))
     log.debug("http v1: queued %d call(s) from %s: %s", len(ids), client_addr(),
               ",".join(ids))
     version = d.settings.api_version
     cad = d.waited(ids, seconds, lambda outs: v1_answer(outs, version)) if waits else None
     if cad is not None:
         return cad
-    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(ids), 200,
+    return plain("EMERGENCY CALL QUEUED ID: " + ",".join(tickets), 200,
                  **{CALL_ID_HEADER: ",".join(ids)})
 
 
 def _v1_failure(d: Door, failure: QueueUnavailable | QueueFull | InvalidCall,
                 ids: list[str], total: int) -> Response:
-    """The v1 answer when queueing stopped part-way: which calls are in, which are not."""
+    """The v1 answer when queueing stopped part-way: which calls are in (``ids``: their
+    tickets), which are not."""
     status, wait = doorrules.failure_status(failure, RETRY_AFTER_S)
     text = f"{doorrules.failure_title(failure)}: "
     text += (f"data[{len(ids)}]: {failure}." if isinstance(failure, InvalidCall)
@@ -406,7 +413,7 @@ def call_911_v2(server_id: str) -> Response:
         return problem(400, "Bad Request", KEY_IN_CALL)
     seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
     waits = d.wait_for(seconds)
-    ids, failure = d.enqueue_all([_with_key(call, header_key)], notify=waits)
+    ids, tickets, failure = d.enqueue_all([_with_key(call, header_key)], notify=waits)
     if isinstance(failure, InvalidCall):
         return problem(400, "Bad Request", str(failure))
     if failure is not None:
@@ -422,7 +429,10 @@ def call_911_v2(server_id: str) -> Response:
                    lambda outs: v2_answer(outs[0], fields, server_id)) if waits else None
     if cad is not None:
         return cad
-    answer = {"callId": call_id, "status": "queued", **fields}
+    (ticket,) = tickets
+    # callId is the ticket, a number like the CAD's ids; id is ours (the ULID).
+    answer: dict[str, Any] = {"callId": int(ticket) if ticket.isdigit() else ticket,
+                              "id": call_id, "status": "queued", **fields}
     answer["serverId"] = server_id
     return Response(json.dumps(answer, ensure_ascii=False), status=200, mimetype=_JSON,
                     headers={CALL_ID_HEADER: call_id})

@@ -17,6 +17,8 @@ from dispatcher.http.prefer import MAX_WAIT_S
 _NO_CONTROL = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F]*$"
 #: A call id: a 26-character ULID (Crockford base32).
 _ID = "[0-9A-HJKMNP-TV-Z]{26}"
+#: A ticket (dispatcher.tickets): 16 digits from 9000000000000001.
+_TICKET = "9[0-9]{15}"
 
 
 def _text(limit: int, description: str) -> dict[str, Any]:
@@ -237,12 +239,14 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 }},
                 "responses": {
                     "200": {**_text_answer(
-                        "Every call is queued; ids in the order of `data`. With Prefer: "
+                        "Every call is queued; their tickets (numbers above 9e15 that "
+                        "status and removal accept; our own ids are in "
+                        "X-Dispatcher-Call-Id) in the order of `data`. With Prefer: "
                         "wait, when every call was delivered in time: the CAD's own text "
                         "`EMERGENCY CALL ADDED ID: <the CAD's numeric id>` instead.",
-                        "EMERGENCY CALL QUEUED ID: 01J9Z8K2W4Q6N0V5B3X7C1D2E3",
-                        pattern=f"^(EMERGENCY CALL QUEUED ID: {_ID}(,{_ID})*|EMERGENCY CALL "
-                                "ADDED ID: .*)$"),
+                        "EMERGENCY CALL QUEUED ID: 9000000000000001",
+                        pattern=f"^(EMERGENCY CALL QUEUED ID: {_TICKET}(,{_TICKET})*|"
+                                "EMERGENCY CALL ADDED ID: .*)$"),
                         "headers": answer_headers},
                     "400": {**_text_answer(
                         "Refused; nothing was queued. The seed's own texts for type, "
@@ -329,9 +333,10 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 "operationId": "remove911V1",
                 "summary": "Take calls back (v1, the CAD's REMOVE_911 request)",
                 "description": "`type` (REMOVE_911), `id` and `key` are checked like the "
-                               "create door's. `callId` is our id or the CAD's id of a call "
-                               "we delivered; every id is looked up first, so an unknown one "
-                               "takes nothing back. Not yet sent: cancelled, never sent. "
+                               "create door's. `callId` is our id, its ticket or the CAD's "
+                               "id of a call we delivered; every id is looked up first, so "
+                               "an unknown one takes nothing back. Not yet sent: cancelled, "
+                               "never sent. "
                                "Being sent: taken back once the outcome is known. "
                                "Delivered: removed from the CAD by a worker (retried like "
                                "a call).",
@@ -376,8 +381,9 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
             "/v2/emergency/servers/{serverId}/calls/911/{callId}": {"delete": {
                 "operationId": "remove911V2",
                 "summary": "Take one call back (v2 shape)",
-                "description": "Bearer auth; `callId` is our id or the CAD's id of a call "
-                               "we delivered. What taking back means: see remove911V1.",
+                "description": "Bearer auth; `callId` is our id, its ticket or the CAD's "
+                               "id of a call we delivered. What taking back means: see "
+                               "remove911V1.",
                 "security": [{"bearer": []}],
                 "parameters": [
                     {"name": "serverId", "in": "path", "required": True,
@@ -458,11 +464,16 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 },
                 "QueuedV2": {
                     "type": "object",
-                    "required": ["callId", "status", "serverId", "isEmergency", "caller",
-                                 "location", "description", "metaData"],
+                    "required": ["callId", "id", "status", "serverId", "isEmergency",
+                                 "caller", "location", "description", "metaData"],
                     "properties": {
-                        "callId": {"type": "string", "pattern": f"^{_ID}$",
-                                   "description": "Our id: `dispatcher status <callId>`."},
+                        "callId": {"type": "integer", "minimum": 9000000000000001,
+                                   "maximum": 9007199254740991,
+                                   "description": "The call's ticket: a number like the "
+                                                  "CAD's ids (above any of them) that "
+                                                  "status and removal accept."},
+                        "id": {"type": "string", "pattern": f"^{_ID}$",
+                               "description": "Our id: `dispatcher status <id>`."},
                         "status": {"const": "queued"},
                         "serverId": {"type": "string"},
                         "isEmergency": {"type": "boolean"},

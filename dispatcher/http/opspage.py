@@ -41,6 +41,7 @@ from dispatcher.metrics import KNOWN_REASONS, redis_memory
 from dispatcher.records import CallRecord
 from dispatcher.settings import Settings
 from dispatcher.since import parse_since
+from dispatcher.takeback import resolve
 
 # A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.ops")
@@ -164,12 +165,19 @@ def page() -> Response | Any:
         memory_pct=memory[0] * 100 // memory[1] if memory and memory[1] else None))
 
 
+def _named(given: str) -> str:
+    """Our id of the call named ``given`` (our id, its ticket or the CAD's id); ``given``
+    itself when none is found (the action then says the dead letter is missing)."""
+    o = ops()
+    return resolve(o.dead.client, o.dead.keys, given) or given
+
+
 def replay_one(call_id: str) -> Response | Any:
     """``POST /dead-letters/<id>/replay``."""
     o = ops()
     if not o.auth.action_allowed(request):
         return forbidden()
-    outcome = o.dead.replay(call_id, actor=_actor())
+    outcome = o.dead.replay(_named(call_id), actor=_actor())
     if outcome == "replayed":
         o.kick.tick()
         return _back(done="replayed", n=1)
@@ -181,7 +189,7 @@ def purge_one(call_id: str) -> Response | Any:
     o = ops()
     if not o.auth.action_allowed(request):
         return forbidden()
-    done = o.dead.purge(call_id, actor=_actor())
+    done = o.dead.purge(_named(call_id), actor=_actor())
     return _back(done="purged" if done else "missing", n=1 if done else 0)
 
 

@@ -4,10 +4,10 @@
 "REMOVE_911", "data": [{"serverId", "callId"}, ...]}``), checked like the create door
 (the seed's 400 texts, in the same order); ``DELETE
 /v2/emergency/servers/{serverId}/calls/911/{callId}`` takes ``Authorization: Bearer``.
-``callId`` is our id or the CAD's id of a call we delivered. Every id is looked up before
-any call is taken back; an unknown one refuses the request (404), so a request takes back
-all of its calls or none. What taking back means (cancelled, removing, pending) is
-`dispatcher.takeback`'s; the answer says it per call.
+``callId`` is our id, its ticket or the CAD's id of a call we delivered. Every id is
+looked up before any call is taken back; an unknown one refuses the request (404), so a
+request takes back all of its calls or none. What taking back means (cancelled,
+removing, pending) is `dispatcher.takeback`'s; the answer says it per call.
 
 v1 answers 200 ``EMERGENCY CALL REMOVAL QUEUED ID: <callId>[,...]`` (text, like the
 create door's) with ``X-Dispatcher-Status`` giving what happened to each, in order; v2

@@ -7,6 +7,34 @@ local function k(name) return P .. ':' .. name end
 local function ck(id) return P .. ':call:' .. id end
 local function num(v, d) if v then return tonumber(v) or d end return d end
 
+-- The call's ticket (dispatcher.tickets): the next number above 9e15, and its index.
+-- Formatted with %.0f: Lua would write a number this large as 9e+15.
+local function new_ticket(id)
+  redis.call('SET', k('tickets'), '9000000000000000', 'NX')
+  local ticket = string.format('%.0f', redis.call('INCR', k('tickets')))
+  redis.call('SET', k('ticket:' .. ticket), id)
+  return ticket
+end
+
+-- The call's record (and its ticket's index) is kept ttl more seconds (0 : for good).
+local function keep_for(id, ttl)
+  local ticket = redis.call('HGET', ck(id), 'ticket')
+  if ttl > 0 then
+    redis.call('EXPIRE', ck(id), ttl)
+    if ticket then redis.call('EXPIRE', k('ticket:' .. ticket), ttl) end
+  else
+    redis.call('PERSIST', ck(id))
+    if ticket then redis.call('PERSIST', k('ticket:' .. ticket)) end
+  end
+end
+
+-- The call's record and its ticket's index are deleted.
+local function forget(id)
+  local ticket = redis.call('HGET', ck(id), 'ticket')
+  if ticket then redis.call('DEL', k('ticket:' .. ticket)) end
+  redis.call('DEL', ck(id))
+end
+
 local function hold(id, enq, now)
   redis.call('HSET', ck(id), 'state', 'held', 'updated_at', now)
   redis.call('ZADD', k('held'), enq, id)
@@ -38,7 +66,7 @@ local function cancel(id, now, why)
     'op', '', 'remove_requested', '', 'last_error', why)
   redis.call('HINCRBY', k('counters'), 'cancelled', 1)
   local ttl = tonumber(redis.call('HGET', ck(id), 'record_ttl') or '0') or 0
-  if ttl > 0 then redis.call('EXPIRE', ck(id), ttl) end
+  if ttl > 0 then keep_for(id, ttl) end
 end
 
 -- Was this call asked to be taken back while its send was under way?
@@ -50,7 +78,7 @@ end
 -- (op 'remove': the worker sends REMOVE_911 / DELETE), at its old place, so soon.
 local function start_removal(id, now)
   local enq = tonumber(redis.call('HGET', ck(id), 'enqueued_at'))
-  redis.call('PERSIST', ck(id))
+  keep_for(id, 0)
   redis.call('HSET', ck(id), 'op', 'remove', 'remove_requested', '', 'failures', 0,
     'removal_at', now)
   redis.call('HINCRBY', k('counters'), 'removals', 1)

@@ -8,7 +8,7 @@ local function mark_delivered(id, now, cad_id, status, response, ttl)
   redis.call('HSET', ck(id), 'state', 'delivered', 'cad_call_id', cad_id, 'status_code', status,
     'response', response, 'delivered_at', now, 'updated_at', now, 'last_error', '', 'reason', '')
   redis.call('HINCRBY', k('counters'), 'delivered', 1)
-  if ttl > 0 then redis.call('EXPIRE', ck(id), ttl) end
+  if ttl > 0 then keep_for(id, ttl) end
   if cad_id ~= '' then
     if ttl > 0 then redis.call('SET', k('cad:' .. cad_id), id, 'EX', ttl)
     else redis.call('SET', k('cad:' .. cad_id), id) end

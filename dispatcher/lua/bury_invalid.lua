@@ -29,7 +29,7 @@ if over > 0 then
     local r = redis.call('HMGET', ck(old), 'state', 'dead_at', 'raw_sha256')
     redis.call('ZREM', k('invalid'), old)
     if r[1] == 'dead' then
-      redis.call('DEL', ck(old))
+      forget(old)
       redis.call('ZREM', k('dead'), old)
       local at = tonumber(r[2]) or now
       local first = tonumber(redis.call('HGET', sum, 'oldest_at'))

@@ -15,8 +15,12 @@
 -- ARGV[12] backlog cap (0 : none)
 -- ARGV[13] notify ('1' : a door waits for the outcome (Prefer: wait); the record gets
 --          notify='1', and so does an existing one this call duplicates; '' or absent: no)
--- Returns {id, 'pushed', '1'}, {id, 'held'}, {id, 'duplicate'}, {'', 'gone'} or
--- {'', 'full', waiting}.
+-- ARGV[14] fields of the call we do not know (counted in counters' unknown_fields)
+-- A new call gets its ticket (dispatcher.tickets): the next number of {p}:tickets, which
+-- starts above 9e15; {p}:ticket:{n} names the call (without expiry until the record has
+-- one: keep_for in _calls.lua). A duplicate answers the ticket of the call it repeats.
+-- Returns {id, 'pushed', ticket}, {id, 'held', ticket}, {id, 'duplicate', ticket},
+-- {'', 'gone'} or {'', 'full', waiting}.
 --!include _calls.lua
 --!include _circuit.lua
 --!include _ratelimit.lua
@@ -28,6 +32,7 @@ local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
 local cap = tonumber(ARGV[12]) or 0
 local batch = KEYS[4] or ''
 local notify = ARGV[13] or ''
+local unknown = tonumber(ARGV[14] or '0') or 0
 
 local existing = nil
 if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
@@ -50,24 +55,26 @@ local function duplicate(of)
   if notify == '1' and redis.call('EXISTS', ck(of)) == 1 then
     redis.call('HSET', ck(of), 'notify', '1')
   end
-  return {of, 'duplicate'}
+  return {of, 'duplicate', redis.call('HGET', ck(of), 'ticket') or ''}
 end
 if existing then return duplicate(existing) end
 if idem ~= '' then redis.call('SET', k('idem:' .. idem), id, 'EX', idem_ttl) end
 if known then return duplicate(id) end
-redis.call('HSET', ck(id), 'id', id, 'call', call, 'enqueued_at', at,
+local ticket = new_ticket(id)
+redis.call('HSET', ck(id), 'id', id, 'ticket', ticket, 'call', call, 'enqueued_at', at,
   'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
   'idempotency_key', idem, 'replays', 0, 'updated_at', now)
 if notify == '1' then redis.call('HSET', ck(id), 'notify', '1') end
 redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)
+if unknown > 0 then redis.call('HINCRBY', k('counters'), 'unknown_fields', unknown) end
 if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, max_wait, window) > 0 then
   local slot = reserve_slot(now, interval)
   redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
   redis.call('ZADD', k('queued'), now, id)
   -- The Celery message goes out in the same atomic step as the record.
   redis.call('LPUSH', queue, message)
-  return {id, 'pushed', '1'}
+  return {id, 'pushed', ticket}
 end
 hold(id, now, now)
-return {id, 'held'}
+return {id, 'held', ticket}

@@ -5,7 +5,7 @@
 --!include _calls.lua
 local id = ARGV[1]
 if redis.call('HGET', ck(id), 'state') ~= 'dead' then return 0 end
-redis.call('DEL', ck(id))
+forget(id)
 redis.call('ZREM', k('dead'), id)
 redis.call('ZREM', k('invalid'), id)
 redis.call('HINCRBY', k('counters'), 'purged', 1)

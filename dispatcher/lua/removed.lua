@@ -17,5 +17,5 @@ redis.call('HSET', ck(id), 'state', 'removed', 'op', '', 'removed_at', now, 'upd
   'status_code', status, 'response', response, 'last_error', '')
 redis.call('HINCRBY', k('counters'), 'removed', 1)
 circuit_success(now)
-if ttl > 0 then redis.call('EXPIRE', ck(id), ttl) end
+if ttl > 0 then keep_for(id, ttl) end
 return 'removed'

@@ -86,7 +86,19 @@ def call_keys(client: redis.Redis) -> set[str]:
                                                                     count=1000)}
 
 
-def queued_ids(text: str) -> list[str]:
+def queued_tickets(text: str) -> list[str]:
+    """The tickets of a v1 queued answer (numbers above 9e15, one per call)."""
     prefix = "EMERGENCY CALL QUEUED ID: "
     assert text.startswith(prefix), text
-    return text[len(prefix):].split(",")
+    tickets = text[len(prefix):].split(",")
+    assert all(t.isdigit() and 9 * 10**15 < int(t) < 2**53 for t in tickets), text
+    return tickets
+
+
+def queued_ids(answer: Any) -> list[str]:
+    """Our ids (ULIDs) of a v1 queued answer: its X-Dispatcher-Call-Id header, one per
+    ticket in the text (a requests or a Flask test client response)."""
+    text = answer.text if hasattr(answer, "text") else answer.get_data(as_text=True)
+    ids = answer.headers["X-Dispatcher-Call-Id"].split(",")
+    assert len(ids) == len(queued_tickets(text)), (text, ids)
+    return ids

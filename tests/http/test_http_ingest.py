@@ -198,10 +198,11 @@ def test_the_seed_body_byte_for_byte_queues_one_call(door: Web, rclient: redis.R
     answer = door.v1(body)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
-    (call_id,) = queued_ids(answer.text)
+    (call_id,) = queued_ids(answer)
     assert ULID.match(call_id)
-    # Scripts that read "ID:" then the token after it get our id.
-    assert re.search(r"ID:? *(\w+)", answer.text).group(1) == call_id  # type: ignore[union-attr]
+    # Scripts that read "ID: (%d+)" get the call's ticket, which names the call.
+    ticket = re.search(r"ID: (\d+)", answer.text).group(1)  # type: ignore[union-attr]
+    assert rclient.get(f"dispatcher:ticket:{ticket}") == call_id.encode()
     record = _record(rclient, call_id)
     assert record["call"] == seed_call()
     assert record["source"] == "http"
@@ -214,7 +215,7 @@ def test_several_calls_are_queued_in_order_and_are_real_records(
     calls = [seed_call(i) for i in range(3)]
     answer = door.v1(seed_body(calls))
     assert answer.status_code == 200, answer.text
-    ids = queued_ids(answer.text)
+    ids = queued_ids(answer)
     assert len(ids) == len(set(ids)) == 3
     assert call_keys(rclient) == set(ids)
     for i, call_id in enumerate(ids):
@@ -230,7 +231,7 @@ def test_several_calls_are_queued_in_order_and_are_real_records(
 def test_the_most_calls_per_request_are_accepted(door: Web, rclient: redis.Redis) -> None:
     answer = door.v1(seed_body([seed_call(i) for i in range(MAX_CALLS_PER_REQUEST)]))
     assert answer.status_code == 200, answer.text
-    assert len(set(queued_ids(answer.text))) == MAX_CALLS_PER_REQUEST
+    assert len(set(queued_ids(answer))) == MAX_CALLS_PER_REQUEST
     assert len(call_keys(rclient)) == MAX_CALLS_PER_REQUEST
 
 
@@ -246,7 +247,7 @@ def test_any_content_type_is_accepted(door: Web, rclient: redis.Redis,
     if content_type is None:
         assert "Content-Type" not in raw.request.headers
     assert raw.status_code == 200, raw.text
-    (call_id,) = queued_ids(raw.text)
+    (call_id,) = queued_ids(raw)
     assert call_keys(rclient) == {call_id}
 
 
@@ -263,7 +264,7 @@ def test_lenient_but_valid_bodies_are_accepted(door: Web, rclient: redis.Redis) 
         "\n", "\r\n").encode()
     answer = door.v1(raw)
     assert answer.status_code == 200, answer.text
-    first, second = queued_ids(answer.text)
+    first, second = queued_ids(answer)
     assert _record(rclient, first)["call"] == {
         "serverId": 2, "isEmergency": False, "caller": "Zoë 🚓", "location": "شارع 1",
         "description": "x" * 4000, "metaData": {"postal": "350", "plate": "8ABC123"}}
@@ -276,12 +277,12 @@ def test_an_idempotency_key_makes_a_retry_return_the_same_ids(
     door: Web, rclient: redis.Redis
 ) -> None:
     body = seed_body([seed_call(0), seed_call(1)])
-    first = queued_ids(door.v1(body, **{"Idempotency-Key": "req-42"}).text)
-    again = queued_ids(door.v1(body, **{"Idempotency-Key": "req-42"}).text)
+    first = queued_ids(door.v1(body, **{"Idempotency-Key": "req-42"}))
+    again = queued_ids(door.v1(body, **{"Idempotency-Key": "req-42"}))
     assert first == again and len(set(first)) == 2
     assert [_record(rclient, i)["idempotency_key"] for i in first] == ["req-42/0", "req-42/1"]
     own = seed_body([seed_call(2, idempotencyKey="own-key")])
-    assert queued_ids(door.v1(own).text) == queued_ids(door.v1(own).text)
+    assert queued_ids(door.v1(own)) == queued_ids(door.v1(own))
     assert len(call_keys(rclient)) == 3
     bad = door.v1(body, **{"Idempotency-Key": "has space"})
     assert bad.status_code == 400
@@ -360,13 +361,18 @@ def test_v2_queues_one_call_and_answers_its_id(door: Web, rclient: redis.Redis) 
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "application/json"
     body = answer.json()
-    assert ULID.match(body["callId"]) and body["status"] == "queued"
+    assert ULID.match(body["id"]) and body["status"] == "queued"
+    assert answer.headers["X-Dispatcher-Call-Id"] == body["id"]
+    # callId is the call's ticket: a number like the CAD's ids, that names the call.
+    assert isinstance(body["callId"], int) and 9 * 10**15 < body["callId"] < 2**53
+    assert rclient.get(f"dispatcher:ticket:{body['callId']}") == body["id"].encode()
     assert body["serverId"] == "7" and body["caller"] == "Jane Doe"
-    assert call_keys(rclient) == {body["callId"]}
-    assert _record(rclient, body["callId"])["call"] == {"serverId": "7", **_v2_call()}
+    assert call_keys(rclient) == {body["id"]}
+    assert _record(rclient, body["id"])["call"] == {"serverId": "7", **_v2_call()}
     retry = door.v2(json.dumps(_v2_call()), server_id="7", **{"Idempotency-Key": "v2-1"})
     again = door.v2(json.dumps(_v2_call()), server_id="7", **{"Idempotency-Key": "v2-1"})
-    assert retry.json()["callId"] == again.json()["callId"] != body["callId"]
+    assert retry.json()["id"] == again.json()["id"] != body["id"]
+    assert retry.json()["callId"] == again.json()["callId"] == body["callId"] + 1
     assert len(call_keys(rclient)) == 2
 
 
@@ -484,7 +490,7 @@ def test_503_with_retry_after_when_redis_is_unreachable_and_recovery_after(
         again = RedisServer(port=server.port, appendonly=False).start()
         back = web.v1(seed_body([seed_call(3)]))
         assert back.status_code == 200, back.text
-        (call_id,) = queued_ids(back.text)
+        (call_id,) = queued_ids(back)
         assert _record(redis.Redis.from_url(again.url), call_id)["call"] == seed_call(3)
         assert API_KEY not in web.proc.output()
     finally:
@@ -498,14 +504,14 @@ def test_each_accepted_call_reaches_the_cad_exactly_once(
     rclient: redis.Redis
 ) -> None:
     ids: list[str] = []
-    ids += queued_ids(web.v1(seed_body([seed_call(0)])).text)
-    ids += queued_ids(web.v1(seed_body([seed_call(i) for i in range(1, 6)])).text)
+    ids += queued_ids(web.v1(seed_body([seed_call(0)])))
+    ids += queued_ids(web.v1(seed_body([seed_call(i) for i in range(1, 6)])))
     retried = seed_body([seed_call(6), seed_call(7)])
-    first = queued_ids(web.v1(retried, **{"Idempotency-Key": "game-server-retry"}).text)
-    assert queued_ids(web.v1(retried, **{"Idempotency-Key": "game-server-retry"}).text) == first
+    first = queued_ids(web.v1(retried, **{"Idempotency-Key": "game-server-retry"}))
+    assert queued_ids(web.v1(retried, **{"Idempotency-Key": "game-server-retry"})) == first
     ids += first
     v2 = web.v2(json.dumps(_v2_call(caller="Jane Doe 8")), server_id="2")
-    ids.append(v2.json()["callId"])
+    ids.append(v2.json()["id"])
     # Refused requests in between add nothing.
     assert web.v1(seed_body([seed_call(9), {"caller": 1}])).status_code == 400
     assert web.v1(seed_body([seed_call(10)], key="nope")).status_code == 400

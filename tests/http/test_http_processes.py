@@ -39,13 +39,13 @@ def test_two_processes_serve_one_port_restart_a_dead_one_and_stop_together(
     wait_for(lambda: len(_children(web.proc.pid)) == 2, 30, message="two web processes")
     first = _children(web.proc.pid)
 
-    ids = [queued_ids(web.v1(seed_body([seed_call(i)])).text)[0] for i in range(20)]
+    ids = [queued_ids(web.v1(seed_body([seed_call(i)])))[0] for i in range(20)]
     assert call_keys(rclient) == set(ids)
 
     # One process dies: the other keeps answering, and the parent starts a new one.
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    more = [queued_ids(web.v1(seed_body([seed_call(i)])).text)[0] for i in range(20, 30)]
+    more = [queued_ids(web.v1(seed_body([seed_call(i)])))[0] for i in range(20, 30)]
     assert call_keys(rclient) == set(ids + more)
     wait_for(lambda: len(_children(web.proc.pid)) == 2 and victim not in
              _children(web.proc.pid), 30, message="a new web process")

@@ -38,7 +38,7 @@ def delete(web: Web, call_id: str, key: str | None = API_KEY) -> requests.Respon
 def queue(web: Web, n: int = 1) -> list[str]:
     answer = web.v1(seed_body([seed_call(i) for i in range(n)]))
     assert answer.status_code == 200, answer.text
-    return queued_ids(answer.text)
+    return queued_ids(answer)
 
 
 def test_v1_remove_911_cancels_queued_calls(shared_web: Web, rclient: redis.Redis) -> None:
@@ -102,3 +102,23 @@ def test_v2_delete_takes_a_call_back_with_the_bearer_key(
     assert missing.status_code == 404
     assert missing.headers["Content-Type"].startswith("application/problem+json")
     assert TakeBacks(rclient, "dispatcher").remove(call_id)[1] == "cancelled", "idempotent"
+
+
+def test_the_ticket_of_the_create_answer_names_the_call(
+        shared_web: Web, rclient: redis.Redis) -> None:
+    """A v1 script reads `ID: (%d+)` and removes by that number; the SDK's
+    deleteEmergencyCallV2 sends the v2 answer's callId (an integer) in the path."""
+    v1 = shared_web.v1(seed_body([seed_call(0)]))
+    (first,) = queued_ids(v1)
+    ticket = int(v1.text.rsplit(" ", 1)[1])
+    answer = shared_web.post(V1_REMOVE, remove_body([ticket]))
+    assert answer.status_code == 200, answer.text
+    assert answer.text == f"EMERGENCY CALL REMOVAL QUEUED ID: {ticket}"
+    assert rclient.hget(f"dispatcher:call:{first}", "state") == b"cancelled"
+
+    v2 = shared_web.v2(json.dumps({"isEmergency": True, "caller": "A", "location": "B",
+                                   "description": "C", "metaData": {}}), server_id="1")
+    body = v2.json()
+    deleted = delete(shared_web, str(body["callId"]))
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["id"] == body["id"] and deleted.json()["status"] == "cancelled"

@@ -80,7 +80,7 @@ def stack(request: pytest.FixtureRequest, redis_base_url: str,
         web = start_web(start, env)
         stack = Stack(web, sim, client, version, env)
         # The worker is up once it delivered a first call.
-        (first,) = queued_ids(stack.v1([seed_call(999)], None)[0].text)
+        (first,) = queued_ids(stack.v1([seed_call(999)], None)[0])
         wait_for(lambda: stack.record(first).get("state") == "delivered", 60,
                  message="the worker to deliver a first call")
         yield stack
@@ -166,7 +166,7 @@ def test_no_outcome_in_time_gives_the_queued_answer_after_n_seconds(stack: Stack
     stack.sim.set_latency(4000)
     answer, took = stack.v1([seed_call(5)], "wait=2")
     assert answer.status_code == 200
-    (our_id,) = queued_ids(answer.text)
+    (our_id,) = queued_ids(answer)
     assert answer.headers["X-Dispatcher-Call-Id"] == our_id
     assert "Preference-Applied" not in answer.headers
     assert 1.9 < took < 3.5
@@ -195,21 +195,21 @@ def test_several_calls_answer_the_first_ones_text_only_when_all_were_delivered(
     # One of two refused: the queued answer for both, as soon as both have an outcome.
     stack.sim.set_fault("reject", count=1)
     answer, took = stack.v1([seed_call(13), seed_call(14)], "wait=10")
-    ids = queued_ids(answer.text)
+    ids = queued_ids(answer)
     assert "Preference-Applied" not in answer.headers and took < 5
     assert sorted(stack.record(i)["state"] for i in ids) == ["dead", "delivered"]
 
 
 def test_without_prefer_the_answer_is_unchanged(stack: Stack) -> None:
     answer, took = stack.v1([seed_call(20)], None)
-    (our_id,) = queued_ids(answer.text)
+    (our_id,) = queued_ids(answer)
     assert "Preference-Applied" not in answer.headers and took < 1
     assert answer.headers["X-Dispatcher-Call-Id"] == our_id
     answer, _ = stack.v1([seed_call(21)], "wait=0")
-    (zero,) = queued_ids(answer.text)
+    (zero,) = queued_ids(answer)
     assert "Preference-Applied" not in answer.headers
     answer, _ = stack.v1([seed_call(22)], "wait=soon")  # a bad value is ignored
-    assert queued_ids(answer.text) and "Preference-Applied" not in answer.headers
+    assert queued_ids(answer) and "Preference-Applied" not in answer.headers
     for call_id in (our_id, zero):
         assert "notify" not in stack.record(call_id), "nobody waits: nothing is published"
 
@@ -238,7 +238,7 @@ def test_while_the_listener_is_down_nobody_waits(redis_base_url: str) -> None:
                                         data=seed_body([seed_call(30)]),
                                         headers={"Prefer": "wait=5"})
         took = time.monotonic() - started
-        (our_id,) = queued_ids(answer.get_data(as_text=True))
+        (our_id,) = queued_ids(answer)
         assert took < 1 and "Preference-Applied" not in answer.headers
         assert producer.client.hget(f"{prefix}:call:{our_id}", "notify") is None
     finally:

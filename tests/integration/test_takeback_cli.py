@@ -34,3 +34,23 @@ def test_remove_cancels_a_waiting_call_and_refuses_an_unknown_id_in_one_line(
     data = json.loads(status.stdout)
     assert (data["status"], data["remove_requested"]) == ("cancelled", False)
     assert data["cancelled_at"] is not None
+
+
+def test_status_and_remove_take_the_calls_ticket(redis_url: str) -> None:
+    env = base_env(redis_url)
+    made = run_cli(["enqueue", "--caller", "Jane", "--location", "Route 68",
+                    "--description", "Crash"], env)
+    call_id = made.stdout.strip()
+    ticket = json.loads(run_cli(["status", call_id, "--json"], env).stdout)["ticket"]
+    assert isinstance(ticket, int) and 9 * 10**15 < ticket < 2**53
+
+    by_ticket = run_cli(["status", str(ticket)], env)
+    assert by_ticket.returncode == 0, by_ticket.stderr
+    assert by_ticket.stdout.startswith(call_id) and f"ticket: {ticket}" in by_ticket.stdout
+
+    removed = run_cli(["remove", str(ticket), "--json"], env)
+    assert json.loads(removed.stdout) == [{"id": call_id, "given": str(ticket),
+                                           "status": "cancelled"}]
+    unknown = run_cli(["status", str(ticket + 1000)], env)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert "its ticket" in unknown.stderr

@@ -58,7 +58,7 @@ def test_a_caller_with_cr_via_http_is_shown_escaped_by_status(
     caller = "Jane Doe\r  attempts: 0 (delivered)"
     answer = web.v1(seed_body([seed_call(caller=caller)]))
     assert answer.status_code == 200, answer.text
-    call_id = queued_ids(answer.text)[0]
+    call_id = queued_ids(answer)[0]
     assert Records(rclient).get(call_id).call["caller"] == caller  # stored as sent
 
     status = run_cli(["status", call_id], env)
@@ -75,7 +75,7 @@ def test_spoofing_characters_are_accepted_stored_as_sent_and_shown_escaped(
     web = start_web(procs, env)
     answer = web.v1(seed_body([seed_call(caller=SPOOF, location=SPOOF)]))
     assert answer.status_code == 200, answer.text
-    call_id = queued_ids(answer.text)[0]
+    call_id = queued_ids(answer)[0]
     stored = Records(rclient).get(call_id)
     assert stored.call["caller"] == SPOOF and stored.call["location"] == SPOOF
 

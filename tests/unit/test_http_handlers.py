@@ -38,6 +38,11 @@ class StubProducer:
         self.queued.append(call)
         return f"01ID{len(self.queued):022d}"
 
+    def enqueue_ticketed(self, call: Call, source: str = "api", *,
+                         notify: bool = False) -> tuple[str, int | None]:
+        call_id = self.enqueue(call, source)
+        return call_id, 9 * 10**15 + len(self.queued)
+
 
 def client(producer: StubProducer | None = None) -> FlaskClient:
     settings = Settings(community_id=COMMUNITY, api_key=Secret(API_KEY))

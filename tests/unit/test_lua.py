@@ -83,20 +83,45 @@ def test_includes_expand_once_and_in_order() -> None:
 
 def enqueue(client: redis.Redis, call_id: str, idem: str = "", inbox: str = "",
             entry: str = "", queue: str = "q", cap: int = 0, window: int = 10,
-            notify: str = "") -> list[Any]:
+            notify: str = "", unknown: int = 0) -> list[Any]:
     return text(run(client, "enqueue.lua", [P, inbox, queue],
                     [call_id, '{"caller": "A"}', repr(NOW), idem, 60, "api", "0.0", "3.0",
-                     window, entry, f"msg-{call_id}", cap, notify]))
+                     window, entry, f"msg-{call_id}", cap, notify, unknown]))
+
+
+def test_tickets_count_above_9e15_and_name_the_call_as_long_as_its_record(
+        client: redis.Redis) -> None:
+    assert enqueue(client, "a")[2] == "9000000000000001"
+    assert enqueue(client, "b", unknown=3)[2] == "9000000000000002"
+    assert call_hash(client, "b")["ticket"] == "9000000000000002"
+    assert text(client.get(f"{P}:ticket:9000000000000002")) == "b"
+    assert client.ttl(f"{P}:ticket:9000000000000002") == -1, "kept while the call waits"
+    assert text(client.hget(f"{P}:counters", "unknown_fields")) == "3"
+    # Near the end of the doubles' exact range the text is still exact (not 9e+15).
+    client.set(f"{P}:tickets", 2**53 - 3)
+    assert enqueue(client, "c")[2] == str(2**53 - 2)
+    # Delivered: the ticket's index expires with the record.
+    client.hset(f"{P}:call:b", mapping={"state": "sending", "gen": 1})
+    run(client, "delivered.lua", [P], ["b", repr(NOW), "7", 200, "EMERGENCY CALL ADDED ID: 7",
+                                        600, "", "0"])
+    assert call_hash(client, "b")["state"] == "delivered"
+    assert 0 < client.ttl(f"{P}:ticket:9000000000000002") <= 600
+    assert client.ttl(f"{P}:call:b") == client.ttl(f"{P}:ticket:9000000000000002")
+    # A dead letter purged for good takes its ticket's index with it.
+    client.hset(f"{P}:call:a", "state", "dead")
+    assert run(client, "purge.lua", [P], ["a"]) == 1
+    assert not client.exists(f"{P}:ticket:9000000000000001")
 
 
 def test_enqueue_records_pushes_dedups_and_caps(client: redis.Redis) -> None:
-    assert enqueue(client, "a", idem="k") == ["a", "pushed", "1"]
+    assert enqueue(client, "a", idem="k") == ["a", "pushed", "9000000000000001"]
     assert text(client.lrange("q", 0, -1)) == ["msg-a"]
     assert call_hash(client, "a")["state"] == "queued"
     assert client.ttl(f"{P}:idem:k") == 60
-    assert enqueue(client, "b", idem="k") == ["a", "duplicate"]
-    assert enqueue(client, "c") == ["c", "pushed", "1"]
-    assert enqueue(client, "d", window=2) == ["d", "held"], "the window of messages is full"
+    assert enqueue(client, "b", idem="k") == ["a", "duplicate", "9000000000000001"]
+    assert enqueue(client, "c") == ["c", "pushed", "9000000000000002"]
+    assert enqueue(client, "d", window=2) == ["d", "held", "9000000000000003"], \
+        "the window of messages is full"
     assert where(client, "d") == ["held"]
     assert enqueue(client, "e", cap=3) == ["", "full", "3"]
     assert not client.exists(f"{P}:call:e")
@@ -220,11 +245,11 @@ def test_outcomes_are_published_only_for_calls_a_door_waits_on(client: redis.Red
     enqueue(client, "n")
     enqueue(client, "dup", idem="k2")
     assert call_hash(client, "w")["notify"] == "1" and "notify" not in call_hash(client, "n")
-    assert enqueue(client, "again", idem="k2", notify="1") == ["dup", "duplicate"]
+    assert enqueue(client, "again", idem="k2", notify="1")[:2] == ["dup", "duplicate"]
     assert call_hash(client, "dup")["notify"] == "1", "a waiting retry is told too"
     assert enqueue(client, "gone", idem="k3", notify="1")[1] == "pushed"
     client.delete(f"{P}:call:gone")
-    assert enqueue(client, "later", idem="k3", notify="1") == ["gone", "duplicate"]
+    assert enqueue(client, "later", idem="k3", notify="1") == ["gone", "duplicate", ""]
     assert not client.exists(f"{P}:call:gone"), "no stray record for an expired call"
     for call_id in ("w", "n", "dup"):
         client.hset(f"{P}:call:{call_id}", mapping={"state": "sending", "gen": 1})
