@@ -21,6 +21,8 @@ readback_available                          gauge      1 while the CAD's list ca
 dead_letters                                gauge      dead letters waiting for an operator
 oldest_call_age_seconds                     gauge      age of the oldest undelivered call
 calls_enqueued_total                        counter    calls accepted
+calls_unknown_fields_total                  counter    fields of accepted calls we do not
+                                                       know (kept, sent to the CAD as given)
 calls_delivered_total                       counter    calls the CAD accepted
 calls_retried_total                         counter    retryable failures (each a retry)
 calls_dead_lettered_total{reason}           counter    calls that became dead letters
@@ -78,6 +80,8 @@ OUTCOMES = ("delivered", "retryable", "permanent")
 # (metric name without _total, counters-hash field, help)
 _COUNTERS = (
     ("dispatcher_calls_enqueued", "enqueued", "Calls accepted into the queue"),
+    ("dispatcher_calls_unknown_fields", "unknown_fields",
+     "Fields of accepted calls that the dispatcher does not know (kept and sent as given)"),
     ("dispatcher_calls_delivered", "delivered", "Calls the CAD accepted"),
     ("dispatcher_calls_retried", "retried",
      "Retryable CAD failures (network, timeout, 5xx, 408), each scheduling a retry"),
