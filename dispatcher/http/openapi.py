@@ -33,8 +33,8 @@ def _text(limit: int, description: str) -> dict[str, Any]:
 
 def _call_properties(v2: bool) -> dict[str, Any]:
     if v2:
-        postal_type: dict[str, Any] = {"type": "string"}
-        plate_type: dict[str, Any] = {"type": "string"}
+        postal_type: dict[str, Any] = {}  # any JSON value, sent as its text
+        plate_type: dict[str, Any] = {}
         values: dict[str, Any] = {}
         note = ("the CAD's v2 values are strings: any other value is sent as its text, as "
                 "the official resource's Lua tostring gives it (true -> \"true\", 12 -> "
