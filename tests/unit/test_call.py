@@ -14,6 +14,8 @@ from dispatcher.call import (
     MAX_CALL_BYTES,
     MAX_CALLER,
     MAX_DESCRIPTION,
+    MAX_EXTRA_FIELDS,
+    MAX_EXTRA_NAME,
     MAX_IDEMPOTENCY_KEY,
     MAX_LOCATION,
     MAX_META_KEY,
@@ -216,7 +218,6 @@ def test_delete_after_is_validated_as_delete_after_minutes() -> None:
 
 
 def test_extra_names_and_count_are_bounded() -> None:
-    from dispatcher.call import MAX_EXTRA_FIELDS, MAX_EXTRA_NAME
     ok = {f"f{i}": i for i in range(MAX_EXTRA_FIELDS)}
     assert len(Call.parse({**SEED_CALL, **ok}).unknown_fields) == MAX_EXTRA_FIELDS
     with pytest.raises(InvalidCall, match="unknown fields, more than"):
