@@ -502,9 +502,18 @@ def test_503_with_retry_after_when_redis_is_unreachable_and_recovery_after(
             again.stop()
 
 
-#: What the official FiveM resource's call911 puts in a call (sonorancad/core/api_wrappers.lua
-#: with the callcommands submodule's metaData): an older version's deleteAfter and
-#: coords, string metaData beside booleans, keys we do not know.
+#: The official resource's /911 command call, field for field (sonorancad/submodules/
+#: callcommands/sv_callcommands.lua, SendCallApi): string metaData it adds itself.
+CALLCOMMANDS_CALL: dict[str, Any] = {
+    "serverId": 1, "isEmergency": True, "caller": "Jane Command",
+    "location": "Route 68 / Joshua Rd", "description": "Shots fired", "deleteAfterMinutes": 30,
+    "metaData": {"callerPlayerId": "12", "callerCommunityUserId": "b1f2c3",
+                 "uuid": "4c6e0a3e-5d1b-4f3a-9c2d-1e2f3a4b5c6d", "silentAlert": "false",
+                 "useCallLocation": "false", "postal": "350", "x": "215.3", "y": "-810.1",
+                 "z": "30.7"},
+}
+#: Its exported call911 (sonorancad/core/api_wrappers.lua): an older version's deleteAfter
+#: and coords, booleans in metaData, plus a field no version sends yet.
 OFFICIAL_CALL: dict[str, Any] = {
     "serverId": "1", "isEmergency": True, "caller": "Jane Official",
     "location": "Route 68 / Joshua Rd", "description": "Shots fired",
@@ -521,7 +530,7 @@ def test_the_official_resource_body_reaches_the_cad_with_its_extras(
     web: Web, sim: CadSimulator, procs: Callable[..., Proc], redis_url: str,
     rclient: redis.Redis
 ) -> None:
-    ids = queued_ids(web.v1(seed_body([OFFICIAL_CALL])).text)
+    ids = queued_ids(web.v1(seed_body([OFFICIAL_CALL, CALLCOMMANDS_CALL])).text)
     v2 = {k: v for k, v in OFFICIAL_CALL.items() if k != "serverId"}
     answer = web.v2(json.dumps({**v2, "caller": "Jane V2"}), server_id="1")
     assert answer.status_code == 200, answer.text
@@ -529,7 +538,7 @@ def test_the_official_resource_body_reaches_the_cad_with_its_extras(
     procs(["worker"], base_env(redis_url, sim))
     records = Records(rclient)
     wait_for(lambda: all(r.status == "delivered" for r in records.get_many(ids)), 60, 0.1,
-             "both calls delivered")
+             "every call delivered")
     by_caller = {c["call"]["caller"]: c["call"] for c in sim.calls()}
     for caller in ("Jane Official", "Jane V2"):
         sent = by_caller[caller]
@@ -538,6 +547,9 @@ def test_the_official_resource_body_reaches_the_cad_with_its_extras(
         assert sent["deleteAfterMinutes"] == 30 and "deleteAfter" not in sent
         assert sent["metaData"]["callerPlayerId"] == "12"
     assert by_caller["Jane Official"]["metaData"]["silenceAlert"] is False  # v1: as given
+    command = by_caller["Jane Command"]
+    tags = {k: command["metaData"].pop(k) for k in ("dispatcherCallId", "dispatcherQueuedAt")}
+    assert command == CALLCOMMANDS_CALL and tags["dispatcherCallId"] in ids
     assert by_caller["Jane V2"]["metaData"]["silenceAlert"] == "false"  # v2: text
 
 
