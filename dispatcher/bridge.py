@@ -196,7 +196,7 @@ class Bridge:
     def _bury(self, raw: bytes, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, InvalidCall) else (
             f"entry could not be read as a call ({type(exc).__name__})")
-        message = self.redactor(message)  # "unknown field '<the key>'" names what it found
+        message = self.redactor(message)  # an error may name what it found (a field)
         text = kept_text(raw, self.redactor, self.key_check)
         self.dead.bury_invalid(text, message, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
         self.invalid += 1

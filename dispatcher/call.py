@@ -7,6 +7,14 @@ The call is stored in Redis under its id (the queue's messages carry only the id
 a generation) and, while Redis is away, spooled to disk whole (`Call.to_dict`).
 It never holds credentials. `Call.parse` accepts both input shapes of the contract
 (the flat form and the seed's own call object) and names the field that is wrong.
+
+Members of a call object we do not know (``coords`` from scripts, fields the official
+resource or the CAD add later) are kept as they came in `Call.extra` and sent to the
+CAD with the call (a door must not lose what a caller meant the CAD to get); only their
+names (1..`MAX_EXTRA_NAME` characters, at most `MAX_EXTRA_FIELDS`) and the whole call's
+size are limited. ``deleteAfter`` (older official resources) is ``deleteAfterMinutes``,
+as the official resource renames it: when both are given ``deleteAfterMinutes`` wins
+(`dispatcher.callextra`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from dispatcher.callextra import MAX_EXTRA_FIELDS, MAX_EXTRA_NAME, checked_extra, renamed
 from dispatcher.errors import InvalidCall
 
 #: Version of `Call.to_dict`; bumped when the envelope changes shape.
@@ -37,7 +46,7 @@ MAX_META_KEYS = 50
 MAX_META_KEY = 64
 MAX_IDEMPOTENCY_KEY = 200
 MAX_DELETE_AFTER_MINUTES = 525_600  # one year
-MAX_CALL_BYTES = 16 * 1024
+MAX_CALL_BYTES = 16 * 1024  # extras included
 
 FLAT_FIELDS = frozenset(
     {"caller", "location", "description", "postal", "plate", "serverId", "isEmergency",
@@ -47,6 +56,8 @@ SEED_FIELDS = frozenset(
     {"serverId", "isEmergency", "caller", "location", "description", "metaData",
      "deleteAfterMinutes", "idempotencyKey"}
 )
+_KNOWN = FLAT_FIELDS | SEED_FIELDS
+__all__ = ["MAX_EXTRA_FIELDS", "MAX_EXTRA_NAME", "Call", "new_call_id", "iso_utc"]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 #: metaData keys every sent call carries: our id (the CAD's list then shows which of our
@@ -84,6 +95,13 @@ class Call:
     id: str = ""
     idempotency_key: str | None = None
     enqueued_at: float = 0.0
+    #: Members of the call object we do not know, kept as they came and sent as they came.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        """Names of the extra top-level members (`extra`), sorted."""
+        return tuple(sorted(self.extra))
 
     @classmethod
     def create(
@@ -99,10 +117,24 @@ class Call:
         metadata: Any = None,
         delete_after_minutes: Any = None,
         idempotency_key: Any = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Call:
-        """Build and validate a call from Python arguments (the producer API's shape)."""
+        """Build and validate a call from Python arguments (the producer API's shape).
+
+        ``extra`` holds further top-level members of the call object under their JSON
+        names (``{"coords": {"x": 1.0, "y": 2.0}}``), sent to the CAD as given. A
+        mapping rather than ``**kwargs``: the names are the CAD's (any JSON name, not
+        only Python identifiers) and cannot be mistaken for a misspelt argument.
+        Names of known fields are refused there (give them as arguments).
+        """
+        extras = dict(extra or {})
+        taken = sorted(str(k) for k in extras if k in _KNOWN)
+        if taken:
+            raise InvalidCall(f"extra field {taken[0]!r} is a known field; pass it as an "
+                              "argument", taken[0])
         return cls.parse(
             {
+                **extras,
                 "caller": caller,
                 "location": location,
                 "description": description,
@@ -121,9 +153,8 @@ class Call:
         """Validate a flat-form or seed-form call object (any JSON value) into a Call."""
         if not isinstance(obj, Mapping):
             raise InvalidCall(f"a call must be a JSON object, got {_json_type(obj)}")
-        unknown = sorted(str(k) for k in obj if k not in FLAT_FIELDS | SEED_FIELDS)
-        if unknown:
-            raise InvalidCall(f"unknown field {unknown[0]!r}", unknown[0])
+        obj = renamed(obj)
+        extra = checked_extra({k: v for k, v in obj.items() if k not in _KNOWN})
         meta_in = obj.get("metaData")
         if meta_in is None:
             meta: dict[str, Any] = {}
@@ -148,6 +179,7 @@ class Call:
             metadata=meta,
             delete_after_minutes=_delete_after(obj.get("deleteAfterMinutes")),
             idempotency_key=_idempotency_key(obj.get("idempotencyKey")),
+            extra=extra,
         )
         body = call.to_cad()
         size = len(json.dumps(body, ensure_ascii=False).encode())
@@ -166,6 +198,7 @@ class Call:
             is_emergency=self.is_emergency, server_id=self.server_id,
             metadata=dict(self.metadata), delete_after_minutes=self.delete_after_minutes,
             id=call_id, idempotency_key=self.idempotency_key, enqueued_at=enqueued_at,
+            extra=self.extra,
         )
 
     def to_cad(self, default_server_id: str | int | None = None) -> dict[str, Any]:
@@ -181,6 +214,8 @@ class Call:
         body["metaData"] = dict(self.metadata)
         if self.delete_after_minutes is not None:
             body["deleteAfterMinutes"] = self.delete_after_minutes
+        for name, value in self.extra.items():  # known fields win over an extra
+            body.setdefault(name, value)
         return body
 
     def as_sent(self, now: float, default_server_id: str | int | None = None) -> dict[str, Any]:
@@ -225,6 +260,7 @@ class Call:
             id=str(data.get("id") or ""),
             idempotency_key=data.get("idempotency_key"),
             enqueued_at=float(data.get("enqueued_at") or 0.0),
+            extra=parsed.extra,
         )
 
     @property

@@ -244,6 +244,7 @@ def enqueue_call(
     metadata: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     *,
+    extra: Mapping[str, Any] | None = None,
     producer: Producer | None = None,
 ) -> str:
     """Queue one 911 call for the CAD and return its id.
@@ -251,10 +252,13 @@ def enqueue_call(
     Raises InvalidCall (naming the field), QueueUnavailable (after a bounded wait) or
     QueueFull (DISPATCHER_MAX_BACKLOG calls already wait; nothing was queued).
     The same ``idempotency_key`` always yields the same id and one CAD call.
+    ``extra`` holds further top-level members of the call object under their JSON names
+    (``extra={"coords": {"x": 1.0, "y": 2.0}}``); the CAD gets them as given
+    (`Call.create`).
     """
     call = Call.create(
         caller=caller, location=location, description=description, postal=postal,
         plate=plate, server_id=server_id, is_emergency=is_emergency, metadata=metadata,
-        idempotency_key=idempotency_key,
+        idempotency_key=idempotency_key, extra=extra,
     )
     return (producer or default_producer()).enqueue(call)

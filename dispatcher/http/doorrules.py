@@ -1,4 +1,4 @@
-"""Rules of the HTTP door beyond the body's JSON: v2's own members, the API key outside
+"""Rules of the HTTP door beyond the body's JSON: v2's metaData values, the API key outside
 the body, and what a failure part-way through queueing answers.
 
 The key in the v2 path (``serverId``) or in an ``Idempotency-Key`` header would be stored
@@ -8,12 +8,12 @@ gets 400, before anything is queued. `dispatcher.http.ingest` uses these; they h
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Request
 
 from dispatcher.errors import InvalidCall, QueueFull
-from dispatcher.http.body import short
 
 #: What a client should wait before retrying when the backlog cap is reached (the
 #: backlog drains at the CAD's rate, so this is longer than for an unreachable Redis).
@@ -23,24 +23,29 @@ QUEUE_FULL_RETRY_AFTER_S = 30
 KEY_IN_REQUEST = ("the {where} contains the API key; it would be stored with the call, so "
                   "the request is refused: never put the key there")
 
-#: Members of a v2 body (``serverId`` is accepted and ignored: the path's is used).
-V2_FIELDS = frozenset({"isEmergency", "caller", "location", "description", "metaData",
-                       "deleteAfterMinutes", "idempotencyKey", "serverId"})
-
-
-def v2_check(body: dict[str, Any]) -> None:
-    """What v2 asks beyond `Call.parse`: its own members only, metaData values strings."""
-    unknown = sorted(name for name in body if name not in V2_FIELDS)
-    if unknown:
-        hint = " (v2 takes it in metaData)" if unknown[0] in ("postal", "plate") else ""
-        raise InvalidCall(f"unknown field {short(unknown[0])!r}{hint}", short(unknown[0]))
+def v2_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A v2 body as `Call.parse` takes it: metaData values made strings (the v2 CAD's
+    values are strings) the way the official resource's Lua ``tostring`` makes them:
+    true -> "true", 12 -> "12", 1.5 -> "1.5"; an object or array becomes its JSON text
+    (Lua would print a table address, which helps no one); a null value leaves the key
+    out (a Lua table cannot hold nil). Other members, unknown ones included, are kept."""
     meta = body.get("metaData")
-    if isinstance(meta, dict):
-        for name, value in meta.items():
-            if not isinstance(value, str):
-                field = f"metaData.{short(name)}"
-                raise InvalidCall(f"{field} must be a string (v2 metaData values are strings)",
-                                  field)
+    if not isinstance(meta, dict):
+        return body
+    return {**body, "metaData": {name: _lua_text(value) for name, value in meta.items()
+                                 if value is not None}}
+
+
+def _lua_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # 1.5 -> "1.5", 2.0 -> "2.0" (Lua 5.4's tostring of a float)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def key_outside_body(key: str | None, server_id: str | None, header_key: str | None

@@ -40,7 +40,9 @@ Decisions (also in the OpenAPI description served at ``/openapi.json``):
   gets 400 ``INVALID REQUEST BODY: <why>``.
 - Limits: `MAX_BODY_BYTES` per request (413), `MAX_CALLS_PER_REQUEST` calls (400), and
   the per-call limits of `dispatcher.call`. Unknown top-level members of a v1 body are
-  ignored (the CAD ignores them too); unknown members of a call are refused.
+  ignored (the CAD ignores them too); unknown members of a call are kept and sent to the
+  CAD as they came (`dispatcher.callextra`: at most 50, names 1..64 characters).
+  On v2, non-string metaData values are sent as their text (`doorrules.v2_body`).
 - One invalid call refuses the whole request (400 naming ``data[i]`` and the field),
   and nothing of it is queued: every call is validated before the first is queued.
 - Redis failing part-way through a multi-call request: the calls queued before the
@@ -405,8 +407,7 @@ def call_911_v2(server_id: str) -> Response:
     if in_header:
         return problem(400, "Bad Request", in_header)
     try:
-        doorrules.v2_check(body)
-        call = Call.parse({**body, "serverId": server_id})
+        call = Call.parse({**doorrules.v2_body(body), "serverId": server_id})
     except InvalidCall as exc:
         return problem(400, "Bad Request", str(exc), field=exc.field)
     if _holds(body, key):

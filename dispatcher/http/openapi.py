@@ -21,6 +21,13 @@ _ID = "[0-9A-HJKMNP-TV-Z]{26}"
 _TICKET = "9[0-9]{15}"
 
 
+_EXTRA = {"description": "Any other member is kept as given and sent to the CAD with the "
+                          f"call (coords, future fields): at most {limits.MAX_EXTRA_FIELDS} "
+                          f"such members, names 1 to {limits.MAX_EXTRA_NAME} characters, "
+                          "values any JSON; they count towards the call's size."}
+_NAMES = {"minLength": 1, "maxLength": limits.MAX_EXTRA_NAME}
+
+
 def _text(limit: int, description: str) -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": _NO_CONTROL,
             "not": {"pattern": "^\\s*$"}, "description": description}
@@ -28,10 +35,13 @@ def _text(limit: int, description: str) -> dict[str, Any]:
 
 def _call_properties(v2: bool) -> dict[str, Any]:
     if v2:
-        postal_type: dict[str, Any] = {"type": "string"}
-        plate_type: dict[str, Any] = {"type": "string"}
-        values: dict[str, Any] = {"type": "string"}
-        note = "every value is a string (v2)"
+        postal_type: dict[str, Any] = {}  # any JSON value, sent as its text
+        plate_type: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        note = ("the CAD's v2 values are strings: any other value is sent as its text, as "
+                "the official resource's Lua tostring gives it (true -> \"true\", 12 -> "
+                "\"12\", 1.5 -> \"1.5\"; an object or array -> its JSON text; null -> "
+                "the key is left out)")
     else:
         postal_type = {"type": ["string", "integer", "null"]}
         plate_type = {"type": ["string", "null"]}
@@ -59,6 +69,10 @@ def _call_properties(v2: bool) -> dict[str, Any]:
         },
         "deleteAfterMinutes": {"type": ["integer", "null"], "minimum": 0,
                                "maximum": limits.MAX_DELETE_AFTER_MINUTES},
+        "deleteAfter": {"type": ["integer", "null"],
+                        "description": "Older official resources' name of "
+                                       "deleteAfterMinutes; renamed (deleteAfterMinutes wins "
+                                       "when both are given)."},
         "idempotencyKey": {
             "type": ["string", "null"], "minLength": 1, "maxLength": limits.MAX_IDEMPOTENCY_KEY,
             "pattern": _NO_CONTROL,
@@ -92,7 +106,8 @@ def _call_schema() -> dict[str, Any]:
                        f"{limits.MAX_CALL_BYTES} bytes of JSON as sent to the CAD.",
         "required": ["caller", "location", "description"],
         "properties": props,
-        "additionalProperties": False,
+        "propertyNames": _NAMES,
+        "additionalProperties": _EXTRA,
     }
 
 
@@ -104,7 +119,8 @@ def _v2_call_schema() -> dict[str, Any]:
         "description": "One call, v2 shape: metaData values are strings.",
         "required": ["caller", "location", "description"],
         "properties": props,
-        "additionalProperties": False,
+        "propertyNames": _NAMES,
+        "additionalProperties": _EXTRA,
     }
 
 

@@ -83,5 +83,11 @@ def test_the_examples_and_the_seed_body_validate(spec: dict[str, Any]) -> None:
     assert not refused.is_valid(json.loads(seed_body([seed_call(caller="")])))
     assert not refused.is_valid(json.loads(seed_body([seed_call(caller=" \t")])))
     assert not refused.is_valid(json.loads(seed_body([seed_call(location="a\x01")])))
-    assert not refused.is_valid(json.loads(seed_body([seed_call(priority=1)])))
+    assert not refused.is_valid(json.loads(seed_body([seed_call(**{"n" * 65: 1})])))
+    # Unknown members of a call are kept and sent (dispatcher.callextra); v2 metaData
+    # values of any JSON type are sent as their text.
+    assert refused.is_valid(json.loads(seed_body([seed_call(priority=1, coords={"x": 1})])))
+    assert _validator(spec, "CallV2").is_valid(
+        {"caller": "a", "location": "l", "description": "d", "coords": {"x": 1},
+         "metaData": {"silentAlert": True, "postal": 350}})
     assert not refused.is_valid(json.loads(seed_body([])))

@@ -89,6 +89,31 @@ def test_flat_and_seed_entries_are_enqueued_in_order(inbox: Callable[..., Inbox]
     assert box.bridge.moved == 2 and box.bridge.invalid == 0
 
 
+def test_unknown_members_of_an_entry_are_kept_for_the_cad(inbox: Callable[..., Inbox]) -> None:
+    box = inbox()
+    coords = {"x": 215.3, "y": -810.1, "z": 30.7}
+    box.push({**SEED_CALL, "coords": coords, "deleteAfter": 10, "futureField": [1, "a"]})
+
+    assert box.run() == 1
+
+    [record] = box.calls()
+    assert record.call["coords"] == coords and record.call["futureField"] == [1, "a"]
+    assert record.call["deleteAfterMinutes"] == 10 and "deleteAfter" not in record.call
+
+
+def test_the_api_key_in_an_unknown_member_is_refused(
+    inbox: Callable[..., Inbox], api_key: str, leak_scan: Callable[..., list[bytes]],
+    r: fakeredis.FakeRedis,
+) -> None:
+    box = inbox()
+    box.push({**SEED_CALL, "auth": {"key": api_key}})
+
+    box.run()
+
+    assert box.dead.count() == 1 and box.calls() == []
+    assert leak_scan(r) == []
+
+
 def test_an_idempotency_key_in_the_inbox_is_honoured(inbox: Callable[..., Inbox]) -> None:
     box = inbox()
     box.push({**FLAT, "idempotencyKey": "fivem-1"}, {**FLAT, "idempotencyKey": "fivem-1"})
@@ -104,7 +129,7 @@ INVALID: dict[str, bytes] = {
     "json-array": json.dumps([SEED_CALL]).encode(),
     "json-string": b'"call 911"',
     "missing-caller": json.dumps({k: v for k, v in FLAT.items() if k != "caller"}).encode(),
-    "unknown-field": json.dumps({**FLAT, "priority": 1}).encode(),
+    "extra-name-too-long": json.dumps({**FLAT, "n" * 65: 1}).encode(),
     "too-large": json.dumps({**FLAT, "description": "x" * (MAX_ENTRY_BYTES + 10)}).encode(),
     "not-utf8": b'{"caller": "\xff\xfe", "location": "l", "description": "d"}',
     "empty": b"",

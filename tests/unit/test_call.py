@@ -14,6 +14,8 @@ from dispatcher.call import (
     MAX_CALL_BYTES,
     MAX_CALLER,
     MAX_DESCRIPTION,
+    MAX_EXTRA_FIELDS,
+    MAX_EXTRA_NAME,
     MAX_IDEMPOTENCY_KEY,
     MAX_LOCATION,
     MAX_META_KEY,
@@ -166,11 +168,80 @@ def test_bad_server_ids(value: Any) -> None:
     assert _field_of(with_(SEED_CALL, serverId=value)) == "serverId"
 
 
+# -- unknown members: kept and sent as they came ------------------------------------------
+
+OFFICIAL_EXTRAS: dict[str, Any] = {"coords": {"x": 215.3, "y": -810.1, "z": 30.7},
+                                   "priority": 1, "tags": ["a", None], "flag": None}
+
+
 @pytest.mark.parametrize("form", ["flat", "seed"])
-def test_an_unknown_top_level_field_is_named(form: str) -> None:
+def test_unknown_top_level_fields_are_kept_and_sent(form: str) -> None:
     base = FLAT if form == "flat" else SEED_CALL
-    assert _field_of(with_(base, priority=1)) == "priority"
-    assert _field_of(with_(base, key="k")) == "key"
+    call = Call.parse({**base, **OFFICIAL_EXTRAS})
+    assert call.unknown_fields == ("coords", "flag", "priority", "tags")
+    body = call.to_cad()
+    for name, value in OFFICIAL_EXTRAS.items():
+        assert body[name] == value
+    sent = call.with_envelope("01J0000000000000000000000A", 1.0).as_sent(now=2.0)
+    assert sent["coords"] == OFFICIAL_EXTRAS["coords"]
+    assert Call.parse(base).unknown_fields == ()
+
+
+def test_extras_survive_the_spool_and_the_record() -> None:
+    call = Call.parse({**SEED_CALL, **OFFICIAL_EXTRAS}).with_envelope("X", 5.0)
+    back = Call.from_dict(json.loads(json.dumps(call.to_dict())))
+    assert dict(back.extra) == OFFICIAL_EXTRAS
+    record = Call.parse(json.loads(json.dumps(call.to_cad())))  # what the worker rebuilds
+    assert record.to_cad() == call.to_cad()
+
+
+def test_an_extra_never_overrides_a_known_field() -> None:
+    call = Call(caller="a", location="b", description="c", server_id=7,
+                extra={"caller": "evil", "serverId": 9, "metaData": {}, "coords": 1})
+    body = call.to_cad()
+    assert (body["caller"], body["serverId"], body["coords"]) == ("a", 7, 1)
+
+
+@pytest.mark.parametrize(("given", "minutes"), [({"deleteAfter": 30}, 30),
+                                                ({"deleteAfter": 30, "deleteAfterMinutes": 5}, 5),
+                                                ({"deleteAfter": None}, None)])
+def test_delete_after_is_renamed_as_the_official_resource_does(given: dict[str, Any],
+                                                               minutes: int | None) -> None:
+    call = Call.parse({**SEED_CALL, **given})
+    assert call.delete_after_minutes == minutes
+    assert "deleteAfter" not in call.to_cad() and call.unknown_fields == ()
+
+
+def test_delete_after_is_validated_as_delete_after_minutes() -> None:
+    assert _field_of(with_(SEED_CALL, deleteAfter="10")) == "deleteAfterMinutes"
+    assert _field_of(with_(SEED_CALL, deleteAfter=-1)) == "deleteAfterMinutes"
+
+
+def test_extra_names_and_count_are_bounded() -> None:
+    ok = {f"f{i}": i for i in range(MAX_EXTRA_FIELDS)}
+    assert len(Call.parse({**SEED_CALL, **ok}).unknown_fields) == MAX_EXTRA_FIELDS
+    with pytest.raises(InvalidCall, match="unknown fields, more than"):
+        Call.parse({**SEED_CALL, **ok, "one_more": 1})
+    Call.parse({**SEED_CALL, "n" * MAX_EXTRA_NAME: 1})
+    for bad in ("n" * (MAX_EXTRA_NAME + 1), "", "a\x00b"):
+        with pytest.raises(InvalidCall, match="name"):
+            Call.parse({**SEED_CALL, bad: 1})
+
+
+def test_extras_count_towards_the_size_limit() -> None:
+    with pytest.raises(InvalidCall, match="more than") as info:
+        Call.parse({**SEED_CALL, "blob": "x" * MAX_CALL_BYTES})
+    assert info.value.field == "blob"
+    with pytest.raises(InvalidCall, match="plain JSON"):
+        Call.parse({**SEED_CALL, "n": float("nan")})
+
+
+def test_create_takes_extras_by_their_json_names() -> None:
+    call = Call.create(caller="a", location="b", description="c",
+                       extra={"coords": {"x": 1}, "deleteAfter": 3})
+    assert call.to_cad()["coords"] == {"x": 1} and call.delete_after_minutes == 3
+    with pytest.raises(InvalidCall, match="known field"):
+        Call.create(caller="a", location="b", description="c", extra={"caller": "x"})
 
 
 @pytest.mark.parametrize(

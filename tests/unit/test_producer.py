@@ -12,8 +12,8 @@ import pytest
 
 from dispatcher.bridge import Bridge
 from dispatcher.call import Call
-from dispatcher.errors import QueueFull, QueueUnavailable
-from dispatcher.producer import Producer
+from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
+from dispatcher.producer import Producer, enqueue_call
 from dispatcher.records import Records
 from dispatcher.settings import Secret, Settings
 from dispatcher.spool import Spool
@@ -51,6 +51,19 @@ def test_the_producer_api_honours_idempotency(
     ids = {producer.enqueue(call) for _ in range(3)}
 
     assert len(ids) == 1
+    assert len(publisher.published) == 1
+
+
+def test_the_python_api_keeps_extras_and_refuses_the_key_in_one(
+        r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> None:
+    producer = _producer(r, clock, publisher)
+    call_id = enqueue_call("A", "B", "C", extra={"coords": {"x": 1.5}, "deleteAfter": 9},
+                           producer=producer)
+
+    [record] = Records(r).get_many([call_id])
+    assert record.call["coords"] == {"x": 1.5} and record.call["deleteAfterMinutes"] == 9
+    with pytest.raises(InvalidCall, match="API key"):
+        enqueue_call("A", "B", "C", extra={"auth": ["quota-key-123456"]}, producer=producer)
     assert len(publisher.published) == 1
 
 
