@@ -263,11 +263,6 @@ class Call:
             extra=parsed.extra,
         )
 
-    @property
-    def unknown_fields(self) -> tuple[str, ...]:
-        """Names of the call's fields we do not know (kept and sent as they came)."""
-        return ()
-
     def summary(self) -> str:
         """A short human line: caller @ location."""
         return f"{self.caller} @ {self.location}"
