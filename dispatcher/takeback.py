@@ -14,7 +14,8 @@ who hung up. What that means depends on where the call is, decided atomically in
   the call is gone counts as removed; a permanent refusal is a dead letter (reason
   ``rejected``, kind ``removal``) whose replay retries the removal, never the call.
 
-A call is named by our id (a ULID) or by the CAD's id of a call we delivered.
+A call is named by our id (a ULID), its ticket (`dispatcher.tickets`) or the CAD's id of a
+call we delivered.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dispatcher.errors import DispatcherError
 from dispatcher.keys import DELIVERED_TTL_S, Keys
 from dispatcher.producer import default_producer
 from dispatcher.redisconn import as_text, bounded
+from dispatcher.tickets import Tickets, is_ticket
 
 #: What taking a call back did (see the module docstring).
 TakeBack = Literal["cancelled", "pending", "removing", "removed"]
@@ -46,8 +48,11 @@ class UnknownCall(DispatcherError, LookupError):
 
 
 def resolve(client: redis.Redis, keys: Keys, given: str) -> str | None:
-    """Our id of the call named ``given`` (our id, or the CAD's id of a call we delivered)."""
+    """Our id of the call named ``given`` (our id, its ticket, or the CAD's id of a call we
+    delivered)."""
     given = given.strip()
+    if is_ticket(given):  # before the CAD's ids: a ticket is digits too
+        return Tickets(client, keys.prefix).call_id(given)
     if _ULID.match(given.upper()):
         return given.upper() if client.exists(keys.call(given.upper())) else None
     if _CAD_ID.match(given):
