@@ -373,3 +373,8 @@ def test_a_large_answer_is_streamed_and_a_huge_one_refused(
         upstream.go.set()
         upstream.server.shutdown()
         upstream.server.server_close()
+
+
+def test_the_openapi_description_tells_of_the_passthrough(door: Web) -> None:
+    info = requests.get(door.url + "/openapi.json", timeout=5).json()["info"]
+    assert "Passthrough:" in info["description"] and "409" in info["description"]
