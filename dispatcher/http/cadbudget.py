@@ -94,7 +94,9 @@ class Budget:
 
     endpoint: str
     allowance: int
-    #: The shared rate limiter's interval a v1 request with our key takes a slot of.
+    #: Whether it shares the rate limiter with our sends (v1, our key): it waits behind
+    #: queued calls and a 429 pause, and takes a slot of ``slot_interval_s``.
+    shares_limiter: bool = False
     slot_interval_s: float = 0.0
 
 
@@ -135,7 +137,7 @@ class CadBudget:
         name, limit = endpoint_of(method, segments, version)
         ours = self.is_ours(presented)
         if version == 1:
-            return Budget(name, limit, self._interval if ours else 0.0)
+            return Budget(name, limit, ours, self._interval if ours else 0.0)
         reserved = RESERVED.get(name.split(":", 2)[2], 0) if ours else 0
         return Budget(name, max(0, limit - reserved))
 
@@ -145,5 +147,5 @@ class CadBudget:
         window = f"{self.keys.prefix}:passthrough:{digest}:{budget.endpoint}"
         allowed, wait = self._take(keys=[window, self.keys.rate], args=[
             repr(self.clock()), repr(WINDOW_S), budget.allowance, uuid.uuid4().hex,
-            repr(budget.slot_interval_s)])
+            repr(budget.slot_interval_s), int(budget.shares_limiter)])
         return 0.0 if int(allowed) else max(0.0, float(wait))

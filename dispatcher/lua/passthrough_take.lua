@@ -8,12 +8,15 @@
 -- ARGV[3]  allowance: requests in the window (0: none)
 -- ARGV[4]  a member unique to this request
 -- ARGV[5]  the rate limiter's interval, s, to take a slot of; 0: take none
+-- ARGV[6]  1: the request shares the rate limiter (v1, our key): it waits behind queued
+--          calls (tat) and a 429 pause; 0: it does not
 -- Returns {1, '0'} to go, {0, '<seconds to wait>'} to refuse (nothing recorded).
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local allowance, interval = tonumber(ARGV[3]), tonumber(ARGV[5])
-if interval > 0 then
+if ARGV[6] == '1' then
   local r = redis.call('HMGET', KEYS[2], 'tat', 'pause_until')
-  local busy = math.max(tonumber(r[1]) or 0, tonumber(r[2]) or 0)
+  local busy = tonumber(r[2]) or 0
+  if interval > 0 then busy = math.max(tonumber(r[1]) or 0, busy) end
   if busy > now then return {0, tostring(busy - now)} end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -25,5 +28,5 @@ if redis.call('ZCARD', KEYS[1]) >= allowance then
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
-if interval > 0 then redis.call('HSET', KEYS[2], 'tat', now + interval) end
+if ARGV[6] == '1' and interval > 0 then redis.call('HSET', KEYS[2], 'tat', now + interval) end
 return {1, '0'}
