@@ -287,6 +287,10 @@ def test_v1_with_our_key_waits_behind_our_calls(
     refused = door.post("/general/get_version", v1_body("GET_VERSION", []))
     assert refused.status_code == 429 and refused.text.startswith("TOO MANY REQUESTS")
     assert 19 <= int(refused.headers["Retry-After"]) <= 21
+    twice = (f'{{"id":"{COMMUNITY}","key":"{OTHER_KEY}","key":"{API_KEY}",'
+             '"type":"GET_VERSION","data":[]}').encode()
+    assert door.post("/general/get_version", twice).status_code == 429, \
+        "read as the CAD reads it: the last key is ours"
     other = door.post("/general/get_version", v1_body("GET_VERSION", [], key=OTHER_KEY))
     assert other.status_code == 400, "another key's budget is not ours to keep"
 
