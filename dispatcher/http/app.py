@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response
 
-from dispatcher.http import clientaddr, handlers, removal
+from dispatcher.http import clientaddr, handlers, passthrough, removal
 from dispatcher.http.body import MAX_JSON_DEPTH
 from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
@@ -39,6 +39,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     app.register_blueprint(ops_blueprint(settings, door.producer.client))
     handlers.install(app)
+    passthrough.install(app)  # asked by the 404 handler: every route above wins
     return app
 
 

@@ -12,10 +12,10 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Response as BaseResponse
 
-from dispatcher.http import doorrules
+from dispatcher.http import doorrules, passthrough
 from dispatcher.http.ingest import MAX_BODY_BYTES, door, plain
 
 # A stable logger name operators filter on (kept from before the move into http/).
@@ -42,7 +42,16 @@ def too_large(exc: Any) -> Response:
 
 
 def not_found(exc: Any) -> Response:
-    """404: no route."""
+    """404: no route; first, a request of the CAD's shapes is passed through to the CAD
+    (`dispatcher.http.passthrough`)."""
+    try:
+        forwarded = passthrough.forward()
+    except doorrules.Unsupported as refused:
+        return unsupported(refused)
+    except RequestEntityTooLarge as refused:
+        return too_large(refused)
+    if forwarded is not None:
+        return forwarded
     if _v2():
         return door().problem(404, _title(exc, 404), "NOT FOUND")
     return plain("NOT FOUND", 404)

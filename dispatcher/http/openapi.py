@@ -28,6 +28,22 @@ _EXTRA = {"description": "Any other member is kept as given and sent to the CAD 
 _NAMES = {"minLength": 1, "maxLength": limits.MAX_EXTRA_NAME}
 
 
+#: The note on every other path of the CAD's API (`dispatcher.http.passthrough`).
+_PASSTHROUGH = (
+    "Passthrough: any other request under the CAD API's paths (v1 `POST /general/*`, "
+    "`/civilian/*`, `/emergency/*`; `GET`, `POST`, `PUT`, `PATCH`, `DELETE` under `/v2/`) "
+    "that is not described here is passed to the configured CAD (SONORAN_API_URL) with the "
+    "client's own credentials, and the CAD's answer returned unchanged (status, body, "
+    "Content-Type, Retry-After), streamed, so one base URL serves the whole CAD API. A "
+    "ticket of ours in the path or in `callId`/`callIds` becomes the CAD's id once the "
+    "call is delivered; before that 409, unknown 404. Beyond the share of the CAD's "
+    "per-key, per-endpoint budget left after our own sends and read-backs: 429 with "
+    "Retry-After; while our breaker is open: 503 with Retry-After; the CAD unreachable or "
+    "too slow: 502/504. Those answers of ours are text/plain on v1 paths and "
+    "problem+json under /v2/. Paths with empty, `.` or `..` segments get 400."
+)
+
+
 def _text(limit: int, description: str) -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": _NO_CONTROL,
             "not": {"pattern": "^\\s*$"}, "description": description}
@@ -231,7 +247,8 @@ def openapi_document(*, max_body_bytes: int, max_calls: int, max_depth: int,
                 "retries, rate limiting and dead letters.\n\n" + body_rules + "\n\n"
                 "One invalid call refuses the whole request and nothing of it is queued. "
                 "If the queue fails part-way through a multi-call request, the 503 names "
-                "the calls already queued; use idempotency keys to retry safely."
+                "the calls already queued; use idempotency keys to retry safely.\n\n"
+                + _PASSTHROUGH
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },

@@ -4,7 +4,8 @@ It serves, over v1 and v2, creating a 911 call (v1 ``POST /emergency/call_911``,
 v2 ``POST /v2/emergency/servers/{serverId}/calls/911``), reading the calls back (v1
 ``POST /emergency/get_calls``; v2 ``GET /v2/emergency/servers/{serverId}/calls``) and
 removing one (v1 ``POST /emergency/remove_911``; v2
-``DELETE /v2/emergency/servers/{serverId}/calls/911/{callId}``). It records every request it
+``DELETE /v2/emergency/servers/{serverId}/calls/911/{callId}``), and a few other
+endpoints (the plan, unit locations: ``others``). It records every request it
 received (with the API key redacted) and every call it "created", keeps each server's
 emergency list (calls leave it when removed, when ``deleteAfterMinutes`` passes, or when a
 dispatcher converts or dismisses them), and can misbehave on demand: refuse connections,
@@ -42,6 +43,7 @@ The package, one concept a module (only the names below are its public API):
 - ``server``: CadSimulator (state, lifecycle, configuration, clock, the arrival decision), serve().
 - ``api``: the API port's handler, the parsed Request and its route, the create answers.
 - ``readback``: the read and remove answers of v1 and v2, and how calls are listed.
+- ``others``: the endpoints beyond 911 calls (the plan, unit locations), else 404.
 - ``faults``: the fault kinds, their validation and routes, and the answer each fault gives.
 - ``ratelimit``: the sliding window per presented API key, and the v2 endpoint limits.
 - ``records``: what was received and created, each call's life, the redaction of keys.

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
-from dispatcher.simulator.answers import Outcome, answer_text, answer_too_many
+from dispatcher.simulator.answers import Outcome, answer_too_many
 from dispatcher.simulator.api import ApiHandler, Request, answer_v1, answer_v2
 from dispatcher.simulator.control import ControlHandler
 from dispatcher.simulator.faults import Fault, check_fault, fault_answer, lose_answer
+from dispatcher.simulator.others import answer_other
 from dispatcher.simulator.ratelimit import EndpointLimits, RateLimit
 from dispatcher.simulator.readback import (
     Cad,
@@ -390,7 +391,7 @@ class CadSimulator:
             return answer_v1_remove(req, cad, self._remove)
         if req.route == "remove":
             return answer_v2_remove(req, cad, self._remove)
-        return answer_text(404, "NOT FOUND")
+        return answer_other(req, cad.community_id, cad.api_key, cad.server_ids)
 
     def _create(self, calls: list[dict[str, Any]], version: int) -> list[tuple[int, float]]:
         """Create calls in the fake CAD; return their ids and creation times."""
