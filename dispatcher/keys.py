@@ -105,8 +105,14 @@ class Keys:
     def readback(self) -> str:
         return self._name("readback")
 
+    @property
+    def tickets(self) -> str:
+        """The tickets' counter (enqueue.lua allocates from it)."""
+        return self._name("tickets")
+
     def ticket(self, ticket: int) -> str:
-        return f"{self.prefix}:ticket:{ticket}"
+        """A call's ticket, mapped to our id."""
+        return self._name(f"ticket:{ticket}")
 
     def cad(self, cad_call_id: str) -> str:
         """The CAD's id of a delivered call, mapped to our id."""

@@ -19,7 +19,7 @@ public static class Enqueue
         Environment.GetEnvironmentVariable(name) ?? fallback
         ?? throw new InvalidOperationException($"{name} is not set");
 
-    // POST the CAD's own body to the dispatcher; returns the call's id.
+    // POST the CAD's own body to the dispatcher; returns the call's ticket.
     public static async Task<string> ViaHttpAsync(HttpClient http)
     {
         var call = new

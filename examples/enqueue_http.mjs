@@ -3,7 +3,7 @@
 //   DISPATCHER_URL=http://127.0.0.1:8000 SONORAN_COMMUNITY_ID=... SONORAN_API_KEY=... \
 //     node enqueue_http.mjs
 //
-// The body is the CAD's own (the seed's); the answer is `EMERGENCY CALL QUEUED ID: <id>`.
+// The body is the CAD's own (the seed's); the answer is `EMERGENCY CALL QUEUED ID: <ticket>`.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -43,7 +43,7 @@ for (let attempt = 0; attempt < 6; attempt++) {
   }
   const text = await response.text();
   if (response.ok) {
-    console.log(text.split('ID: ').pop()); // the call's id
+    console.log(text.split('ID: ').pop()); // the call's ticket
     process.exit(0);
   }
   if (response.status !== 503) { // 400: wrong id, key or call; sending it again cannot help

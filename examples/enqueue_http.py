@@ -3,7 +3,7 @@
     DISPATCHER_URL=http://127.0.0.1:8000 SONORAN_COMMUNITY_ID=... SONORAN_API_KEY=... \
         python3 enqueue_http.py
 
-The body is the CAD's own (the seed's); the answer is `EMERGENCY CALL QUEUED ID: <id>`.
+The body is the CAD's own (the seed's); the answer is `EMERGENCY CALL QUEUED ID: <ticket>`.
 """
 
 import json
@@ -40,7 +40,7 @@ for attempt in range(6):
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.read().decode().rsplit("ID: ", 1)[1])  # the call's id
+            print(response.read().decode().rsplit("ID: ", 1)[1])  # the call's ticket
             break
     except urllib.error.HTTPError as error:
         reason = error.read().decode()

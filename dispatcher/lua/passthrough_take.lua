@@ -11,22 +11,24 @@
 -- ARGV[6]  1: the request shares the rate limiter (v1, our key): it waits behind queued
 --          calls (tat) and a 429 pause; 0: it does not
 -- Returns {1, '0'} to go, {0, '<seconds to wait>'} to refuse (nothing recorded).
+local window_key, limiter = KEYS[1], KEYS[2]
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local allowance, interval = tonumber(ARGV[3]), tonumber(ARGV[5])
-if ARGV[6] == '1' then
-  local r = redis.call('HMGET', KEYS[2], 'tat', 'pause_until')
+local allowance, member, interval = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local shares = ARGV[6] == '1'
+if shares then
+  local r = redis.call('HMGET', limiter, 'tat', 'pause_until')
   local busy = tonumber(r[2]) or 0
   if interval > 0 then busy = math.max(tonumber(r[1]) or 0, busy) end
   if busy > now then return {0, tostring(busy - now)} end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= allowance then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', window_key, '-inf', now - window)
+if redis.call('ZCARD', window_key) >= allowance then
+  local oldest = redis.call('ZRANGE', window_key, 0, 0, 'WITHSCORES')
   local wait = window
   if #oldest > 0 then wait = tonumber(oldest[2]) + window - now end
   return {0, tostring(wait)}
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
-if ARGV[6] == '1' and interval > 0 then redis.call('HSET', KEYS[2], 'tat', now + interval) end
+redis.call('ZADD', window_key, now, member)
+redis.call('PEXPIRE', window_key, math.ceil(window * 1000) + 1000)
+if shares and interval > 0 then redis.call('HSET', limiter, 'tat', now + interval) end
 return {1, '0'}

@@ -428,7 +428,7 @@ def test_v2_metadata_values_become_text_as_lua_tostring_would(door: Web,
             "gone": None, "obj": {"a": [1, 2]}, "plate": "8ABC123"}
     answer = door.v2(json.dumps(_v2_call(metaData=meta, coords={"x": 1.5})), server_id="7")
     assert answer.status_code == 200, answer.text
-    stored = _record(rclient, answer.json()["callId"])["call"]
+    stored = _record(rclient, answer.json()["id"])["call"]
     assert stored["metaData"] == {"postal": "350", "silentAlert": "true", "x": "1.5",
                                   "useCallLocation": "false", "obj": '{"a":[1,2]}',
                                   "plate": "8ABC123"}
@@ -536,7 +536,7 @@ def test_the_official_resource_body_reaches_the_cad_with_its_extras(
     web: Web, sim: CadSimulator, procs: Callable[..., Proc], redis_url: str,
     rclient: redis.Redis
 ) -> None:
-    ids = queued_ids(web.v1(seed_body([OFFICIAL_CALL, CALLCOMMANDS_CALL])).text)
+    ids = queued_ids(web.v1(seed_body([OFFICIAL_CALL, CALLCOMMANDS_CALL])))
     v2 = {k: v for k, v in OFFICIAL_CALL.items() if k != "serverId"}
     answer = web.v2(json.dumps({**v2, "caller": "Jane V2"}), server_id="1")
     assert answer.status_code == 200, answer.text

@@ -72,7 +72,7 @@ def create(stack: Stack, caller: str) -> str:
         "metaData": {"postal": "350"}})
     assert made.success, made.reason
     assert made.data["status"] == "queued" and made.data["caller"] == caller
-    call_id: str = made.data["callId"]
+    call_id: str = made.data["id"]
     wait_for(lambda: stack.state(call_id) == "delivered", 60, message="the delivery")
     return call_id
 
@@ -97,22 +97,27 @@ def test_create_get_calls_and_other_endpoints_through_our_door(stack: Stack) -> 
     assert "/v2/emergency/servers/1/unit-locations" in paths
 
 
-@pytest.mark.xfail(strict=True, reason="tickets allocation lands in enqueue.lua")
 def test_delete_with_the_id_create_answered(stack: Stack) -> None:
     made = stack.sdk().createEmergencyCallV2({
         "serverId": 1, "isEmergency": True, "caller": "To Delete", "location": "Paleto",
         "description": "Prank"})
-    # Today callId is our ULID, which the SDK refuses ("callId must be a positive integer").
-    gone = stack.sdk().deleteEmergencyCallV2(made.data["callId"])
+    # callId is the call's ticket: a positive integer, as the SDK insists.
+    ticket = made.data["callId"]
+    assert isinstance(ticket, int) and ticket > 9 * 10**15
+    gone = stack.sdk().deleteEmergencyCallV2(ticket)
     assert gone.success, gone.reason
+    assert gone.data["id"] == made.data["id"]
+    assert gone.data["status"] in ("cancelled", "pending", "removing")
+    wait_for(lambda: stack.state(made.data["id"]) in ("cancelled", "removed"), 60,
+             message="taken back")
 
 
 def test_delete_a_delivered_call_by_its_ticket(stack: Stack) -> None:
     call_id = create(stack, "Ticket Caller")
     cad_id = stack.client.hget(f"dispatcher:call:{call_id}", "cad_call_id")
     assert cad_id is not None
-    ticket = 9_000_000_000_000_777
-    stack.client.set(f"dispatcher:ticket:{ticket}", call_id)  # as enqueue.lua will
+    ticket = int(stack.client.hget(f"dispatcher:call:{call_id}", "ticket") or 0)
+    assert ticket > 9 * 10**15
 
     gone = stack.sdk().deleteEmergencyCallV2(ticket)
 

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DOC = ROOT / "docs" / "game-servers.md"
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+TICKET = re.compile(r"^9\d{15}$")
 
 #: The call every example makes, as the CAD must receive it.
 SEED_CALL = {
@@ -33,13 +34,13 @@ SEED_CALL = {
     "location": "Route 68 / Joshua Rd", "description": "Two-car collision",
     "metaData": {"postal": "350", "plate": "8ABC123"},
 }
-#: (file, prints the call id?) in the order they run.
+#: (file, what it prints: the HTTP door's ticket, the Python API's id, or None) in order.
 RUNNABLE = [
-    ("enqueue_http.py", True),
-    ("enqueue_call.py", True),
-    ("enqueue_inbox.py", False),
-    ("enqueue_http.mjs", True),
-    ("enqueue_inbox.mjs", False),
+    ("enqueue_http.py", TICKET),
+    ("enqueue_call.py", ULID),
+    ("enqueue_inbox.py", None),
+    ("enqueue_http.mjs", TICKET),
+    ("enqueue_inbox.mjs", None),
 ]
 
 
@@ -84,9 +85,9 @@ def test_every_example_reaches_the_cad_exactly_once(
         sent["metaData"] = {k: v for k, v in sent["metaData"].items()
                             if not k.startswith("dispatcher")}
         assert sent == SEED_CALL, name
-        if prints_id:
+        if prints_id is not None:
             call_id = run.stdout.strip()
-            assert ULID.match(call_id), f"{name} printed {run.stdout!r}"
+            assert prints_id.match(call_id), f"{name} printed {run.stdout!r}"
             status = run_cli(["status", call_id, "--json"], env)
             assert json.loads(status.stdout)["status"] == "delivered", name
         else:
