@@ -152,3 +152,19 @@ def test_healthz_and_metrics_answer_503_while_redis_is_down(
         assert login.status_code == 503 and "Redis does not answer" in login.text
     finally:
         server.stop()
+
+
+def test_unknown_fields_are_counted_not_refused(
+    ops_env: dict[str, str], procs: Callable[..., Proc]
+) -> None:
+    web = start_web(procs, ops_env)
+    call = {"serverId": "1", "isEmergency": True, "caller": "A", "location": "B",
+            "description": "C", "coords": {"x": 1.5}, "nextYearsField": [1, 2]}
+    body = {"id": ops_env["SONORAN_COMMUNITY_ID"], "key": API_KEY, "type": "CALL_911",
+            "data": [call, {**call, "nextYearsField": None}]}
+    answer = requests.post(web.url + "/emergency/call_911", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+    counted = parse(web.metrics_text())["dispatcher_calls_unknown_fields"]
+    assert counted.type == "counter"
+    assert value(counted, "dispatcher_calls_unknown_fields_total") == 4
