@@ -48,6 +48,12 @@ def _bytes(value: object) -> bytes:
 
 def parse_entry(raw: bytes) -> Call:
     """Validate one inbox entry (flat form or seed call object)."""
+    return parse_addressed(raw)[0]
+
+
+def parse_addressed(raw: bytes) -> tuple[Call, str | None]:
+    """Validate one inbox entry: its call, and the community its ``"community"`` member
+    names (None: the default), which is ours, not the CAD's."""
     if len(raw) > MAX_ENTRY_BYTES:
         raise InvalidCall(f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}")
     try:
@@ -60,7 +66,14 @@ def parse_entry(raw: bytes) -> Call:
         raise InvalidCall(f"entry is not valid JSON ({exc.msg} at position {exc.pos})") from None
     except RecursionError:
         raise InvalidCall("entry is nested too deep") from None
-    return Call.parse(obj)
+    community = None
+    if isinstance(obj, dict) and "community" in obj:
+        obj = dict(obj)
+        named = obj.pop("community")
+        if named is not None and (not isinstance(named, str) or not named.strip()):
+            raise InvalidCall("community must be the name of a community (text)")
+        community = named.strip() if isinstance(named, str) else None
+    return Call.parse(obj), community
 
 
 _KEY_FIELD = re.compile(r'("key"\s*:\s*)"(?:[^"\\]|\\.)*"')
@@ -127,8 +140,7 @@ class Bridge:
         self._full_refusals = 0
         self._invalid_log = _OncePerMinute()
         self.redactor = Redactor.from_settings(producer.settings)
-        key = producer.settings.api_key
-        self.key_check = Redactor([key.reveal() if key else None])
+        self.key_check = Redactor(producer.keys())
 
     def recover(self, quiet: bool = False) -> int:
         """Put entries a crashed bridge left in the processing list back at the inbox head."""
@@ -149,11 +161,13 @@ class Bridge:
         return True
 
     def handle_many(self, raws: list[bytes]) -> None:
-        """Record the valid entries in one round trip; keep the others as dead letters."""
-        valid: list[tuple[bytes, Call]] = []
+        """Record the valid entries in one round trip per community; keep the others as
+        dead letters."""
+        groups: dict[str | None, list[tuple[bytes, Call]]] = {}
         for raw in raws:
             try:
-                call = parse_entry(raw)
+                call, community = parse_addressed(raw)
+                target = self.producer.of(community)  # InvalidCall: no such community
             except Exception as exc:  # any entry that is not a call must not block the inbox
                 self._bury(raw, exc)
                 continue
@@ -162,11 +176,13 @@ class Bridge:
             if self.key_check.holds(raw.decode("utf-8", errors="replace")):
                 self._bury(raw, InvalidCall(KEY_IN_ENTRY))
                 continue
-            valid.append((raw, call))
-        if not valid:
-            return
+            groups.setdefault(target.settings.community, []).append((raw, call))
+        for community, valid in groups.items():
+            self._record(self.producer.of(community), valid)
+
+    def _record(self, producer: Producer, valid: list[tuple[bytes, Call]]) -> None:
         try:
-            self.producer.enqueue_many(
+            producer.enqueue_many(
                 [call for _, call in valid], "inbox",
                 take_from=[(self.processing, raw) for raw, _ in valid],  # type: ignore[misc]
             )
@@ -182,7 +198,7 @@ class Bridge:
             # batch out entry by entry.
             for raw, call in valid:
                 try:
-                    self.producer.enqueue(call, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
+                    producer.enqueue(call, "inbox", take_from=(self.processing, raw))  # type: ignore[arg-type]
                     self.moved += 1
                 except InvalidCall as exc:
                     self._bury(raw, exc)

@@ -96,6 +96,11 @@ class Publisher:
         self.queue_key = settings.queue_name  # kombu's list for priority 0 of this queue
         self._origin = f"{socket.gethostname()}-{os.getpid()}"
 
+    def sharing(self, settings: Settings) -> Publisher:
+        """A publisher for another community's settings, sharing this one's Celery app
+        and Redis client (close only this one)."""
+        return Publisher(settings, self.app, self.client)
+
     def bind(self, client: redis.Redis) -> Publisher:
         """Use this Redis client to push (the producer's or scheduler's own)."""
         if self.client is None:
@@ -103,8 +108,15 @@ class Publisher:
         return self
 
     def message(self, call_id: str, gen: int) -> str:
-        """The JSON of one deliver message, as kombu's Redis transport stores it."""
-        return self._message(DELIVER_TASK, [call_id, gen])
+        """The JSON of one deliver message, as kombu's Redis transport stores it. A call
+        of a community other than ``default`` names it (a third argument), so the worker
+        that takes it serves it with that community's settings and keys."""
+        return self._message(DELIVER_TASK, [call_id, gen, *self._community])
+
+    @property
+    def _community(self) -> list[str]:
+        name = self.settings.community
+        return [] if name == "default" else [name]
 
     def _message(self, task: str, args: list[Any]) -> str:
         task_id = uuid()
@@ -146,7 +158,8 @@ class Publisher:
         assert self.client is not None, "Publisher needs a Redis client to push"
         pipe = self.client.pipeline(transaction=False)
         for server, gen, start in items:
-            pipe.lpush(self.queue_key, self._message(READBACK_TASK, [server, gen, start]))
+            pipe.lpush(self.queue_key, self._message(READBACK_TASK,
+                                                     [server, gen, start, *self._community]))
         pipe.execute()
 
     def close(self) -> None:

@@ -22,7 +22,9 @@ import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
-from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
+from dispatcher.communities import Communities
+from dispatcher.communities import load as load_communities
+from dispatcher.errors import ConfigError, InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.lifecycle import Enqueued, Lifecycle
 from dispatcher.redact import holds_secret
 from dispatcher.redisconn import QUEUE_WAIT_S, bounded, connect
@@ -64,6 +66,50 @@ class Producer:
             self.spool, self._flush_one, self._flush_error)
         if self.spool is not None and self.flusher is not None and len(self.spool):
             self.flusher.kick()  # calls spooled by an earlier run of this process
+        self._lock = threading.Lock()
+        self._communities: Communities | None = None
+        self._of: dict[str, Producer] = {}
+
+    def keys(self) -> list[str]:
+        """Every community's API keys (current and previous), for refusing a call that
+        carries one."""
+        if self.settings.communities_file:
+            with self._lock:
+                if self._communities is None:
+                    self._communities = load_communities(self.settings)
+                found = list(self._communities)
+        else:
+            found = []
+        secrets = [self.settings.api_key, self.settings.previous_key]
+        for c in found:
+            secrets += [c.settings.api_key, c.previous_key]
+        return [s.reveal() for s in secrets if s is not None]
+
+    def of(self, community: str | None) -> Producer:
+        """The producer of ``community`` (None or '': the default one), sharing this
+        one's Redis client; InvalidCall when there is no such community."""
+        if not self.settings.communities_file:
+            if community in (None, "", self.settings.community):
+                return self
+            raise InvalidCall(f"unknown community {community!r} (this deployment has one, "
+                              "'default'; DISPATCHER_COMMUNITIES names more)")
+        with self._lock:
+            if self._communities is None:
+                self._communities = load_communities(self.settings)
+            try:
+                chosen = self._communities.get(community)
+            except ConfigError as exc:
+                raise InvalidCall(str(exc)) from None
+            if chosen.settings == self.settings:
+                return self
+            child = self._of.get(chosen.name)
+            if child is None:
+                folder = self.spool.path.parent / chosen.name if self.spool is not None else None
+                child = Producer(chosen.settings, self.client,
+                                 self.publisher.sharing(chosen.settings), self.clock,
+                                 self.wait_s, folder)
+                self._of[chosen.name] = child
+            return child
 
     def enqueue(
         self, call: Call, source: str = "api", take_from: tuple[str, str] | None = None,
@@ -246,6 +292,7 @@ def enqueue_call(
     *,
     extra: Mapping[str, Any] | None = None,
     producer: Producer | None = None,
+    community: str | None = None,
 ) -> str:
     """Queue one 911 call for the CAD and return its id.
 
@@ -254,11 +301,13 @@ def enqueue_call(
     The same ``idempotency_key`` always yields the same id and one CAD call.
     ``extra`` holds further top-level members of the call object under their JSON names
     (``extra={"coords": {"x": 1.0, "y": 2.0}}``); the CAD gets them as given
-    (`Call.create`).
+    (`Call.create`). ``community`` names the community (DISPATCHER_COMMUNITIES) when
+    there are several; None: the default one. An unknown community is InvalidCall.
     """
+    target = (producer or default_producer()).of(community)
     call = Call.create(
         caller=caller, location=location, description=description, postal=postal,
         plate=plate, server_id=server_id, is_emergency=is_emergency, metadata=metadata,
         idempotency_key=idempotency_key, extra=extra,
     )
-    return (producer or default_producer()).enqueue(call)
+    return target.enqueue(call)

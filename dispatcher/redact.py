@@ -147,7 +147,7 @@ class Redactor:
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret the settings hold, as plain strings."""
     found: list[str | None] = []
-    for secret in (settings.api_key, settings.ops_token):
+    for secret in (settings.api_key, settings.ops_token, settings.previous_key):
         found.append(secret.reveal() if secret else None)
     if settings.notify_url:
         url = settings.notify_url.reveal()
@@ -277,6 +277,14 @@ def install(settings: Settings) -> Redactor:
         if not getattr(sys.excepthook, "_dispatcher_redacts", False):
             sys.excepthook = _excepthook
             threading.excepthook = _thread_excepthook
+    return _current
+
+
+def also(secrets: Iterable[str | None]) -> Redactor:
+    """Hide these secrets too (every community's keys, once its file is read)."""
+    global _current
+    with _lock:
+        _current = Redactor([*_current.secrets, *secrets])
     return _current
 
 

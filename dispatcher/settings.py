@@ -144,6 +144,17 @@ class Settings:
     #: CA file that verifies a rediss:// server (DISPATCHER_REDIS_CA_FILE); None: the
     #: system's trust store.
     redis_ca_file: str | None = None
+    #: The TOML file naming several communities (DISPATCHER_COMMUNITIES); None: one
+    #: community, ``default``, from the SONORAN_* variables (dispatcher.communities).
+    communities_file: str | None = None
+    #: The community these settings serve (its name; dispatcher.communities).
+    community: str = "default"
+    #: The key accepted besides ``api_key`` during a rotation (SONORAN_API_KEY_PREVIOUS).
+    previous_key: Secret | None = field(default=None, repr=False)
+    #: Until when (SONORAN_API_KEY_PREVIOUS_UNTIL, ISO 8601); None: while it is set.
+    previous_key_until: str | None = None
+    #: DISPATCHER_MAX_RATE was set (a community of the file without max_rate takes it).
+    max_rate_set: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -213,6 +224,7 @@ class Settings:
                                DEFAULT_MAX_INVALID)
         if max_invalid < 1:
             raise ConfigError("DISPATCHER_MAX_INVALID must be a whole number >= 1")
+        previous = get("SONORAN_API_KEY_PREVIOUS")
         notify = get("DISPATCHER_NOTIFY_URL")
         if notify is not None and not notify.startswith(("http://", "https://")):
             raise ConfigError("DISPATCHER_NOTIFY_URL must start with http:// or https://")
@@ -247,10 +259,20 @@ class Settings:
             max_invalid=max_invalid,
             notify_url=Secret(notify) if notify else None,
             redis_ca_file=get("DISPATCHER_REDIS_CA_FILE"),
+            communities_file=get("DISPATCHER_COMMUNITIES"),
+            previous_key=Secret(previous) if previous else None,
+            previous_key_until=get("SONORAN_API_KEY_PREVIOUS_UNTIL"),
+            max_rate_set=get("DISPATCHER_MAX_RATE") is not None,
         )
 
     def require_credentials(self) -> None:
-        """Raise ConfigError naming the first missing credential (workers need both)."""
+        """Raise ConfigError naming the first missing credential (workers need both; with
+        a communities file, each community's are checked when it is read)."""
+        if self.communities_file:
+            from dispatcher.communities import load
+
+            load(self)
+            return
         if not self.community_id:
             raise ConfigError(
                 "SONORAN_COMMUNITY_ID is not set: the worker needs the community id"
@@ -283,6 +305,12 @@ class Settings:
             "inbox_key": self.inbox_key,
             "port": self.port,
         }
+
+
+def environ_value(name: str) -> str:
+    """One environment variable, stripped ('' when unset): for a communities file's
+    ``key_env`` (dispatcher.communities), which names variables read when it is loaded."""
+    return (os.environ.get(name) or "").strip()
 
 
 def _number(raw: str | None, name: str, default: float) -> float:

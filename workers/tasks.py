@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from dispatcher import communities
 from dispatcher.cad import CadClient
 from dispatcher.delivery import Deliverer
 from dispatcher.lifecycle import Lifecycle
@@ -30,44 +31,55 @@ from dispatcher.redisconn import connect
 from workers.app import app, settings
 
 _lock = threading.Lock()
-_deliverer: Deliverer | None = None
-_verifier: Verifier | None = None
+#: Per community (by name): its Deliverer and Verifier, sharing one Redis client.
+_served: dict[str, tuple[Deliverer, Verifier]] = {}
+_communities: communities.Communities | None = None
 
 
-def deliverer() -> Deliverer:
-    """This process's Deliverer, built on first use (never at import, never before fork)."""
-    global _deliverer, _verifier
+def _serve(community: str) -> tuple[Deliverer, Verifier]:
+    """This process's Deliverer and Verifier of ``community`` ('' : the default), built
+    on first use (never at import, never before fork)."""
+    global _communities
     with _lock:
-        if _deliverer is None:
-            client = connect(settings)
-            cad = CadClient(settings)
-            _deliverer = Deliverer(Lifecycle(client, settings), cad)
-            _verifier = Verifier(client, settings, cad)
-        return _deliverer
+        if _communities is None:
+            _communities = communities.load(settings)
+        served = _served.get(community)
+        if served is None:
+            one = _communities.get(community or None).settings
+            shared = next(iter(_served.values()), None)
+            client = shared[0].lifecycle.client if shared else connect(settings)
+            cad = CadClient(one)
+            served = (Deliverer(Lifecycle(client, one), cad), Verifier(client, one, cad))
+            _served[community] = served
+        return served
 
 
-def verifier() -> Verifier:
-    """This process's Verifier (built with the Deliverer, sharing its clients)."""
-    deliverer()
-    assert _verifier is not None
-    return _verifier
+def deliverer(community: str = "") -> Deliverer:
+    """This process's Deliverer of ``community`` ('' : the default)."""
+    return _serve(community)[0]
+
+
+def verifier(community: str = "") -> Verifier:
+    """This process's Verifier of ``community`` (built with its Deliverer)."""
+    return _serve(community)[1]
 
 
 @app.task(name="dispatcher.deliver", acks_late=True, reject_on_worker_lost=True,
           ignore_result=True)
-def deliver(call: str | dict[str, Any], gen: int) -> str:
-    """Send call ``call`` (its id) if this message's generation is current.
+def deliver(call: str | dict[str, Any], gen: int, community: str = "") -> str:
+    """Send call ``call`` (its id) of ``community`` ('': the default) if this message's
+    generation is current.
 
     Messages published before the upgrade carry the whole envelope (a dict with
     ``id``): they are accepted as they are, so an upgrade loses no message in flight.
     """
     call_id = call if isinstance(call, str) else str(call["id"])
-    return deliverer().deliver(call_id, int(gen))
+    return deliverer(community).deliver(call_id, int(gen))
 
 
 @app.task(name="dispatcher.readback", acks_late=True, reject_on_worker_lost=True,
           ignore_result=True)
-def readback(server: str, gen: int, start_at: float = 0.0) -> str:
+def readback(server: str, gen: int, start_at: float = 0.0, community: str = "") -> str:
     """Read server ``server``'s calls back from the CAD and settle its verifying calls,
     if this message's generation is still the server's current read-back."""
-    return verifier().run(str(server), int(gen), float(start_at))
+    return verifier(community).run(str(server), int(gen), float(start_at))

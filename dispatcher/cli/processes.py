@@ -81,16 +81,24 @@ def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]
 def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int:
     """``dispatcher scheduler``: due retries and the backlog back into play (no options)."""
     from dispatcher.broker import Publisher
+    from dispatcher.communities import load
     from dispatcher.history import History
     from dispatcher.schedule import TICK_S, Pump
 
+    served = load(settings)
+
     def body(stop: threading.Event) -> None:
-        pump = Pump(client_for(settings), settings, Publisher(settings))
-        history = History(pump.client, settings.prefix)
+        client = client_for(settings)
+        publisher = Publisher(settings).bind(client)
+        # One pump per community: its own line, breaker and rate limit (own key prefix).
+        pumps = [Pump(client, c.settings, publisher.sharing(c.settings)) for c in served]
+        histories = [History(client, c.prefix) for c in served]
         while not stop.is_set():
             try:
-                report = pump.tick()
-                history.tick()  # one sample per 10 s for the operations page's chart
+                moved = 0
+                for pump, history in zip(pumps, histories, strict=True):
+                    moved += pump.tick().total()
+                    history.tick()  # one sample per 10 s for the operations page's chart
             except redis.RedisError as exc:
                 # Down, or refusing writes (OOM under noeviction, READONLY): every step is
                 # atomic, so waiting and trying again is always safe.
@@ -98,7 +106,7 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
                     "Redis unavailable (%s: %s); retrying", type(exc).__name__, first_line(exc))
                 stop.wait(1.0)
                 continue
-            if report.total() == 0:
+            if moved == 0:
                 stop.wait(TICK_S)
 
     return _loop("scheduler", settings, body)

@@ -67,15 +67,18 @@ import dataclasses
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from flask import Flask, Response, current_app, request
 
 from dispatcher.call import Call
+from dispatcher.communities import Community
+from dispatcher.communities import load as load_communities
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.http import clientaddr, doorrules, prefer
 from dispatcher.http.body import BadBody, parse_body
@@ -183,23 +186,82 @@ class Door:
     rate: IngestRate | None
     #: The requests waiting for the CAD's answer (``Prefer: wait``) and their listener.
     outcomes: Outcomes
+    #: Every community's keys (current and previous): none may appear in a call.
+    keys: tuple[str, ...] = ()
+    #: The community this door serves (None: a door made without one, in tests).
+    member: Community | None = None
+    #: Every community's door by name (DISPATCHER_COMMUNITIES; one without the file).
+    doors: dict[str, Door] = field(default_factory=dict)
 
     @classmethod
     def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
+        """The door of the default community (or the first), knowing every community's."""
         # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
         prod = producer or Producer(settings.with_(spool_dir=None), client=connect(
             settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S,
             max_connections=REDIS_CONNECTIONS))
-        key = settings.api_key.reveal() if settings.api_key else None
+        served = load_communities(settings)
+        keys = tuple(prod.keys())
+        safe = _Redactor(list(keys) or [""])
         rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
                 if settings.ingest_rate else None)
-        return cls(settings, prod, key, settings.community_id, _Redactor([key or ""]),
-                   RefusalLog(log), rate, Outcomes(prod.client, settings.prefix))
+        refusals = RefusalLog(log)
+        doors: dict[str, Door] = {}
+        for c in served:
+            own = c.settings
+            key = own.api_key.reveal() if own.api_key else None
+            doors[c.name] = cls(own, prod.of(c.name), key, own.community_id, safe, refusals,
+                                rate, Outcomes(prod.client, own.prefix), keys, c, doors)
+        return doors[served.default_name or served.names[0]]
+
+    def pick_v1(self, body: dict[str, Any], kind: str) -> Door | Response:
+        """The door of the community a v1 body's ``id`` and ``key`` name, or the seed's
+        refusal (``type``, then ``id``, then ``key``, as the CAD checks them)."""
+        if body.get("type") != kind:
+            return self.refuse("INVALID REQUEST TYPE")
+        named = [d for d in self.doors.values() if _same(body.get("id"), d.community)]
+        if not named:
+            return self.refuse("INVALID COMMUNITY ID")
+        for d in named:
+            if d.takes(body.get("key")):
+                return d
+        return self.refuse("INVALID API KEY")
+
+    def pick_bearer(self) -> Door | Response:
+        """The door of the community whose key is the request's Bearer credential, or
+        the v2 401."""
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            for d in self.doors.values():
+                if d.takes(token.strip()):
+                    return d
+        return self.problem(401, "Unauthorized", "Invalid or missing API key",
+                            **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+
+    def takes(self, key: Any) -> bool:
+        """Whether ``key`` is this community's key (or its previous one, while valid)."""
+        if _same(key, self.key):
+            return True
+        return (isinstance(key, str) and self.member is not None
+                and self.member.previous_key is not None and self.member.accepts(key, time.time()))
+
+    def key_outside(self, server_id: str | None, header_key: str | None) -> str | None:
+        """Why the request is refused when any community's key is in its path or header."""
+        for key in self.keys or (self.key,):
+            why = doorrules.key_outside_body(key, server_id, header_key)
+            if why:
+                return why
+        return None
+
+    def holds_key(self, obj: Any) -> bool:
+        """Whether ``obj`` carries any community's key."""
+        return any(_holds(obj, key) for key in self.keys or (self.key or "",) if key)
 
     def install(self, app: Flask) -> None:
         """Mount both doors on `app`, with this door as their state; start listening."""
         app.extensions[EXTENSION] = self
-        self.outcomes.start()
+        for d in self.doors.values() or (self,):
+            d.outcomes.start()
         app.add_url_rule(V1_PATH, view_func=call_911, methods=["POST"])
         app.add_url_rule(V2_PATH, view_func=call_911_v2, methods=["POST"])
 
@@ -302,8 +364,8 @@ def client_addr() -> str:
 def call_911() -> Response:
     """``POST /emergency/call_911``: the seed's body; every call valid, then all queued."""
     d = door()
-    key, refuse = d.key, d.refuse
-    if not d.community or not key:
+    refuse = d.refuse
+    if not d.community or not d.key:
         return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
                       "MUST BE SET", 503)
     try:
@@ -311,12 +373,13 @@ def call_911() -> Response:
         header_key = _idempotency_header()
     except BadBody as exc:
         return refuse(f"INVALID REQUEST BODY: {exc}")
-    in_request = doorrules.key_outside_body(key, None, header_key)
+    in_request = d.key_outside(None, header_key)
     if in_request:
         return refuse(f"INVALID REQUEST: {in_request}")
-    refused = d.v1_refusal(body, "CALL_911")
-    if refused is not None:
-        return refused
+    picked = d.pick_v1(body, "CALL_911")
+    if isinstance(picked, Response):
+        return picked
+    d = picked
     slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
     if slow_down is not None:
         return refuse(f"TOO MANY REQUESTS: at most {d.settings.ingest_rate:g} per second from "
@@ -335,7 +398,7 @@ def call_911() -> Response:
             call = Call.parse(obj)
         except InvalidCall as exc:
             return refuse(f"INVALID CALL: data[{i}]: {exc}")
-        if _holds(obj, key):
+        if d.holds_key(obj):
             return refuse(f"INVALID CALL: data[{i}]: {KEY_IN_CALL}")
         calls.append(_with_key(call, f"{header_key}/{i}" if header_key else None))
     seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
@@ -381,16 +444,17 @@ def _v1_failure(d: Door, failure: QueueUnavailable | QueueFull | InvalidCall,
 def call_911_v2(server_id: str) -> Response:
     """``POST /v2/emergency/servers/{serverId}/calls/911``: one call, queued."""
     d = door()
-    key, problem = d.key, d.problem
-    if not key:
+    problem = d.problem
+    if not d.key:
         return problem(503, "Service Unavailable",
                        "the dispatcher is not configured: SONORAN_API_KEY must be set")
-    in_path = doorrules.key_outside_body(key, server_id, None)
+    in_path = d.key_outside(server_id, None)
     if in_path:  # before the Authorization check: never echo a path that holds it
         return problem(400, "Bad Request", in_path, field="serverId")
-    unauthorized = d.bearer_refusal()
-    if unauthorized is not None:
-        return unauthorized
+    picked = d.pick_bearer()
+    if isinstance(picked, Response):
+        return picked
+    d = picked
     slow_down = d.too_fast()  # after the key: a stranger cannot spend a server's budget
     if slow_down is not None:
         return problem(429, "Too Many Requests",
@@ -403,14 +467,14 @@ def call_911_v2(server_id: str) -> Response:
         header_key = _idempotency_header()
     except BadBody as exc:
         return problem(400, "Bad Request", str(exc))
-    in_header = doorrules.key_outside_body(key, None, header_key)
+    in_header = d.key_outside(None, header_key)
     if in_header:
         return problem(400, "Bad Request", in_header)
     try:
         call = Call.parse({**doorrules.v2_body(body), "serverId": server_id})
     except InvalidCall as exc:
         return problem(400, "Bad Request", str(exc), field=exc.field)
-    if _holds(body, key):
+    if d.holds_key(body):
         return problem(400, "Bad Request", KEY_IN_CALL)
     seconds = prefer.wait_seconds(request.headers.getlist("Prefer"))
     waits = d.wait_for(seconds)

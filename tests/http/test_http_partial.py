@@ -39,6 +39,12 @@ class StubProducer:
         self.queued.append(call)
         return f"01ID{len(self.queued):022d}"
 
+    def of(self, community: str | None) -> Any:
+        return self  # one community
+
+    def keys(self) -> list[str]:
+        return [API_KEY]
+
     def enqueue_ticketed(self, call: Call, source: str = "api", *,
                          notify: bool = False) -> tuple[str, int | None]:
         # No ticket (a call recorded before tickets): the door names our id instead.

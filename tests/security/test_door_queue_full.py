@@ -38,6 +38,12 @@ class FullAfter(Producer):
         self.taken.append(f"01TEST{len(self.taken):020d}")
         return self.taken[-1]
 
+    def of(self, community: str | None) -> Any:
+        return self  # one community
+
+    def keys(self) -> list[str]:
+        return [API_KEY]
+
     def enqueue_ticketed(self, call: Call, source: str = "api", *,
                          notify: bool = False) -> tuple[str, int | None]:
         # No ticket (a call recorded before tickets): the door names our id instead.

@@ -32,10 +32,14 @@ class Seen:
 def test_deliver_takes_the_id_or_the_whole_envelope_of_older_messages(
         tasks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = Seen()
-    monkeypatch.setattr(tasks, "deliverer", lambda: seen)
+    served: list[str] = []
+    monkeypatch.setattr(tasks, "deliverer", lambda community: served.append(community) or seen)
     old = Call.create(caller="A", location="B", description="C").with_envelope("01OLD", 1.0)
 
     assert tasks.deliver.run("01NEW", 2) == "delivered"
     assert tasks.deliver.run(old.to_dict(), "3") == "delivered"
 
-    assert seen.calls == [("01NEW", 2), ("01OLD", 3)]
+    assert tasks.deliver.run("01NORTH", 4, "north") == "delivered"
+
+    assert seen.calls == [("01NEW", 2), ("01OLD", 3), ("01NORTH", 4)]
+    assert served == ["", "", "north"]  # a third argument names the call's community
