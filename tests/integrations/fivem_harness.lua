@@ -17,6 +17,7 @@
 --   HARNESS_KVP_FILE          the file behind SetResourceKvp/GetResourceKvpString
 --   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
 --   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
+--   HARNESS_AWAIT_IDLE        "1": also run until no timer is left
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
@@ -414,7 +415,9 @@ for i, args in ipairs(calls) do
     end)
 end
 
-while pending > 0 and now <= timeoutMs do
+-- HARNESS_AWAIT_IDLE: also run until no timer is left (e.g. a follow that gives up).
+local untilIdle = os.getenv('HARNESS_AWAIT_IDLE') == '1'
+while (pending > 0 or untilIdle) and now <= timeoutMs do
     if not step() then
         break
     end

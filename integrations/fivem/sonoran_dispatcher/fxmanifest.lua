@@ -10,5 +10,6 @@ version '0.1.0'
 server_scripts {
     'config.lua',
     'server.lua',
+    'follow.lua',
     'takeover.lua',
 }
