@@ -18,6 +18,9 @@
 --   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
 --   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
 --   HARNESS_AWAIT_IDLE        "1": also run until no timer is left
+--   HARNESS_CLIENTS           JSON array of player ids that connect (each runs the
+--                             manifest's client scripts in its own sandbox)
+--   HARNESS_CLIENT_CONVARS    JSON object: the convars clients can read (`setr` ones)
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
@@ -165,7 +168,13 @@ function AddEventHandler(name, fn)
     table.insert(handlers[name], fn)
 end
 
-function RegisterNetEvent() end
+-- Only events registered with RegisterNetEvent may come from a client (FXServer drops
+-- the others with a warning); the harness does the same.
+local netEvents = {}
+
+function RegisterNetEvent(name)
+    netEvents[name] = true
+end
 RegisterServerEvent = RegisterNetEvent
 
 function TriggerEvent(name, ...)
@@ -301,7 +310,7 @@ end
 -- Load the resource the way FXServer does: its manifest names the server scripts
 ---------------------------------------------------------------------------------------
 
-local manifest = { scripts = {} }
+local manifest = { scripts = {}, clientScripts = {} }
 
 local function loadManifest(path)
     local env = setmetatable({}, {
@@ -313,6 +322,13 @@ local function loadManifest(path)
                 elseif directive == 'server_scripts' or directive == 'shared_scripts' then
                     for _, file in ipairs(value) do
                         manifest.scripts[#manifest.scripts + 1] = file
+                    end
+                end
+                if directive == 'client_script' or directive == 'shared_script' then
+                    manifest.clientScripts[#manifest.clientScripts + 1] = value
+                elseif directive == 'client_scripts' or directive == 'shared_scripts' then
+                    for _, file in ipairs(value) do
+                        manifest.clientScripts[#manifest.clientScripts + 1] = file
                     end
                 end
                 -- Directives chain: `author 'x' description 'y'` is legal Lua.
@@ -333,6 +349,59 @@ for _, file in ipairs(manifest.scripts) do
 end
 if failed then
     os.exit(5)
+end
+
+---------------------------------------------------------------------------------------
+-- Connected players: each runs the manifest's client scripts in a sandbox of its own
+---------------------------------------------------------------------------------------
+
+-- A client sees only replicated convars (`setr`), given as HARNESS_CLIENT_CONVARS, and
+-- client natives: a server native in a client script is an error, as in the game.
+-- TriggerServerEvent reaches the server's handlers of a net event with `source` set to
+-- the player's id, and is printed: "NET {"source", "name", "args"}".
+local clientConvars = json.decode(os.getenv('HARNESS_CLIENT_CONVARS') or '{}')
+local ACTIVE_AFTER_MS = 1000  -- joining takes a while: the player is active after this
+
+local function startClient(playerId)
+    local joinedAt = now
+    local env = {
+        string = string, table = table, math = math, pairs = pairs, ipairs = ipairs,
+        tostring = tostring, tonumber = tonumber, type = type, pcall = pcall,
+        select = select, next = next, error = error, assert = assert, print = print,
+        json = json, Citizen = Citizen, CreateThread = CreateThread, Wait = Wait,
+        SetTimeout = SetTimeout, GetGameTimer = GetGameTimer,
+        AddEventHandler = function() end, RegisterNetEvent = function() end,
+        PlayerId = function() return 0 end,
+        NetworkIsPlayerActive = function(id) return id == 0 and now - joinedAt >= ACTIVE_AFTER_MS end,
+        GetConvar = function(name, default)
+            local value = clientConvars[name]
+            if value == nil then return default end
+            return value
+        end,
+    }
+    env.TriggerServerEvent = function(name, ...)
+        print('NET ' .. json.encode({ source = playerId, name = name, args = { ... } }))
+        local args = table.pack(...)
+        schedule(0, function()
+            if not netEvents[name] then
+                trace('dropped net event %s from %d: not registered with RegisterNetEvent', name, playerId)
+                return
+            end
+            for _, fn in ipairs(handlers[name] or {}) do
+                source = playerId
+                protect(fn, table.unpack(args, 1, args.n))
+                source = nil
+            end
+        end)
+    end
+    for _, file in ipairs(manifest.clientScripts) do
+        local chunk = assert(loadfile(resourceDir .. '/' .. file, 't', env))
+        protect(chunk)
+    end
+end
+
+for _, playerId in ipairs(json.decode(os.getenv('HARNESS_CLIENTS') or '[]')) do
+    startClient(playerId)
 end
 
 ---------------------------------------------------------------------------------------

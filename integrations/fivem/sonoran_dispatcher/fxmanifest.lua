@@ -12,4 +12,8 @@ server_scripts {
     'server.lua',
     'follow.lua',
     'takeover.lua',
+    'keycheck.lua',
 }
+
+-- One check, no secrets: tells the server if a client can read sonoran_apiKey (`setr`).
+client_script 'client.lua'
