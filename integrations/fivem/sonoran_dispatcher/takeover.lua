@@ -35,12 +35,14 @@ local function position(source)
 end
 
 local function sendCallApi(emergency, caller, location, description, source, silenceAlert, useCallLocation, kind)
-    local id = uuid()
-    TriggerEvent(PREFIX .. 'cadIncomingCall', emergency, caller, location, description, source, id, kind)
-    local where = position(source)
+    -- Resolved before cadIncomingCall, as the plugin does (it has a street from its
+    -- location cache; this resource has none).
     if location == nil or location == '' then
         location = 'Unknown'
     end
+    local id = uuid()
+    TriggerEvent(PREFIX .. 'cadIncomingCall', emergency, caller, location, description, source, id, kind)
+    local where = position(source)
     local metaData = {
         callerPlayerId = tostring(source),
         uuid = id,
