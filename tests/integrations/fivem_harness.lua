@@ -3,7 +3,7 @@
 --
 --   lua5.4 fivem_harness.lua RESOURCE_DIR
 --
--- Environment (set by tests/integrations/test_fivem.py):
+-- Environment (set by tests/integrations/fivem_support.py):
 --   FIVEM_CONVAR_<name>       the value GetConvar(<name>) returns
 --   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
 --   HARNESS_CALLS             JSON array of call911 argument lists:
@@ -256,55 +256,9 @@ exports = setmetatable({}, {
 -- PerformHttpRequest: a real request, answered the way FXServer answers
 ---------------------------------------------------------------------------------------
 
-local python = os.getenv('HARNESS_PYTHON') or 'python3'
-local loseResponses = tonumber(os.getenv('HARNESS_LOSE_RESPONSES') or '0')
-local requests = 0
-
-local function shellQuote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function realRequest(request)
-    local path = os.tmpname()
-    local fh = assert(io.open(path, 'w'))
-    fh:write(json.encode(request))
-    fh:close()
-    local cmd = ('%s %s %s'):format(shellQuote(python), shellQuote(harnessDir .. '/fivem_http.py'),
-        shellQuote(path))
-    local pipe = assert(io.popen(cmd, 'r'))
-    local out = pipe:read('a')
-    pipe:close()
-    os.remove(path)
-    local answer = json.decode(out)
-    assert(type(answer) == 'table', 'fivem_http.py printed no answer: ' .. tostring(out))
-    return answer
-end
-
--- FXServer (HttpScriptFunctions.cpp + scheduler.lua) calls back with
--- (status, body, headers, errorData): on 2xx the body and headers, errorData nil; on an
--- HTTP error or no answer, body nil, headers {} and errorData "HTTP <status>: <body>"
--- (or the transport error text, status 0). The callback always comes later, from the
--- event loop, never from inside PerformHttpRequest.
-function PerformHttpRequest(url, cb, method, data, headers)
-    requests = requests + 1
-    local answer = realRequest({ url = url, method = method or 'GET', data = data or '', headers = headers or {} })
-    local status, body = answer.status, answer.body
-    trace('%s %s -> %d', method or 'GET', url, status)
-    if requests <= loseResponses then
-        trace('lost response %d %s', status, tostring(body))
-        schedule(0, function() protect(cb, 0, nil, {}, 'Timeout was reached') end)
-        return
-    end
-    schedule(0, function()
-        if status >= 200 and status < 400 then
-            protect(cb, status, body, answer.headers or {}, nil)
-        elseif status == 0 then
-            protect(cb, 0, nil, {}, answer.error or 'Failure handling HTTP request')
-        else
-            protect(cb, status, nil, {}, ('HTTP %d: %s'):format(status, body or ''))
-        end
-    end)
-end
+dofile(harnessDir .. '/fivem_harness_http.lua')({
+    harnessDir = harnessDir, schedule = schedule, protect = protect, trace = trace,
+})
 
 ---------------------------------------------------------------------------------------
 -- Load the resource the way FXServer does: its manifest names the server scripts
@@ -355,54 +309,10 @@ end
 -- Connected players: each runs the manifest's client scripts in a sandbox of its own
 ---------------------------------------------------------------------------------------
 
--- A client sees only replicated convars (`setr`), given as HARNESS_CLIENT_CONVARS, and
--- client natives: a server native in a client script is an error, as in the game.
--- TriggerServerEvent reaches the server's handlers of a net event with `source` set to
--- the player's id, and is printed: "NET {"source", "name", "args"}".
-local clientConvars = json.decode(os.getenv('HARNESS_CLIENT_CONVARS') or '{}')
-local ACTIVE_AFTER_MS = 1000  -- joining takes a while: the player is active after this
-
-local function startClient(playerId)
-    local joinedAt = now
-    local env = {
-        string = string, table = table, math = math, pairs = pairs, ipairs = ipairs,
-        tostring = tostring, tonumber = tonumber, type = type, pcall = pcall,
-        select = select, next = next, error = error, assert = assert, print = print,
-        json = json, Citizen = Citizen, CreateThread = CreateThread, Wait = Wait,
-        SetTimeout = SetTimeout, GetGameTimer = GetGameTimer,
-        AddEventHandler = function() end, RegisterNetEvent = function() end,
-        PlayerId = function() return 0 end,
-        NetworkIsPlayerActive = function(id) return id == 0 and now - joinedAt >= ACTIVE_AFTER_MS end,
-        GetConvar = function(name, default)
-            local value = clientConvars[name]
-            if value == nil then return default end
-            return value
-        end,
-    }
-    env.TriggerServerEvent = function(name, ...)
-        print('NET ' .. json.encode({ source = playerId, name = name, args = { ... } }))
-        local args = table.pack(...)
-        schedule(0, function()
-            if not netEvents[name] then
-                trace('dropped net event %s from %d: not registered with RegisterNetEvent', name, playerId)
-                return
-            end
-            for _, fn in ipairs(handlers[name] or {}) do
-                source = playerId
-                protect(fn, table.unpack(args, 1, args.n))
-                source = nil
-            end
-        end)
-    end
-    for _, file in ipairs(manifest.clientScripts) do
-        local chunk = assert(loadfile(resourceDir .. '/' .. file, 't', env))
-        protect(chunk)
-    end
-end
-
-for _, playerId in ipairs(json.decode(os.getenv('HARNESS_CLIENTS') or '[]')) do
-    startClient(playerId)
-end
+dofile(harnessDir .. '/fivem_harness_clients.lua')({
+    resourceDir = resourceDir, manifest = manifest, handlers = handlers, netEvents = netEvents,
+    schedule = schedule, protect = protect, trace = trace, now = function() return now end,
+})
 
 ---------------------------------------------------------------------------------------
 -- Make the calls and wait for every callback
