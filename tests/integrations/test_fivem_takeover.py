@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from dispatcher.simulator import CadSimulator
-from tests.conftest import Proc, base_env, free_port, wait_for
+from tests.conftest import API_KEY, COMMUNITY, Proc, base_env, free_port, wait_for
 from tests.integrations.fivem_support import (
     Harness,
     events,
@@ -151,3 +151,34 @@ def test_a_follow_schedule_beyond_six_hours_falls_back_to_the_default(
                 r'adding up to at most 21600; using "5,15,45,120,300,300,300,300,300"')
     h.kill()
     assert h.posts() == 1, "the first ask comes 5 s later, by the default schedule"
+
+
+def test_the_follow_stops_at_once_when_the_cad_refused_the_call(
+    lua: str, redis_url: str, procs: Callable[..., Proc], harnesses: list[Harness],
+) -> None:
+    # The CAD knows another key than the dispatcher: the call is queued, then refused by
+    # the CAD for good (a dead letter). The door answers the next ask with the CAD's own
+    # 400, and asking again cannot change that, so the follow stops there, once.
+    cad = CadSimulator(community_id=COMMUNITY, api_key="sk-the-CADs-own-key-0123456789").start()
+    try:
+        env = base_env(redis_url, cad, PORT=str(free_port()))
+        start_web(procs, env)
+        h = Harness(lua, f"http://127.0.0.1:{env['PORT']}", [], {
+            "HARNESS_COMMANDS": json.dumps([[7, "911", ["car", "on", "fire"]]]),
+            "HARNESS_AWAIT_IDLE": "1",
+        }, sonoran_dispatcher_takeover="true", sonoran_dispatcher_wait="1",
+            sonoran_dispatcher_follow="2,2,2,2,2,2,2,2,2,2")
+        harnesses.append(h)
+        ticket = h.wait_line(rf"accepted as {TICKET}$").rsplit(" ", 1)[1]
+        procs(["worker"], env)
+        procs(["scheduler"], env)
+        h.finish()
+    finally:
+        cad.stop()
+
+    stopped = [line for line in h.lines if "stopped following" in line]
+    assert stopped == [f"[sonoran_dispatcher] ^1stopped following call {ticket}: "
+                       "INVALID API KEY^7"], h.output
+    assert events(h, API + "EmergencyCallAdd") == []
+    assert h.posts() < 11, "it stopped before the schedule ran out"
+    assert API_KEY not in h.output
