@@ -3,7 +3,7 @@
 --
 --   lua5.4 fivem_harness.lua RESOURCE_DIR
 --
--- Environment (set by tests/integrations/test_fivem.py):
+-- Environment (set by tests/integrations/fivem_support.py):
 --   FIVEM_CONVAR_<name>       the value GetConvar(<name>) returns
 --   HARNESS_PYTHON            interpreter that runs fivem_http.py (the HTTP client)
 --   HARNESS_CALLS             JSON array of call911 argument lists:
@@ -17,6 +17,10 @@
 --   HARNESS_KVP_FILE          the file behind SetResourceKvp/GetResourceKvpString
 --   HARNESS_AWAIT_DRAIN       "1": also wait until the export pendingCalls() is 0
 --   HARNESS_AWAIT_EVENT       also wait until this event was raised HARNESS_AWAIT_COUNT times
+--   HARNESS_AWAIT_IDLE        "1": also run until no timer is left
+--   HARNESS_CLIENTS           JSON array of player ids that connect (each runs the
+--                             manifest's client scripts in its own sandbox)
+--   HARNESS_CLIENT_CONVARS    JSON object: the convars clients can read (`setr` ones)
 --   HARNESS_LOSE_RESPONSES    lose the answers of the first N requests (default 0): the
 --                             request is made, but the resource sees FiveM's timeout
 --   HARNESS_TIMEOUT_MS        give up after this much (virtual) time (default 60000)
@@ -164,7 +168,13 @@ function AddEventHandler(name, fn)
     table.insert(handlers[name], fn)
 end
 
-function RegisterNetEvent() end
+-- Only events registered with RegisterNetEvent may come from a client (FXServer drops
+-- the others with a warning); the harness does the same.
+local netEvents = {}
+
+function RegisterNetEvent(name)
+    netEvents[name] = true
+end
 RegisterServerEvent = RegisterNetEvent
 
 function TriggerEvent(name, ...)
@@ -246,61 +256,15 @@ exports = setmetatable({}, {
 -- PerformHttpRequest: a real request, answered the way FXServer answers
 ---------------------------------------------------------------------------------------
 
-local python = os.getenv('HARNESS_PYTHON') or 'python3'
-local loseResponses = tonumber(os.getenv('HARNESS_LOSE_RESPONSES') or '0')
-local requests = 0
-
-local function shellQuote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function realRequest(request)
-    local path = os.tmpname()
-    local fh = assert(io.open(path, 'w'))
-    fh:write(json.encode(request))
-    fh:close()
-    local cmd = ('%s %s %s'):format(shellQuote(python), shellQuote(harnessDir .. '/fivem_http.py'),
-        shellQuote(path))
-    local pipe = assert(io.popen(cmd, 'r'))
-    local out = pipe:read('a')
-    pipe:close()
-    os.remove(path)
-    local answer = json.decode(out)
-    assert(type(answer) == 'table', 'fivem_http.py printed no answer: ' .. tostring(out))
-    return answer
-end
-
--- FXServer (HttpScriptFunctions.cpp + scheduler.lua) calls back with
--- (status, body, headers, errorData): on 2xx the body and headers, errorData nil; on an
--- HTTP error or no answer, body nil, headers {} and errorData "HTTP <status>: <body>"
--- (or the transport error text, status 0). The callback always comes later, from the
--- event loop, never from inside PerformHttpRequest.
-function PerformHttpRequest(url, cb, method, data, headers)
-    requests = requests + 1
-    local answer = realRequest({ url = url, method = method or 'GET', data = data or '', headers = headers or {} })
-    local status, body = answer.status, answer.body
-    trace('%s %s -> %d', method or 'GET', url, status)
-    if requests <= loseResponses then
-        trace('lost response %d %s', status, tostring(body))
-        schedule(0, function() protect(cb, 0, nil, {}, 'Timeout was reached') end)
-        return
-    end
-    schedule(0, function()
-        if status >= 200 and status < 400 then
-            protect(cb, status, body, answer.headers or {}, nil)
-        elseif status == 0 then
-            protect(cb, 0, nil, {}, answer.error or 'Failure handling HTTP request')
-        else
-            protect(cb, status, nil, {}, ('HTTP %d: %s'):format(status, body or ''))
-        end
-    end)
-end
+dofile(harnessDir .. '/fivem_harness_http.lua')({
+    harnessDir = harnessDir, schedule = schedule, protect = protect, trace = trace,
+})
 
 ---------------------------------------------------------------------------------------
 -- Load the resource the way FXServer does: its manifest names the server scripts
 ---------------------------------------------------------------------------------------
 
-local manifest = { scripts = {} }
+local manifest = { scripts = {}, clientScripts = {} }
 
 local function loadManifest(path)
     local env = setmetatable({}, {
@@ -312,6 +276,13 @@ local function loadManifest(path)
                 elseif directive == 'server_scripts' or directive == 'shared_scripts' then
                     for _, file in ipairs(value) do
                         manifest.scripts[#manifest.scripts + 1] = file
+                    end
+                end
+                if directive == 'client_script' or directive == 'shared_script' then
+                    manifest.clientScripts[#manifest.clientScripts + 1] = value
+                elseif directive == 'client_scripts' or directive == 'shared_scripts' then
+                    for _, file in ipairs(value) do
+                        manifest.clientScripts[#manifest.clientScripts + 1] = file
                     end
                 end
                 -- Directives chain: `author 'x' description 'y'` is legal Lua.
@@ -333,6 +304,15 @@ end
 if failed then
     os.exit(5)
 end
+
+---------------------------------------------------------------------------------------
+-- Connected players: each runs the manifest's client scripts in a sandbox of its own
+---------------------------------------------------------------------------------------
+
+dofile(harnessDir .. '/fivem_harness_clients.lua')({
+    resourceDir = resourceDir, manifest = manifest, handlers = handlers, netEvents = netEvents,
+    schedule = schedule, protect = protect, trace = trace, now = function() return now end,
+})
 
 ---------------------------------------------------------------------------------------
 -- Make the calls and wait for every callback
@@ -414,7 +394,9 @@ for i, args in ipairs(calls) do
     end)
 end
 
-while pending > 0 and now <= timeoutMs do
+-- HARNESS_AWAIT_IDLE: also run until no timer is left (e.g. a follow that gives up).
+local untilIdle = os.getenv('HARNESS_AWAIT_IDLE') == '1'
+while (pending > 0 or untilIdle) and now <= timeoutMs do
     if not step() then
         break
     end

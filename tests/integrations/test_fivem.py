@@ -1,197 +1,37 @@
-"""The FiveM resource, run by plain Lua 5.4 against a real dispatcher.
+"""The FiveM resource's core, run by plain Lua 5.4 against a real dispatcher: call911's
+callback for accepted, queued and refused calls, the optional arguments, the Lua retry
+queue (outage, 503, lost answer, KVP across a restart) and removeCall.
 
-`fivem_harness.lua` stands in for FXServer (convars, PerformHttpRequest over real HTTP,
-exports, timers) and loads the resource's own files through its fxmanifest.lua; these
-tests start the real `web`, `worker` and `scheduler` processes and the CAD simulator,
-and check what reaches the CAD.
+Takeover mode and its events: test_fivem_takeover.py; the API key's safety:
+test_fivem_key.py; what they share: fivem_support.py and conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dispatcher.simulator import CadSimulator
 from tests.conftest import API_KEY, COMMUNITY, Proc, base_env, free_port, wait_for
+from tests.integrations.fivem_support import (
+    ADDED,
+    JANE,
+    JANE_SEED_CALL,
+    QUEUED,
+    RESOURCE,
+    Harness,
+    answer,
+    stack,
+    start_web,
+    untagged,
+)
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-RESOURCE = ROOT / "integrations" / "fivem" / "sonoran_dispatcher"
-HARNESS = Path(__file__).resolve().parent / "fivem_harness.lua"
-INSTALL = "apt-get update && apt-get install -y lua5.4 lua-dkjson"
-#: The id the door answers for a queued call: our ULID, or a numeric ticket (>= 9e15).
-QUEUED = re.compile(r"^EMERGENCY CALL QUEUED ID: (?P<id>[0-9A-HJKMNP-TV-Z]{26}|9\d{15,})$")
-ADDED = re.compile(r"^EMERGENCY CALL ADDED ID: (?P<id>\d+)$")
-
-JANE = ["Jane Doe", "Route 68 / Joshua Rd", "Two-car collision", 350, "8ABC123"]
-#: What the seed's call911 sends for JANE with the default serverId.
-JANE_SEED_CALL = {
-    "serverId": "1", "isEmergency": True, "caller": "Jane Doe",
-    "location": "Route 68 / Joshua Rd", "description": "Two-car collision",
-    "metaData": {"postal": "350", "plate": "8ABC123"},
-}
-
-
-def untagged(call: dict[str, Any]) -> dict[str, Any]:
-    """The call as the CAD got it, without the tags the dispatcher adds to every call."""
-    meta = {k: v for k, v in call.get("metaData", {}).items() if not k.startswith("dispatcher")}
-    out = {k: v for k, v in call.items() if k != "metaData"}
-    if meta:
-        out["metaData"] = meta
-    return out
-
-
-def answer(result: dict[str, Any]) -> tuple[str, bool]:
-    """call911's callback arguments, checked to be exactly the official two: (text, ok)."""
-    assert result["argc"] == 2, result
-    text, ok = result["args"]
-    assert isinstance(text, str) and isinstance(ok, bool), result
-    return text, ok
-
-
-@pytest.fixture(scope="module")
-def lua() -> str:
-    """The Lua 5.4 interpreter with dkjson; missing tools fail the test (CI must have them)."""
-    exe = shutil.which("lua5.4")
-    if exe is None:
-        pytest.fail(f"lua5.4 is not installed; install it with: {INSTALL}")
-    probe = subprocess.run([exe, "-e", "require 'dkjson'"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.fail(f"the Lua module dkjson is missing; install it with: {INSTALL}")
-    return exe
-
-
-class Harness:
-    """fivem_harness.lua as a subprocess whose output lines are read as they come."""
-
-    def __init__(self, lua: str, url: str, calls: list[list[Any]],
-                 extra_env: dict[str, str] | None = None, **convars: str | None) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("FIVEM_CONVAR_", "HARNESS_"))}
-        settings = {
-            "sonoran_dispatcher_url": url,
-            "sonoran_communityID": COMMUNITY,
-            "sonoran_apiKey": API_KEY,
-            "sonoran_dispatcher_retry_min_ms": "300",
-            "sonoran_dispatcher_retry_max_ms": "1000",
-            **convars,
-        }
-        env.update({f"FIVEM_CONVAR_{k}": v for k, v in settings.items() if v is not None})
-        env["HARNESS_PYTHON"] = sys.executable
-        env["HARNESS_CALLS"] = json.dumps(calls)
-        env["HARNESS_TIMEOUT_MS"] = "45000"
-        env.update(extra_env or {})
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._eof = False
-        self.proc = subprocess.Popen(
-            [lua, str(HARNESS), str(RESOURCE)], env=env, cwd=ROOT, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._eof = True
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_line(self, pattern: str, timeout: float = 20) -> str:
-        """The first output line matching ``pattern`` (a regex), waiting for it."""
-        deadline = time.time() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if re.search(pattern, line):
-                        return line
-                left = deadline - time.time()
-                if left <= 0 or self._eof:
-                    raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
-                self._changed.wait(left)
-
-    def finish(self, timeout: float = 45) -> dict[int, dict[str, Any]]:
-        """Wait for the harness to exit 0; the callback results by call index (1-based)."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(
-                f"harness still running after {timeout}s:\n{self.output}") from None
-        self._reader.join(5)
-        assert code == 0, f"harness exited {code}:\n{self.output}"
-        return self.results()
-
-    def results(self) -> dict[int, dict[str, Any]]:
-        """Each callback's {"index", "argc", "args"} by call index."""
-        found = {}
-        for line in self.lines:
-            if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT "):])
-                found[result["index"]] = result
-        return found
-
-    def posts(self) -> int:
-        return sum(1 for line in self.lines if line.startswith("HARNESS POST "))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-@pytest.fixture
-def harnesses() -> Iterator[list[Harness]]:
-    started: list[Harness] = []
-    yield started
-    for h in started:
-        h.kill()
-
-
-def start_web(procs: Callable[..., Proc], env: dict[str, str]) -> Proc:
-    web = procs(["web"], env)
-    health = f"http://127.0.0.1:{env['PORT']}/healthz"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(health, timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 30, message=f"the web process on {health}")
-    return web
-
-
-def stack(redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-          web: bool = True) -> tuple[dict[str, str], str]:
-    env = base_env(redis_url, sim, PORT=str(free_port()))
-    procs(["worker"], env)
-    procs(["scheduler"], env)
-    if web:
-        start_web(procs, env)
-    return env, f"http://127.0.0.1:{env['PORT']}"
 
 
 def test_call911_answers_the_cads_own_text_first_as_the_official_resource_does(
@@ -417,46 +257,6 @@ def test_coords_go_on_the_call_as_the_official_call911_sends_them(
     bodies = [r["body"]["data"][0] for r in sim.received()]
     assert bodies[0]["coords"] == coords
     assert "coords" not in bodies[1], "no y: not a position, left out as the official does"
-
-
-def test_takeover_mode_serves_the_callcommands_plugins_commands_and_events(
-    lua: str, redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    harnesses: list[Harness],
-) -> None:
-    _env, url = stack(redis_url, sim, procs)
-    api = "SonoranCAD::callcommands:"
-    h = Harness(lua, url, [], {
-        "HARNESS_COMMANDS": json.dumps([[7, "help", ["car", "on", "fire"]],
-                                        [7, "311", ["noise", "complaint"]]]),
-        "HARNESS_EVENTS": json.dumps([[api + "SendCallApi", True, "Some Script", "Grove St",
-                                       "Shots fired", 7, True, False, "911"]]),
-        "HARNESS_AWAIT_EVENT": api + "EmergencyCallAdd", "HARNESS_AWAIT_COUNT": "3",
-    }, sonoran_dispatcher_takeover="true", sonoran_dispatcher_911_command="help")
-    harnesses.append(h)
-    h.finish()
-
-    events = [json.loads(line[6:]) for line in h.lines if line.startswith("EVENT ")]
-    incoming = [e["args"] for e in events if e["name"] == api + "cadIncomingCall"]
-    added = [e["args"] for e in events if e["name"] == api + "EmergencyCallAdd"]
-    assert sorted(a[3] for a in incoming) == ["Shots fired", "car on fire", "noise complaint"]
-    by_description = {c["call"]["description"]: c for c in sim.calls()}
-    assert len(sim.calls()) == 3
-    # EmergencyCallAdd(source, the CAD's own call id), as the plugin raises it.
-    assert sorted(a[1] for a in added) == sorted(c["cad_id"] for c in sim.calls())
-    assert all(a[0] == 7 for a in added)
-
-    fire = untagged(by_description["car on fire"]["call"])
-    uid = next(a[5] for a in incoming if a[3] == "car on fire")
-    assert fire == {
-        "serverId": "1", "isEmergency": True, "caller": "Jane Player", "location": "Unknown",
-        "description": "car on fire", "deleteAfterMinutes": 30,
-        "metaData": {"callerPlayerId": "7", "uuid": uid, "silentAlert": "false",
-                     "useCallLocation": "false", "x": "215.5", "y": "-810.25", "z": "30.75"},
-    }
-    assert untagged(by_description["noise complaint"]["call"])["isEmergency"] is False
-    shots = untagged(by_description["Shots fired"]["call"])
-    assert shots["caller"] == "Some Script" and shots["location"] == "Grove St"
-    assert shots["metaData"]["silentAlert"] == "true"
 
 
 @pytest.mark.slow

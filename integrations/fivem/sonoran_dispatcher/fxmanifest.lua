@@ -10,5 +10,10 @@ version '0.1.0'
 server_scripts {
     'config.lua',
     'server.lua',
+    'follow.lua',
     'takeover.lua',
+    'keycheck.lua',
 }
+
+-- One check, no secrets: tells the server if a client can read sonoran_apiKey (`setr`).
+client_script 'client.lua'

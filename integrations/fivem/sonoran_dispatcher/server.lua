@@ -163,10 +163,9 @@ local function answerId(text)
     return text:match('ID:%s*([^%s,]+)')
 end
 
-local function onAnswer(entry, cfg, status, body, errorData)
+local function onAnswer(entry, cfg, status, text)
     sending = sending - 1
     entry.sending = false
-    local text = answerText(body, errorData)
     if RETRYABLE[status] then
         local why = (status == 0 and 'dispatcher unreachable: ' or ('HTTP %d: '):format(status)) .. text:sub(1, 200)
         if not paused then
@@ -205,23 +204,33 @@ local function onAnswer(entry, cfg, status, body, errorData)
     drain()
 end
 
-local function send(entry, cfg)
-    sending = sending + 1
-    entry.sending = true
-    entry.attempts = entry.attempts + 1
+-- One create request for a call, with its Idempotency-Key (the door then records the
+-- call once however often it comes) and Prefer: wait=N when N > 0. handler(status,
+-- text) gets FiveM's status (0: no answer) and the answer's text. follow.lua uses it too:
+-- the same key asked again is answered with the first call's outcome.
+DispatcherPost = function(cfg, call, key, waitSeconds, handler)
     local payload = json.encode({
         id = cfg.communityId,
         key = cfg.apiKey,
         type = 'CALL_911',
-        data = { entry.call },
+        data = { call },
     })
-    local headers = { ['Content-Type'] = 'application/json', ['Idempotency-Key'] = entry.key }
-    if cfg.waitSeconds > 0 then
-        headers['Prefer'] = ('wait=%d'):format(cfg.waitSeconds)
+    local headers = { ['Content-Type'] = 'application/json', ['Idempotency-Key'] = key }
+    if waitSeconds > 0 then
+        headers['Prefer'] = ('wait=%d'):format(waitSeconds)
     end
     PerformHttpRequest(cfg.url .. CALL_PATH, function(status, body, _headers, errorData)
-        onAnswer(entry, cfg, tonumber(status) or 0, body, errorData)
+        handler(tonumber(status) or 0, answerText(body, errorData))
     end, 'POST', payload, headers)
+end
+
+local function send(entry, cfg)
+    sending = sending + 1
+    entry.sending = true
+    entry.attempts = entry.attempts + 1
+    DispatcherPost(cfg, entry.call, entry.key, cfg.waitSeconds, function(status, text)
+        onAnswer(entry, cfg, status, text)
+    end)
 end
 
 -- Send the oldest calls not yet on their way, up to inFlight at once.
@@ -242,7 +251,7 @@ drain = function()
 end
 
 -- The seed's signature. postal and plate may be nil; cb is optional. rich picks the
--- callback's shape (see the exports below).
+-- callback's shape (see the exports below). Returns the call's idempotency key.
 local function enqueue(rich, call, cb)
     local cfg = DispatcherConfig.read()
     local entry = {
@@ -259,7 +268,7 @@ local function enqueue(rich, call, cb)
     if not encodable then
         log('^1call %s refused: %s^7', entry.key, tostring(err))
         finish(entry, false, nil, 'INVALID CALL: ' .. tostring(err))
-        return
+        return entry.key
     end
     -- Full means the dispatcher has been away for a long while. Refusing the newest
     -- call keeps every promise made so far and tells this caller now, so the script can
@@ -268,11 +277,12 @@ local function enqueue(rich, call, cb)
         log('^1call %s refused: retry queue full (%d calls waiting for the dispatcher)^7',
             entry.key, #queue)
         finish(entry, false, nil, 'RETRY QUEUE FULL')
-        return
+        return entry.key
     end
     queue[#queue + 1] = entry
     persist()
     drain()
+    return entry.key
 end
 
 -- The official call911's optional arguments, in its order: coords, customMeta.
@@ -315,9 +325,12 @@ exports('removeCall', function(id, cb)
 end)
 
 -- For takeover.lua (loaded after this file): queue a call object built elsewhere, with
--- call911Ex's callback.
+-- call911Ex's callback and the call's idempotency key: cb(ok, id, text, key).
 DispatcherSend = function(call, cb)
-    enqueue(true, call, cb)
+    local key
+    key = enqueue(true, call, function(ok, id, text)
+        cb(ok, id, text, key)
+    end)
 end
 
 -- How many calls wait for the dispatcher (for a status command or a health check).

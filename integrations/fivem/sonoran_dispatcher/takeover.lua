@@ -7,7 +7,8 @@
 -- `SonoranCAD::callcommands:cadIncomingCall` (for other resources), sends the call with
 -- the plugin's metaData (callerPlayerId, uuid, silentAlert, useCallLocation, postal,
 -- x/y/z) and deleteAfterMinutes = 30, and raises `...:EmergencyCallAdd` with the CAD's
--- call id. Switch the plugin off (README) or every call is sent twice.
+-- call id (at once when the CAD answered within the wait, else once follow.lua learns
+-- it). Switch the plugin off (README) or every call is sent twice.
 
 if GetConvar('sonoran_dispatcher_takeover', 'false') ~= 'true' then
     return
@@ -34,12 +35,14 @@ local function position(source)
 end
 
 local function sendCallApi(emergency, caller, location, description, source, silenceAlert, useCallLocation, kind)
-    local id = uuid()
-    TriggerEvent(PREFIX .. 'cadIncomingCall', emergency, caller, location, description, source, id, kind)
-    local where = position(source)
+    -- Resolved before cadIncomingCall, as the plugin does (it has a street from its
+    -- location cache; this resource has none).
     if location == nil or location == '' then
         location = 'Unknown'
     end
+    local id = uuid()
+    TriggerEvent(PREFIX .. 'cadIncomingCall', emergency, caller, location, description, source, id, kind)
+    local where = position(source)
     local metaData = {
         callerPlayerId = tostring(source),
         uuid = id,
@@ -58,10 +61,18 @@ local function sendCallApi(emergency, caller, location, description, source, sil
         deleteAfterMinutes = 30,
         metaData = metaData,
     }
-    DispatcherSend(call, function(ok, callId, text)
-        -- The plugin raises EmergencyCallAdd with the CAD's id: only an ADDED answer has it.
-        if ok and text:find('^EMERGENCY CALL ADDED') then
-            TriggerEvent(PREFIX .. 'EmergencyCallAdd', source, tonumber(callId) or callId)
+    DispatcherSend(call, function(ok, callId, text, key)
+        -- The plugin raises EmergencyCallAdd with the CAD's id: an ADDED answer has it; a
+        -- QUEUED one has our ticket, so the call is followed until the CAD has it.
+        if not ok then
+            return
+        end
+        if text:find('^EMERGENCY CALL ADDED') then
+            TriggerEvent(PREFIX .. 'EmergencyCallAdd', source, math.tointeger(tonumber(callId)) or callId)
+        else
+            DispatcherFollow(key, callId, call, function(cadId)
+                TriggerEvent(PREFIX .. 'EmergencyCallAdd', source, cadId)
+            end)
         end
     end)
 end
