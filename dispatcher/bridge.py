@@ -130,7 +130,8 @@ class Bridge:
         self.client: redis.Redis = producer.client
         self.inbox = inbox_key
         self.processing = f"{inbox_key}:processing"
-        self.dead = DeadLetters(self.client, producer.settings.prefix, producer.clock,
+        home = producer.home().settings  # an entry that names no community is the default's
+        self.dead = DeadLetters(self.client, home.prefix, producer.clock,
                                 max_invalid=producer.settings.max_invalid)
         self._take = scripts.register(self.client, "inbox_take.lua")
         self.moved = 0

@@ -168,6 +168,8 @@ def load(settings: Settings, environ: Mapping[str, str] | None = None) -> Commun
     read is hidden from this process's logs from then on (`dispatcher.redact.also`)."""
     from dispatcher import redact
 
+    if environ is None:
+        environ = settings.source_env
     env: Mapping[str, str] = _Environ() if environ is None else environ
     if not settings.communities_file:
         until = _until_env(settings.previous_key_until)

@@ -85,6 +85,15 @@ class Producer:
             secrets += [c.settings.api_key, c.previous_key]
         return [s.reveal() for s in secrets if s is not None]
 
+    def home(self) -> Producer:
+        """The default community's producer (the first community's when there is no
+        default): where what belongs to no community (an unreadable inbox entry) goes."""
+        try:
+            return self.of(None)
+        except InvalidCall:
+            assert self._communities is not None
+            return self.of(self._communities.names[0])
+
     def of(self, community: str | None) -> Producer:
         """The producer of ``community`` (None or '': the default one), sharing this
         one's Redis client; InvalidCall when there is no such community."""

@@ -155,6 +155,9 @@ class Settings:
     previous_key_until: str | None = None
     #: DISPATCHER_MAX_RATE was set (a community of the file without max_rate takes it).
     max_rate_set: bool = False
+    #: The mapping given to `from_env` in place of the process's environment (tests, the
+    #: runner): a communities file's ``key_env`` is read from it. None: os.environ.
+    source_env: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -263,6 +266,7 @@ class Settings:
             previous_key=Secret(previous) if previous else None,
             previous_key_until=get("SONORAN_API_KEY_PREVIOUS_UNTIL"),
             max_rate_set=get("DISPATCHER_MAX_RATE") is not None,
+            source_env=None if environ is None else dict(environ),
         )
 
     def require_credentials(self) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import redis
 
@@ -89,26 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--meta", action="append", type=_meta, default=[], metavar="KEY=VALUE")
     e.add_argument("--idempotency-key")
     e.add_argument("--json", action="store_true")
+    _community_option(e)
 
     s = sub.add_parser("status", help="where one call is")
     s.add_argument("id", help="our id, its ticket, or the CAD's id of a call we delivered")
     s.add_argument("--json", action="store_true")
+    _community_option(s)
 
     rm = sub.add_parser("remove", help="take calls back: never sent, or removed from the CAD")
     rm.add_argument("ids", nargs="+", metavar="ID",
                     help="our id, its ticket, or the CAD's id of a call we delivered")
     rm.add_argument("--json", action="store_true")
+    _community_option(rm)
 
     st = sub.add_parser("stats", help="queue depth, oldest age, dead letters, circuit")
     st.add_argument("--json", action="store_true")
     st.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
     st.add_argument("--interval", type=float, default=2.0)
+    st.add_argument("--community", metavar="NAME",
+                    help="one community only (default: all, summed, with each under "
+                         "'communities' when there are several)")
 
     d = sub.add_parser("dlq", help="dead letters: list, show, replay, purge, export")
     dsub = d.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser,
                             metavar="{list,show,replay,purge,export}")
 
     def filters(sp: argparse.ArgumentParser) -> None:
+        _community_option(sp)
         sp.add_argument("--reason")
         sp.add_argument("--since", type=_since, metavar="WHEN",
                         help="ISO 8601 time or a duration ago (30m, 2h, 1d)")
@@ -122,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("show", help="one dead letter in full")
     ds.add_argument("id")
     ds.add_argument("--json", action="store_true")
+    _community_option(ds)
     dr = dsub.add_parser("replay", help="put dead letters back in line")
     dr.add_argument("ids", nargs="*")
     dr.add_argument("--all", action="store_true")
@@ -153,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bridge", help="moves the Redis inbox into the queue")
     sub.add_parser("web", help="HTTP ingest, /metrics, /healthz and the operations page")
     return p
+
+
+def _community_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--community", metavar="NAME",
+                    help="the community (DISPATCHER_COMMUNITIES); default: the default one")
+
+
+#: Commands that work on one community's keys (`--community`, else the default one).
+SCOPED = frozenset({"enqueue", "status", "remove", "dlq"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +207,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     redact.install(settings)  # every log line, error and traceback of this process
+    named = getattr(args, "community", None)
+    if args.command in SCOPED and (named or settings.communities_file):
+        from dispatcher.communities import load
+
+        settings = load(settings).get(named).settings
     command = COMMANDS.get(args.command)
     if command is None:
         raise CliError(f"unknown command {args.command!r}")
@@ -270,11 +292,17 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatcher.communities import load
     from dispatcher.records import Records
 
-    records = Records(client_for(settings), settings.prefix)
+    client = client_for(settings)
+    served = load(settings)
+    chosen = [served.get(args.community)] if args.community else list(served)
+    every = {c.name: Records(client, c.prefix) for c in chosen}
+    main_name = chosen[0].name if args.community else (served.default_name or chosen[0].name)
     while True:
-        s = records.stats()
+        each = {name: records.stats() for name, records in every.items()}
+        s = summed(each, main_name)
         if args.json:
             emit(s, indent=None)
         else:
@@ -292,6 +320,32 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
         if not args.watch:
             return 0
         time.sleep(max(0.2, args.interval))
+
+
+#: Stats that add up across communities (the others are the main community's).
+SUMMED = ("queued", "scheduled", "in_flight", "dead", "delivered", "verifying",
+          "verified_found", "verified_missing", "possible_duplicates", "cancelled", "removed",
+          "enqueued", "retried", "rate_limited", "invalid_summarised")
+
+
+def summed(each: dict[str, dict[str, Any]], main: str) -> dict[str, Any]:
+    """One stats dict from each community's: counts summed, the oldest age the oldest,
+    ``circuit``, ``readback`` and the rest the main (default) community's; with several,
+    every community's own under ``communities``."""
+    if len(each) == 1:
+        return next(iter(each.values()))
+    s = dict(each[main])
+    for key in SUMMED:
+        s[key] = sum(one.get(key, 0) for one in each.values())
+    ages = [one["oldest_age_s"] for one in each.values() if one["oldest_age_s"] is not None]
+    s["oldest_age_s"] = max(ages) if ages else None
+    reasons: dict[str, int] = {}
+    for one in each.values():
+        for reason, n in one["dead_by_reason"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    s["dead_by_reason"] = reasons
+    s["communities"] = each
+    return s
 
 
 def _remove(settings: Settings, args: argparse.Namespace) -> int:

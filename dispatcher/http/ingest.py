@@ -287,24 +287,6 @@ class Door:
         self.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
         return plain(text, status, **headers)
 
-    def v1_refusal(self, body: dict[str, Any], kind: str) -> Response | None:
-        """The seed's refusal of a v1 body's ``type``, ``id`` and ``key``, in that order."""
-        if body.get("type") != kind:
-            return self.refuse("INVALID REQUEST TYPE")
-        if not _same(body.get("id"), self.community):
-            return self.refuse("INVALID COMMUNITY ID")
-        if not _same(body.get("key"), self.key):
-            return self.refuse("INVALID API KEY")
-        return None
-
-    def bearer_refusal(self) -> Response | None:
-        """The v2 401 when the request's ``Authorization: Bearer`` is not our key."""
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not _same(token.strip(), self.key):
-            return self.problem(401, "Unauthorized", "Invalid or missing API key",
-                                **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
-        return None
-
     def too_fast(self) -> Verdict | None:
         """The ingest rate's refusal of this request's source address, if any."""
         return None if self.rate is None else self.rate.refusal(client_addr())

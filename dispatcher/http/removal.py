@@ -25,7 +25,7 @@ from flask import Flask, Response, current_app, request
 from dispatcher.errors import QueueUnavailable
 from dispatcher.http import doorrules
 from dispatcher.http.body import BadBody, parse_body
-from dispatcher.http.ingest import MAX_CALLS_PER_REQUEST, RETRY_AFTER_S, door, plain
+from dispatcher.http.ingest import MAX_CALLS_PER_REQUEST, RETRY_AFTER_S, Door, door, plain
 from dispatcher.takeback import TakeBack, TakeBacks, UnknownCall
 
 V1_REMOVE_PATH = "/emergency/remove_911"
@@ -36,14 +36,19 @@ EXTENSION = "dispatcher.takebacks"
 def install(app: Flask) -> None:
     """Mount both removal doors (after the create doors: they share the `Door`)."""
     d = app.extensions["dispatcher.door"]
-    app.extensions[EXTENSION] = TakeBacks(d.producer.client, d.settings.prefix)
+    # Per community (its own keys): a request takes back only its community's calls.
+    app.extensions[EXTENSION] = {
+        name: TakeBacks(one.producer.client, one.settings.prefix)
+        for name, one in (d.doors or {"default": d}).items()}
     app.add_url_rule(V1_REMOVE_PATH, view_func=remove_911, methods=["POST"])
     app.add_url_rule(V2_REMOVE_PATH, view_func=remove_911_v2, methods=["DELETE"])
 
 
-def _takebacks() -> TakeBacks:
-    found: TakeBacks = current_app.extensions[EXTENSION]
-    return found
+def _takebacks(d: Door) -> TakeBacks:
+    """The take-backs of the community whose door ``d`` is."""
+    by_name: dict[str, TakeBacks] = current_app.extensions[EXTENSION]
+    name = d.member.name if d.member is not None else "default"
+    return by_name.get(name) or next(iter(by_name.values()))
 
 
 def _id_text(value: Any) -> str | None:
@@ -64,17 +69,18 @@ def _as_given(text: str) -> int | str:
 def remove_911() -> Response:
     """``POST /emergency/remove_911``: take back every call named in ``data``."""
     d = door()
-    key, refuse = d.key, d.refuse
-    if not d.community or not key:
+    refuse = d.refuse
+    if not d.community or not d.key:
         return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
                       "MUST BE SET", 503)
     try:
         body = parse_body(doorrules.read_body(request))
     except BadBody as exc:
         return refuse(f"INVALID REQUEST BODY: {exc}")
-    refused = d.v1_refusal(body, "REMOVE_911")
-    if refused is not None:
-        return refused
+    picked = d.pick_v1(body, "REMOVE_911")
+    if isinstance(picked, Response):
+        return picked
+    d = picked
     data = body.get("data")
     if not isinstance(data, list) or not data or len(data) > MAX_CALLS_PER_REQUEST:
         return refuse(f"INVALID REQUEST: data must be an array of 1 to {MAX_CALLS_PER_REQUEST}"
@@ -87,7 +93,7 @@ def remove_911() -> Response:
                           "(the CAD's id) or our call id")
         given.append(call_id)
     try:
-        done = _take_back_all(given)
+        done = _take_back_all(d, given)
     except UnknownCall as exc:
         return refuse(f"CALL NOT FOUND: {exc}", 404)
     except QueueUnavailable as exc:
@@ -100,22 +106,23 @@ def remove_911() -> Response:
 def remove_911_v2(server_id: str, call_id: str) -> Response:
     """``DELETE /v2/emergency/servers/{serverId}/calls/911/{callId}``: take back one call."""
     d = door()
-    key, problem = d.key, d.problem
-    if not key:
+    problem = d.problem
+    if not d.key:
         return problem(503, "Service Unavailable",
                        "the dispatcher is not configured: SONORAN_API_KEY must be set")
-    in_path = doorrules.key_outside_body(key, f"{server_id}/{call_id}", None)
+    in_path = d.key_outside(f"{server_id}/{call_id}", None)
     if in_path:
         return problem(400, "Bad Request", in_path)
-    unauthorized = d.bearer_refusal()
-    if unauthorized is not None:
-        return unauthorized
+    picked = d.pick_bearer()
+    if isinstance(picked, Response):
+        return picked
+    d = picked
     given = _id_text(call_id)
     if given is None:
         return problem(400, "Bad Request", "callId must be a positive integer (the CAD's id) "
                        "or our call id", field="callId")
     try:
-        (ours, done), = _take_back_pairs([given])
+        (ours, done), = _take_back_pairs(d, [given])
     except UnknownCall as exc:
         return problem(404, "Not Found", str(exc), field="callId")
     except QueueUnavailable as exc:
@@ -127,13 +134,13 @@ def remove_911_v2(server_id: str, call_id: str) -> Response:
     return Response(json.dumps(answer), status=200, mimetype="application/json")
 
 
-def _take_back_all(given: list[str]) -> list[TakeBack]:
-    return [done for _, done in _take_back_pairs(given)]
+def _take_back_all(d: Door, given: list[str]) -> list[TakeBack]:
+    return [done for _, done in _take_back_pairs(d, given)]
 
 
-def _take_back_pairs(given: list[str]) -> list[tuple[str, TakeBack]]:
+def _take_back_pairs(d: Door, given: list[str]) -> list[tuple[str, TakeBack]]:
     """Look every id up first (an unknown one takes nothing back), then take each back."""
-    tb = _takebacks()
+    tb = _takebacks(d)
     found = [tb.lookup(text) for text in given]
     return [(call_id, tb.take_back(call_id, text)) for call_id, text in
             zip(found, given, strict=True)]

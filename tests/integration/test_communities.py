@@ -1,0 +1,182 @@
+"""Two communities in one deployment (DISPATCHER_COMMUNITIES): real worker, scheduler,
+bridge and web processes, a real Redis, and one CAD simulator per community.
+
+One community's CAD is down the whole time; the other's calls are delivered through
+every door (HTTP v1 by the body's id/key, v2 by the Bearer key, the Python API, the
+inbox, the CLI), each to its own CAD with its own credentials, and the waiting calls
+stay visible per community.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from dispatcher.communities import load
+from dispatcher.producer import Producer
+from dispatcher.settings import Settings
+from dispatcher.simulator import CadSimulator
+from tests.conftest import Proc, base_env, free_port, run_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+NORTH_KEY = "north-key-7a1c9e3b5d"
+SOUTH_KEY = "south-key-2f8d4a6c0e"
+
+
+@pytest.fixture
+def cads() -> Iterator[tuple[CadSimulator, CadSimulator]]:
+    north = CadSimulator(community_id="north-42", api_key=NORTH_KEY).start()
+    south = CadSimulator(community_id="south-7", api_key=SOUTH_KEY).start()
+    yield north, south
+    north.stop()
+    south.stop()
+
+
+@pytest.fixture
+def env(redis_url: str, cads: tuple[CadSimulator, CadSimulator], tmp_path: Path
+        ) -> dict[str, str]:
+    north, south = cads
+    path = tmp_path / "communities.toml"
+    path.write_text(f"""
+[communities.north]
+id = "north-42"
+key_env = "NORTH_KEY"
+api_url = "{north.url}"
+max_rate = 0
+default = true
+
+[communities.south]
+id = "south-7"
+key = "{SOUTH_KEY}"
+api_version = 2
+api_url = "{south.url}"
+server_id = "1"
+max_rate = 0
+""")
+    e = base_env(redis_url, PORT=str(free_port()), DISPATCHER_COMMUNITIES=str(path),
+                 NORTH_KEY=NORTH_KEY, DISPATCHER_CIRCUIT_COOLDOWN_S="1")
+    for name in ("SONORAN_COMMUNITY_ID", "SONORAN_API_KEY"):
+        e.pop(name)
+    return e
+
+
+def _stats(env: dict[str, str]) -> dict[str, object]:
+    out = run_cli(["stats", "--json"], env)
+    assert out.returncode == 0, out.stderr
+    parsed: dict[str, object] = json.loads(out.stdout)
+    return parsed
+
+
+def test_one_communitys_cad_down_never_holds_the_others_calls(
+    env: dict[str, str], cads: tuple[CadSimulator, CadSimulator],
+    procs: Callable[..., Proc], redis_url: str,
+) -> None:
+    north, south = cads
+    south.set_fault("error", status=503)  # south's CAD is down throughout
+    for name in ("worker", "scheduler", "bridge", "web"):
+        procs([name], env)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    wait_for(lambda: _up(url), 30, message="the web process")
+
+    # Some south calls first: they wait, retrying, behind a down CAD.
+    for i in range(3):
+        answer = requests.post(f"{url}/v2/emergency/servers/1/calls/911", timeout=10,
+                               headers={"Authorization": f"Bearer {SOUTH_KEY}"},
+                               json={"isEmergency": True, "caller": f"South {i}",
+                                     "location": "L", "description": "D"})
+        assert answer.status_code == 200, answer.text
+
+    # North's calls through every door.
+    seed = {"id": "north-42", "key": NORTH_KEY, "type": "CALL_911",
+            "data": [{"serverId": "1", "isEmergency": True, "caller": "North http",
+                      "location": "L", "description": "D"}]}
+    assert requests.post(f"{url}/emergency/call_911", json=seed, timeout=10).status_code == 200
+    settings = Settings.from_env(env)
+    producer = Producer(settings)
+    producer_id = _python_enqueue(producer, "North api", None)
+    client = redis.Redis.from_url(redis_url)
+    client.lpush("dispatcher:inbox", json.dumps({"caller": "North inbox", "location": "L",
+                                                 "description": "D", "community": "north"}))
+    cli = run_cli(["enqueue", "--caller", "North cli", "--location", "L", "--description",
+                   "D", "--community", "north"], env)
+    assert cli.returncode == 0, cli.stderr
+
+    wait_for(lambda: len(north.calls()) == 4, 30, message="north's four calls")
+    got = sorted(c["call"]["caller"] for c in north.calls())
+    assert got == ["North api", "North cli", "North http", "North inbox"]
+    assert south.calls() == []
+
+    stats = _stats(env)
+    each = stats["communities"]
+    assert isinstance(each, dict)
+    assert each["north"]["delivered"] == 4 and each["north"]["circuit"] == "closed"
+    assert each["south"]["delivered"] == 0
+    assert each["south"]["queued"] + each["south"]["scheduled"] + each["south"]["in_flight"] == 3
+    assert stats["delivered"] == 4  # summed
+    status = run_cli(["status", producer_id, "--json"], env)
+    assert json.loads(status.stdout)["status"] == "delivered"
+
+    # South's CAD comes back: its calls go to it, with its own key, and to no one else.
+    south.clear_faults()
+    wait_for(lambda: len(south.calls()) == 3, 60, message="south's three calls")
+    assert sorted(c["call"]["caller"] for c in south.calls()) == ["South 0", "South 1",
+                                                                 "South 2"]
+    assert len(north.calls()) == 4
+    assert south.stats()["duplicates"] == 0 and north.stats()["duplicates"] == 0
+
+
+def test_wrong_pairs_are_refused_with_the_seeds_texts(
+    env: dict[str, str], procs: Callable[..., Proc],
+) -> None:
+    procs(["web"], env)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    wait_for(lambda: _up(url), 30, message="the web process")
+
+    def v1(community: str, key: str) -> str:
+        body = {"id": community, "key": key, "type": "CALL_911",
+                "data": [{"caller": "A", "location": "B", "description": "C"}]}
+        return requests.post(f"{url}/emergency/call_911", json=body, timeout=10).text
+
+    assert v1("nowhere", NORTH_KEY) == "INVALID COMMUNITY ID"
+    assert v1("north-42", SOUTH_KEY) == "INVALID API KEY"  # another community's key
+    assert v1("south-7", SOUTH_KEY).startswith("EMERGENCY CALL QUEUED ID: ")
+    cli = run_cli(["enqueue", "--caller", "A", "--location", "B", "--description", "C",
+                   "--community", "east"], env)
+    assert cli.returncode == 2 and "unknown community 'east'" in cli.stderr
+    assert cli.stderr.count("\n") == 1
+
+
+def test_an_unknown_community_from_the_inbox_is_kept_as_an_invalid_dead_letter(
+    env: dict[str, str], procs: Callable[..., Proc], redis_url: str,
+) -> None:
+    procs(["bridge"], env)
+    client = redis.Redis.from_url(redis_url)
+    client.lpush("dispatcher:inbox", json.dumps({"caller": "A", "location": "B",
+                                                 "description": "C", "community": "east"}))
+    wait_for(lambda: client.llen("dispatcher:inbox") == 0, 30, message="the bridge")
+    north = load(Settings.from_env(env)).get("north")
+    dead = run_cli(["dlq", "list", "--json"], env)
+    letters = json.loads(dead.stdout)
+    assert [d["reason"] for d in letters] == ["invalid"], dead.stdout
+    assert "unknown community 'east'" in json.dumps(letters[0])
+    assert north.prefix == "dispatcher@north"
+
+
+def _python_enqueue(producer: Producer, caller: str, community: str | None) -> str:
+    from dispatcher import enqueue_call
+
+    return enqueue_call(caller=caller, location="L", description="D", producer=producer,
+                        community=community)
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
