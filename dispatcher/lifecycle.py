@@ -180,7 +180,7 @@ class Lifecycle:
                 [call.id, json.dumps(call.to_cad(), ensure_ascii=False), repr(call.enqueued_at),
                  call.idempotency_key or "", IDEMPOTENCY_TTL_S, source, *self.flow.argv(),
                  entry, body, self.settings.max_backlog, "1" if notify else "",
-                 len(call.unknown_fields)])
+                 len(call.unknown_fields), "" if call.is_emergency else "1"])
 
     def claim(self, call_id: str, gen: int) -> Claim:
         """Take a queued call for sending, or say why not (atomic with breaker and rate)."""

@@ -35,9 +35,14 @@ local function forget(id)
   redis.call('DEL', ck(id))
 end
 
+-- In line (``held``) emergency calls come first, oldest first, then civil ones (311-style,
+-- the record's civil='1'), oldest first: a civil call's place is its time plus 1e10 s.
+local CIVIL_BEHIND = 1e10
 local function hold(id, enq, now)
   redis.call('HSET', ck(id), 'state', 'held', 'updated_at', now)
-  redis.call('ZADD', k('held'), enq, id)
+  local place = enq
+  if redis.call('HGET', ck(id), 'civil') == '1' then place = enq + CIVIL_BEHIND end
+  redis.call('ZADD', k('held'), place, id)
 end
 
 local function unplace(id)

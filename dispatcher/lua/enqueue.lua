@@ -16,6 +16,8 @@
 -- ARGV[13] notify ('1' : a door waits for the outcome (Prefer: wait); the record gets
 --          notify='1', and so does an existing one this call duplicates; '' or absent: no)
 -- ARGV[14] fields of the call we do not know (counted in counters' unknown_fields)
+-- ARGV[15] '1' : a civil call (isEmergency false): it waits behind every emergency call
+--          in line (the record gets civil='1'; see hold in _calls.lua)
 -- A new call gets its ticket (dispatcher.tickets): the next number of {p}:tickets, which
 -- starts above 9e15; {p}:ticket:{n} names the call (without expiry until the record has
 -- one: keep_for in _calls.lua). A duplicate answers the ticket of the call it repeats.
@@ -33,6 +35,7 @@ local cap = tonumber(ARGV[12]) or 0
 local batch = KEYS[4] or ''
 local notify = ARGV[13] or ''
 local unknown = tonumber(ARGV[14] or '0') or 0
+local civil = ARGV[15] or ''
 
 local existing = nil
 if idem ~= '' then existing = redis.call('GET', k('idem:' .. idem)) end
@@ -65,6 +68,7 @@ redis.call('HSET', ck(id), 'id', id, 'ticket', ticket, 'call', call, 'enqueued_a
   'age_from', at, 'attempts', 0, 'failures', 0, 'gen', 0, 'source', source,
   'idempotency_key', idem, 'replays', 0, 'updated_at', now)
 if notify == '1' then redis.call('HSET', ck(id), 'notify', '1') end
+if civil == '1' then redis.call('HSET', ck(id), 'civil', '1') end
 redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)
 if unknown > 0 then redis.call('HINCRBY', k('counters'), 'unknown_fields', unknown) end

@@ -83,10 +83,21 @@ def test_includes_expand_once_and_in_order() -> None:
 
 def enqueue(client: redis.Redis, call_id: str, idem: str = "", inbox: str = "",
             entry: str = "", queue: str = "q", cap: int = 0, window: int = 10,
-            notify: str = "", unknown: int = 0) -> list[Any]:
+            notify: str = "", unknown: int = 0, civil: str = "") -> list[Any]:
     return text(run(client, "enqueue.lua", [P, inbox, queue],
                     [call_id, '{"caller": "A"}', repr(NOW), idem, 60, "api", "0.0", "3.0",
-                     window, entry, f"msg-{call_id}", cap, notify, unknown]))
+                     window, entry, f"msg-{call_id}", cap, notify, unknown, civil]))
+
+
+def test_emergency_calls_wait_ahead_of_civil_ones_oldest_first_within_each(
+        client: redis.Redis) -> None:
+    for call_id, civil in (("c1", "1"), ("e1", ""), ("c2", "1"), ("e2", "")):
+        assert enqueue(client, call_id, window=0, civil=civil)[1] == "held"
+    assert text(client.zrange(f"{P}:held", 0, -1)) == ["e1", "e2", "c1", "c2"]
+    assert call_hash(client, "c1")["civil"] == "1" and "civil" not in call_hash(client, "e1")
+    # Released oldest emergency first: the line's order is the order of release.
+    out = text(run(client, "release.lua", [P], [repr(NOW), 10, "0.0", "3.0", 10]))
+    assert out[0::2] == ["e1", "e2", "c1", "c2"]
 
 
 def test_tickets_count_above_9e15_and_name_the_call_as_long_as_its_record(
