@@ -66,7 +66,9 @@ class Heartbeats:
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
-        self.key = Keys(prefix).heartbeats
+        # Processes serve every community: their heartbeats live under the base prefix
+        # (a community's prefix is ``base@name``, dispatcher.communities).
+        self.key = Keys(prefix.split("@", 1)[0]).heartbeats
         self.clock = clock
 
     def beat(self, name: str, interval: float = INTERVAL_S, started_at: float | None = None,

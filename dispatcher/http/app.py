@@ -37,7 +37,8 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     removal.install(app)
     _openapi_bytes()  # built once, at start
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
-    app.register_blueprint(ops_blueprint(settings, door.producer.client))
+    # The page and /metrics show the default community (the only one without the file).
+    app.register_blueprint(ops_blueprint(door.settings, door.producer.client))
     handlers.install(app)
     passthrough.install(app)  # asked by the 404 handler: every route above wins
     return app
