@@ -266,7 +266,7 @@ class Settings:
             previous_key=Secret(previous) if previous else None,
             previous_key_until=get("SONORAN_API_KEY_PREVIOUS_UNTIL"),
             max_rate_set=get("DISPATCHER_MAX_RATE") is not None,
-            source_env=None if environ is None else dict(environ),
+            source_env=None if environ is None else _Hidden(environ),
         )
 
     def require_credentials(self) -> None:
@@ -309,6 +309,19 @@ class Settings:
             "inbox_key": self.inbox_key,
             "port": self.port,
         }
+
+
+class _Hidden(dict[str, str]):
+    """A copy of the environment given to `Settings.from_env` that never prints itself
+    (it holds the keys)."""
+
+    def __repr__(self) -> str:
+        return "{***}"
+
+    __str__ = __repr__
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Hidden:
+        return _Hidden(self)
 
 
 def environ_value(name: str) -> str:

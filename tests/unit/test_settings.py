@@ -209,6 +209,8 @@ _SAMPLES = {
     "DISPATCHER_MAX_INVALID": "50",
     "DISPATCHER_NOTIFY_URL": "https://discord.example/api/webhooks/1/abc",
     "DISPATCHER_REDIS_CA_FILE": "/etc/ssl/redis-ca.pem",
+    "DISPATCHER_COMMUNITIES": "/etc/dispatcher/communities.toml",
+    "SONORAN_API_KEY_PREVIOUS": "the-old-api-key-456",
 }
 
 
