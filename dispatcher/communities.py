@@ -264,7 +264,7 @@ def _community(name: str, raw: Mapping[str, Any], base: Settings,
     if "default" in raw and not isinstance(raw["default"], bool):
         raise ConfigError(f"{where}: default must be true or false")
     settings = base.with_(
-        prefix=prefix_of(base.prefix, name), community=name, community_id=community_id,
+        prefix=prefix_of(base.prefix.split("@", 1)[0], name), community=name, community_id=community_id,
         api_key=key, previous_key=previous,
         api_version=int(version), api_url=api_url, server_id=str(server_id),
         max_rate=max_rate)

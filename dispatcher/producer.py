@@ -69,6 +69,8 @@ class Producer:
         self._lock = threading.Lock()
         self._communities: Communities | None = None
         self._of: dict[str, Producer] = {}
+        #: The producer this one was made by (`of`): a community's own producer.
+        self._parent: Producer | None = None
 
     def keys(self) -> list[str]:
         """Every community's API keys (current and previous), for refusing a call that
@@ -97,6 +99,10 @@ class Producer:
     def of(self, community: str | None) -> Producer:
         """The producer of ``community`` (None or '': the default one), sharing this
         one's Redis client; InvalidCall when there is no such community."""
+        if self._parent is not None:  # already one community's: it, or another's
+            if community in (None, "", self.settings.community):
+                return self
+            return self._parent.of(community)
         if not self.settings.communities_file:
             if community in (None, "", self.settings.community):
                 return self
@@ -117,6 +123,7 @@ class Producer:
                 child = Producer(chosen.settings, self.client,
                                  self.publisher.sharing(chosen.settings), self.clock,
                                  self.wait_s, folder)
+                child._parent = self
                 self._of[chosen.name] = child
             return child
 

@@ -144,3 +144,21 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     settings = Settings.from_env({**BASE, "DISPATCHER_COMMUNITIES": str(tmp_path / "none")})
     with pytest.raises(ConfigError, match="cannot read"):
         communities.load(settings, {})
+
+
+def test_a_communitys_producer_names_itself_or_another(tmp_path: Path) -> None:
+    import fakeredis
+
+    from dispatcher.producer import Producer
+
+    path = tmp_path / "c.toml"
+    path.write_text(FILE)
+    env = {**BASE, "DISPATCHER_COMMUNITIES": str(path), "NORTH_KEY": "north-key-0123456789"}
+    base = Producer(Settings.from_env(env), client=fakeredis.FakeRedis())
+    north, training = base.of("north"), base.of("training")
+
+    assert base.of(None) is north and north.of(None) is north and north.of("north") is north
+    assert north.of("training") is training and training.of(None) is training
+    assert training.settings.prefix == "dispatcher@training"
+    assert sorted(base.keys()) == ["north-key-0123456789", "solo-key-0123456789",
+                                   "training-key-abcdefgh"]
