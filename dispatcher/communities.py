@@ -264,8 +264,8 @@ def _community(name: str, raw: Mapping[str, Any], base: Settings,
     if "default" in raw and not isinstance(raw["default"], bool):
         raise ConfigError(f"{where}: default must be true or false")
     settings = base.with_(
-        prefix=prefix_of(base.prefix.split("@", 1)[0], name), community=name, community_id=community_id,
-        api_key=key, previous_key=previous,
+        prefix=prefix_of(base.prefix.split("@", 1)[0], name), community=name,
+        community_id=community_id, api_key=key, previous_key=previous,
         api_version=int(version), api_url=api_url, server_id=str(server_id),
         max_rate=max_rate)
     return Community(name, settings, previous, until_s)
@@ -348,3 +348,80 @@ def _same(given: str, expected: str) -> bool:
 def _keys_clash(a: Community, b: Community) -> bool:
     ka, kb = a.settings.api_key, b.settings.api_key
     return ka is not None and kb is not None and _same(ka.reveal(), kb.reveal())
+
+
+#: How often a process looks for a changed file or a `dispatcher reload` (seconds).
+RELOAD_CHECK_S = 1.0
+
+
+def reload_key(settings: Settings) -> str:
+    """The Redis counter `dispatcher reload` increments (under the base prefix)."""
+    return f"{settings.prefix.split('@', 1)[0]}:communities:reload"
+
+
+class Live:
+    """This process's communities, read again when the file changes or an operator runs
+    `dispatcher reload` (a counter in Redis every process watches; not SIGHUP, which
+    Celery uses and Windows lacks). A file that no longer reads keeps the communities
+    in use and is logged once per change; ``generation`` counts the reloads."""
+
+    def __init__(self, settings: Settings, client: Any = None,
+                 check_every_s: float = RELOAD_CHECK_S, clock: Any = None) -> None:
+        import threading
+        import time
+
+        self.settings = settings
+        self.client = client
+        self.check_every_s = check_every_s
+        self.clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._communities = load(settings)
+        self.generation = 0
+        self._seen = (self._stamp(), self._asked())
+        self._next = self.clock() + check_every_s
+
+    def current(self) -> Communities:
+        """The communities now (reads the file again first when it is time and it, or
+        the reload counter, changed)."""
+        if self.settings.communities_file and self.clock() >= self._next:
+            with self._lock:
+                if self.clock() >= self._next:
+                    self._next = self.clock() + self.check_every_s
+                    self._check()
+        return self._communities
+
+    def _check(self) -> None:
+        import logging
+
+        seen = (self._stamp(), self._asked())
+        if seen == self._seen:
+            return
+        self._seen = seen
+        log = logging.getLogger("dispatcher.communities")
+        try:
+            fresh = load(self.settings)
+        except ConfigError as exc:
+            log.error("communities file not reloaded, the communities in use stay: %s", exc)
+            return
+        before, after = set(self._communities.names), set(fresh.names)
+        self._communities = fresh
+        self.generation += 1
+        log.warning("communities reloaded from %s: %d (added: %s; removed: %s)",
+                    self.settings.communities_file, len(fresh),
+                    ", ".join(sorted(after - before)) or "none",
+                    ", ".join(sorted(before - after)) or "none")
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = Path(self.settings.communities_file or "").stat()
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size)
+
+    def _asked(self) -> int:
+        if self.client is None:
+            return 0
+        try:
+            return int(self.client.get(reload_key(self.settings)) or 0)
+        except Exception:  # Redis away: the file's own change is still seen
+            return -1

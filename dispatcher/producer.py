@@ -22,8 +22,7 @@ import redis
 
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
-from dispatcher.communities import Communities
-from dispatcher.communities import load as load_communities
+from dispatcher.communities import Communities, Live
 from dispatcher.errors import ConfigError, InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.lifecycle import Enqueued, Lifecycle
 from dispatcher.redact import holds_secret
@@ -67,7 +66,8 @@ class Producer:
         if self.spool is not None and self.flusher is not None and len(self.spool):
             self.flusher.kick()  # calls spooled by an earlier run of this process
         self._lock = threading.Lock()
-        self._communities: Communities | None = None
+        self._live: Live | None = None
+        self._generation = 0
         self._of: dict[str, Producer] = {}
         #: The producer this one was made by (`of`): a community's own producer.
         self._parent: Producer | None = None
@@ -77,9 +77,7 @@ class Producer:
         carries one."""
         if self.settings.communities_file:
             with self._lock:
-                if self._communities is None:
-                    self._communities = load_communities(self.settings)
-                found = list(self._communities)
+                found = list(self._served())
         else:
             found = []
         secrets = [self.settings.api_key, self.settings.previous_key]
@@ -87,14 +85,26 @@ class Producer:
             secrets += [c.settings.api_key, c.previous_key]
         return [s.reveal() for s in secrets if s is not None]
 
+    def _served(self) -> Communities:
+        """The communities now (the file is read again when it changes or an operator
+        runs `dispatcher reload`; the communities' producers are then made anew)."""
+        if self._live is None:
+            self._live = Live(self.settings, self.client)
+        served = self._live.current()
+        if self._live.generation != self._generation:
+            self._of.clear()
+            self._generation = self._live.generation
+        return served
+
     def home(self) -> Producer:
         """The default community's producer (the first community's when there is no
         default): where what belongs to no community (an unreadable inbox entry) goes."""
         try:
             return self.of(None)
         except InvalidCall:
-            assert self._communities is not None
-            return self.of(self._communities.names[0])
+            with self._lock:
+                first = self._served().names[0]
+            return self.of(first)
 
     def of(self, community: str | None) -> Producer:
         """The producer of ``community`` (None or '': the default one), sharing this
@@ -109,10 +119,8 @@ class Producer:
             raise InvalidCall(f"unknown community {community!r} (this deployment has one, "
                               "'default'; DISPATCHER_COMMUNITIES names more)")
         with self._lock:
-            if self._communities is None:
-                self._communities = load_communities(self.settings)
             try:
-                chosen = self._communities.get(community)
+                chosen = self._served().get(community)
             except ConfigError as exc:
                 raise InvalidCall(str(exc)) from None
             if chosen.settings == self.settings:

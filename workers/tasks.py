@@ -33,21 +33,26 @@ from workers.app import app, settings
 _lock = threading.Lock()
 #: Per community (by name): its Deliverer and Verifier, sharing one Redis client.
 _served: dict[str, tuple[Deliverer, Verifier]] = {}
-_communities: communities.Communities | None = None
+_live: communities.Live | None = None
+_generation = 0
 
 
 def _serve(community: str) -> tuple[Deliverer, Verifier]:
     """This process's Deliverer and Verifier of ``community`` ('' : the default), built
-    on first use (never at import, never before fork)."""
-    global _communities
+    on first use (never at import, never before fork), and again after the communities
+    file is reloaded (`dispatcher.communities.Live`)."""
+    global _live, _generation
     with _lock:
-        if _communities is None:
-            _communities = communities.load(settings)
+        if _live is None:
+            _live = communities.Live(settings, connect(settings))
+        served_now = _live.current()
+        if _live.generation != _generation:  # keys rotated, communities added or removed
+            _served.clear()
+            _generation = _live.generation
         served = _served.get(community)
         if served is None:
-            one = _communities.get(community or None).settings
-            shared = next(iter(_served.values()), None)
-            client = shared[0].lifecycle.client if shared else connect(settings)
+            one = served_now.get(community or None).settings
+            client = _live.client
             cad = CadClient(one)
             served = (Deliverer(Lifecycle(client, one), cad), Verifier(client, one, cad))
             _served[community] = served

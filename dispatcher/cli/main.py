@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one community only (default: all, summed, with each under "
                          "'communities' when there are several)")
 
+    rl = sub.add_parser("reload", help="every process reads DISPATCHER_COMMUNITIES again")
+    rl.add_argument("--json", action="store_true")
+
     d = sub.add_parser("dlq", help="dead letters: list, show, replay, purge, export")
     dsub = d.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser,
                             metavar="{list,show,replay,purge,export}")
@@ -399,7 +402,27 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 #: ``dispatcher`` commands by name: one function of the settings and the arguments each.
+def _reload(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the communities file, then tell every process (through Redis) to read it."""
+    from dispatcher.communities import load, reload_key
+
+    if not settings.communities_file:
+        raise UsageError("DISPATCHER_COMMUNITIES is not set: there is no file to reload "
+                         "(one community from the SONORAN_* variables; restart to change it)")
+    served = load(settings)  # a wrong file is refused here, before any process sees it
+    generation = int(client_for(settings).incr(reload_key(settings)))
+    if args.json:
+        emit({"communities": served.names, "default": served.default_name,
+              "generation": generation})
+    else:
+        say(f"asked every process to reload {settings.communities_file} (request "
+            f"{generation}): {len(served)} communities ({', '.join(served.names)}); each "
+            "process reads it within a second or two")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "reload": _reload,
     "enqueue": _enqueue, "status": _status, "remove": _remove, "stats": _stats, "dlq": _dlq,
     "simulate-cad": _simulate_cad, "run": _run, "worker": processes.worker,
     "scheduler": processes.scheduler, "bridge": processes.bridge, "web": processes.web,

@@ -81,20 +81,28 @@ def _loop(name: str, settings: Settings, body: Callable[[threading.Event], None]
 def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int:
     """``dispatcher scheduler``: due retries and the backlog back into play (no options)."""
     from dispatcher.broker import Publisher
-    from dispatcher.communities import load
+    from dispatcher.communities import Live, load
     from dispatcher.history import History
     from dispatcher.schedule import TICK_S, Pump
 
-    served = load(settings)
+    load(settings)  # a wrong file stops the start, with its one line
 
     def body(stop: threading.Event) -> None:
         client = client_for(settings)
         publisher = Publisher(settings).bind(client)
-        # One pump per community: its own line, breaker and rate limit (own key prefix).
-        pumps = [Pump(client, c.settings, publisher.sharing(c.settings)) for c in served]
-        histories = [History(client, c.prefix) for c in served]
+        live = Live(settings, client)
+        generation = -1
+        pumps: list[Pump] = []
+        histories: list[History] = []
         while not stop.is_set():
             try:
+                served = live.current()
+                if live.generation != generation:  # started, or the file was reloaded
+                    generation = live.generation
+                    # One pump per community: its own line, breaker and rate limit.
+                    pumps = [Pump(client, c.settings, publisher.sharing(c.settings))
+                             for c in served]
+                    histories = [History(client, c.prefix) for c in served]
                 moved = 0
                 for pump, history in zip(pumps, histories, strict=True):
                     moved += pump.tick().total()

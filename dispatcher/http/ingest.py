@@ -67,6 +67,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -77,7 +78,7 @@ import redis
 from flask import Flask, Response, current_app, request
 
 from dispatcher.call import Call
-from dispatcher.communities import Community
+from dispatcher.communities import Community, Live
 from dispatcher.communities import load as load_communities
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.http import clientaddr, doorrules, prefer
@@ -192,15 +193,23 @@ class Door:
     member: Community | None = None
     #: Every community's door by name (DISPATCHER_COMMUNITIES; one without the file).
     doors: dict[str, Door] = field(default_factory=dict)
+    #: The communities as they change (`dispatcher reload`, the file), the generation
+    #: these doors were made for, and the producer and settings they were made from.
+    live: Live | None = None
+    generation: int = 0
+    origin: Producer | None = None
 
     @classmethod
-    def for_settings(cls, settings: Settings, producer: Producer | None = None) -> Door:
+    def for_settings(cls, settings: Settings, producer: Producer | None = None,
+                     live: Live | None = None) -> Door:
         """The door of the default community (or the first), knowing every community's."""
         # Never a local spool (DISPATCHER_SPOOL_DIR): the door answers 503, clients retry.
         prod = producer or Producer(settings.with_(spool_dir=None), client=connect(
             settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S,
             max_connections=REDIS_CONNECTIONS))
-        served = load_communities(settings)
+        if live is None and settings.communities_file:
+            live = Live(settings, prod.client)
+        served = live.current() if live is not None else load_communities(settings)
         keys = tuple(prod.keys())
         safe = _Redactor(list(keys) or [""])
         rate = (IngestRate(prod.client, settings.ingest_rate, settings.prefix)
@@ -211,8 +220,37 @@ class Door:
             own = c.settings
             key = own.api_key.reveal() if own.api_key else None
             doors[c.name] = cls(own, prod.of(c.name), key, own.community_id, safe, refusals,
-                                rate, Outcomes(prod.client, own.prefix), keys, c, doors)
+                                rate, Outcomes(prod.client, own.prefix), keys, c, doors, live,
+                                live.generation if live is not None else 0, prod)
         return doors[served.default_name or served.names[0]]
+
+    def current(self) -> Door:
+        """This door, or the doors made anew when the communities changed since (their
+        listeners started; the old ones stopped once no request can still wait on them)."""
+        if self.live is None:
+            return self
+        self.live.current()
+        if self.live.generation == self.generation:
+            return self
+        with _RELOAD_LOCK:
+            found: Door = current_app.extensions[EXTENSION]
+            if found.generation == self.live.generation:
+                return found
+            assert found.origin is not None
+            fresh = Door.for_settings(found.origin.settings, found.origin, self.live)
+            for d in fresh.doors.values():
+                d.outcomes.start()
+            current_app.extensions[EXTENSION] = fresh
+            old = [d.outcomes for d in found.doors.values()]
+
+            def stop_old() -> None:
+                for outcomes in old:
+                    outcomes.stop()
+
+            timer = threading.Timer(prefer.MAX_WAIT_S + 5, stop_old)
+            timer.daemon = True
+            timer.start()
+            return fresh
 
     def pick_v1(self, body: dict[str, Any], kind: str) -> Door | Response:
         """The door of the community a v1 body's ``id`` and ``key`` name, or the seed's
@@ -331,9 +369,12 @@ class Door:
 
 
 def door() -> Door:
-    """The `Door` of the app serving this request."""
+    """The `Door` of the app serving this request (made anew after a reload)."""
     found: Door = current_app.extensions[EXTENSION]
-    return found
+    return found.current()
+
+
+_RELOAD_LOCK = threading.Lock()
 
 
 def client_addr() -> str:

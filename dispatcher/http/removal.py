@@ -48,7 +48,10 @@ def _takebacks(d: Door) -> TakeBacks:
     """The take-backs of the community whose door ``d`` is."""
     by_name: dict[str, TakeBacks] = current_app.extensions[EXTENSION]
     name = d.member.name if d.member is not None else "default"
-    return by_name.get(name) or next(iter(by_name.values()))
+    found = by_name.get(name)
+    if found is None or found.keys.prefix != d.settings.prefix:  # added by a reload
+        found = by_name[name] = TakeBacks(d.producer.client, d.settings.prefix)
+    return found
 
 
 def _id_text(value: Any) -> str | None:

@@ -185,3 +185,56 @@ def _up(url: str) -> bool:
         return requests.get(f"{url}/healthz", timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_reload_adds_a_community_and_rotates_a_key_without_a_restart(
+    env: dict[str, str], cads: tuple[CadSimulator, CadSimulator],
+    procs: Callable[..., Proc], tmp_path: Path,
+) -> None:
+    north, south = cads
+    path = Path(env["DISPATCHER_COMMUNITIES"])
+    both = path.read_text()
+    path.write_text(both.split("[communities.south]")[0])  # north only, at first
+    for name in ("worker", "scheduler", "web"):
+        procs([name], env)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    wait_for(lambda: _up(url), 30, message="the web process")
+
+    def v1(community: str, key: str, caller: str) -> requests.Response:
+        body = {"id": community, "key": key, "type": "CALL_911",
+                "data": [{"caller": caller, "location": "L", "description": "D"}]}
+        return requests.post(f"{url}/emergency/call_911", json=body, timeout=10)
+
+    assert v1("south-7", SOUTH_KEY, "Too early").text == "INVALID COMMUNITY ID"
+    assert v1("north-42", NORTH_KEY, "North before").status_code == 200
+
+    # South is added; north's key rotates: the door takes the old key for a while.
+    wait_for(lambda: len(north.calls()) == 1, 30, message="north's first call")
+    new_north = "north-key-NEW-4c2e8a"
+    north.set_credentials(api_key=new_north)  # the CAD now knows only the new key
+    path.write_text(both.replace('key_env = "NORTH_KEY"',
+                                 f'key = "{new_north}"\nprevious_key_env = "NORTH_KEY"\n'
+                                 'previous_key_until = 2099-01-01T00:00:00Z'))
+    done = run_cli(["reload", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["communities"] == ["north", "south"]
+    assert NORTH_KEY not in done.stdout + done.stderr and new_north not in done.stdout
+
+    wait_for(lambda: v1("south-7", SOUTH_KEY, "South after").status_code == 200, 15,
+             message="the door to know south")
+    assert v1("north-42", NORTH_KEY, "North old key").status_code == 200
+    assert v1("north-42", new_north, "North new key").status_code == 200
+    wait_for(lambda: len(south.calls()) == 1, 30, message="south's call")
+    wait_for(lambda: len(north.calls()) == 3, 30, message="north's three calls")
+    # Every north call after the reload went with the new key (the CAD refuses the old).
+    assert sorted(c["call"]["caller"] for c in north.calls()) == [
+        "North before", "North new key", "North old key"]
+
+
+def test_reload_refuses_a_wrong_file_and_without_one(env: dict[str, str]) -> None:
+    path = Path(env["DISPATCHER_COMMUNITIES"])
+    path.write_text(path.read_text() + "\n[communities.bad]\nid = 1\n")
+    wrong = run_cli(["reload"], env)
+    assert wrong.returncode == 2 and "[communities.bad]: id must be non-empty text" in wrong.stderr
+    none = run_cli(["reload"], {k: v for k, v in env.items() if k != "DISPATCHER_COMMUNITIES"})
+    assert none.returncode == 2 and "DISPATCHER_COMMUNITIES is not set" in none.stderr
