@@ -107,47 +107,62 @@ _COUNTERS = (
 
 
 class DispatcherCollector(Collector):
-    """Collects queue depths, ages, counters, latency, breaker and workers at each scrape."""
+    """Collects queue depths, ages, counters, latency, breaker and workers at each scrape.
 
-    def __init__(self, client: redis.Redis, prefix: str = "dispatcher") -> None:
+    With several communities (``communities``: name -> key prefix) every series of a
+    community carries a ``community`` label; with one, the series have no such label,
+    as before.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
+                 communities: dict[str, str] | None = None) -> None:
         self.client = client
-        self.records = Records(client, prefix)
-        self.telemetry = Telemetry(client, prefix)
+        self.communities = communities if communities and len(communities) > 1 else None
+        prefixes = self.communities or {"": prefix}
+        self.sources = [(name, Records(client, p), Telemetry(client, p))
+                        for name, p in prefixes.items()]
+        self.records = self.sources[0][1]
         self.heartbeats = Heartbeats(client, prefix)
 
     def collect(self) -> Iterator[Metric]:
         # A RedisError propagates: /metrics answers 503 and Prometheus records up == 0.
-        stats = self.records.stats()
-        counters = self._counters()
-        latency = self.telemetry.latency()
+        extra = ["community"] if self.communities else []
+        each = [([name] if extra else [], records.stats(), self._counters(records),
+                 telemetry.latency()) for name, records, telemetry in self.sources]
         alive = len(self.heartbeats.alive())
         memory = redis_memory(self.client)
-        yield from _gauges(stats, alive)
+        yield from _gauges([(who, stats) for who, stats, _, _ in each], extra)
+        yield GaugeMetricFamily("dispatcher_workers_alive", "Workers whose heartbeat is recent",
+                                value=alive)
         if memory is not None:
             yield GaugeMetricFamily("dispatcher_redis_memory_used_bytes",
                                     "Memory Redis uses (INFO used_memory)", value=memory[0])
             yield GaugeMetricFamily("dispatcher_redis_memory_max_bytes",
                                     "Redis maxmemory; 0 means no limit", value=memory[1])
         for name, field, help_text in _COUNTERS:
-            yield CounterMetricFamily(name, help_text, value=counters.get(field, 0))
+            family = CounterMetricFamily(name, help_text, labels=extra)
+            for who, _, counters, _ in each:
+                family.add_metric(who, counters.get(field, 0))
+            yield family
         dead = CounterMetricFamily("dispatcher_calls_dead_lettered",
                                    "Calls that became dead letters, by reason",
-                                   labels=["reason"])
-        by_reason: dict[str, int] = {r: 0 for r in KNOWN_REASONS}
-        by_reason.update({k[5:]: v for k, v in counters.items() if k.startswith("dead:")})
-        for reason, value in sorted(by_reason.items()):
-            dead.add_metric([reason], value)
-        yield dead
+                                   labels=[*extra, "reason"])
         verified = CounterMetricFamily(
             "dispatcher_verified", "Verifying calls settled by a read-back: found in the "
-            "CAD's list (delivered, not re-sent) or not (sent again)", labels=["found"])
-        verified.add_metric(["true"], counters.get("verified_found", 0))
-        verified.add_metric(["false"], counters.get("verified_missing", 0))
+            "CAD's list (delivered, not re-sent) or not (sent again)", labels=[*extra, "found"])
+        for who, _, counters, _ in each:
+            by_reason: dict[str, int] = {r: 0 for r in KNOWN_REASONS}
+            by_reason.update({k[5:]: v for k, v in counters.items() if k.startswith("dead:")})
+            for reason, value in sorted(by_reason.items()):
+                dead.add_metric([*who, reason], value)
+            verified.add_metric([*who, "true"], counters.get("verified_found", 0))
+            verified.add_metric([*who, "false"], counters.get("verified_missing", 0))
+        yield dead
         yield verified
-        yield latency_histogram(latency)
+        yield latency_histogram([(who, latency) for who, _, _, latency in each], extra)
 
-    def _counters(self) -> dict[str, int]:
-        raw: dict[Any, Any] = self.client.hgetall(self.records.keys.counters)
+    def _counters(self, records: Records) -> dict[str, int]:
+        raw: dict[Any, Any] = self.client.hgetall(records.keys.counters)
         out = {}
         for key, value in raw.items():
             try:
@@ -157,36 +172,52 @@ class DispatcherCollector(Collector):
         return out
 
 
-def _gauges(s: dict[str, Any], alive: int) -> Iterator[Metric]:
-    for name, help_text, value in (
-        ("dispatcher_queued_calls", "Calls waiting to be sent", s["queued"]),
-        ("dispatcher_scheduled_calls", "Calls waiting to retry", s["scheduled"]),
-        ("dispatcher_in_flight_calls", "Calls being sent to the CAD now", s["in_flight"]),
+def _gauges(each: list[tuple[list[str], dict[str, Any]]], extra: list[str]
+            ) -> Iterator[Metric]:
+    rows = (
+        ("dispatcher_queued_calls", "Calls waiting to be sent", lambda s: s["queued"]),
+        ("dispatcher_scheduled_calls", "Calls waiting to retry", lambda s: s["scheduled"]),
+        ("dispatcher_in_flight_calls", "Calls being sent to the CAD now",
+         lambda s: s["in_flight"]),
         ("dispatcher_verifying_calls", "Calls whose send's outcome is unknown, waiting for "
-         "the CAD's list to be read back", s["verifying"]),
+         "the CAD's list to be read back", lambda s: s["verifying"]),
         ("dispatcher_readback_available", "1 while the CAD's list of calls can be read "
          "(unknown outcomes are then checked before a re-send)",
-         1 if s["readback"] == "available" else 0),
-        ("dispatcher_dead_letters", "Dead letters waiting for an operator", s["dead"]),
+         lambda s: 1 if s["readback"] == "available" else 0),
+        ("dispatcher_dead_letters", "Dead letters waiting for an operator", lambda s: s["dead"]),
         ("dispatcher_oldest_call_age_seconds",
-         "Age of the oldest undelivered call (0 when none waits)", s["oldest_age_s"] or 0.0),
+         "Age of the oldest undelivered call (0 when none waits)",
+         lambda s: s["oldest_age_s"] or 0.0),
         ("dispatcher_rate_limit_pause_remaining_seconds",
-         "Time left of the current 429 pause (0 when none)", s["rate_limit_pause_s"]),
-        ("dispatcher_workers_alive", "Workers whose heartbeat is recent", alive),
-    ):
-        yield GaugeMetricFamily(name, help_text, value=value)
+         "Time left of the current 429 pause (0 when none)", lambda s: s["rate_limit_pause_s"]),
+    )
+    for name, help_text, pick in rows:
+        family = GaugeMetricFamily(name, help_text, labels=extra)
+        for who, stats in each:
+            family.add_metric(who, pick(stats))
+        yield family
     circuit = GaugeMetricFamily("dispatcher_circuit_state",
                                 "CAD circuit breaker: 1 for the current state",
-                                labels=["state"])
-    for state in CIRCUIT_STATES:
-        circuit.add_metric([state], 1 if s["circuit"] == state else 0)
+                                labels=[*extra, "state"])
+    for who, stats in each:
+        for state in CIRCUIT_STATES:
+            circuit.add_metric([*who, state], 1 if stats["circuit"] == state else 0)
     yield circuit
 
 
-def latency_histogram(latency: dict[str, dict[str, float]]) -> HistogramMetricFamily:
+def latency_histogram(each: list[tuple[list[str], dict[str, dict[str, float]]]],
+                      extra: list[str]) -> HistogramMetricFamily:
     """Telemetry's per-bucket (non-cumulative) counts as a cumulative Prometheus histogram."""
     family = HistogramMetricFamily("dispatcher_cad_request_duration_seconds",
-                                   "Duration of CAD requests, by outcome", labels=["outcome"])
+                                   "Duration of CAD requests, by outcome",
+                                   labels=[*extra, "outcome"])
+    for who, latency in each:
+        _observations(family, who, latency)
+    return family
+
+
+def _observations(family: HistogramMetricFamily, who: list[str],
+                  latency: dict[str, dict[str, float]]) -> None:
     for outcome in sorted(set(OUTCOMES) | set(latency)):
         fields = latency.get(outcome, {})
         buckets = []
@@ -198,8 +229,7 @@ def latency_histogram(latency: dict[str, dict[str, float]]) -> HistogramMetricFa
         # The count is written by the same atomic script as the bucket (lua/_observe.lua),
         # so the two agree; +Inf is the buckets' own total either way.
         buckets.append(("+Inf", running))
-        family.add_metric([outcome], buckets, sum_value=fields.get("sum", 0.0))
-    return family
+        family.add_metric([*who, outcome], buckets, sum_value=fields.get("sum", 0.0))
 
 
 def redis_memory(client: redis.Redis) -> tuple[int, int] | None:
@@ -211,8 +241,9 @@ def redis_memory(client: redis.Redis) -> tuple[int, int] | None:
     return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
 
-def registry_for(client: redis.Redis, prefix: str = "dispatcher") -> CollectorRegistry:
+def registry_for(client: redis.Redis, prefix: str = "dispatcher",
+                 communities: dict[str, str] | None = None) -> CollectorRegistry:
     """A registry holding only our collector (no process or platform metrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DispatcherCollector(client, prefix))
+    registry.register(DispatcherCollector(client, prefix, communities))
     return registry

@@ -47,10 +47,14 @@ class Ops:
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Ops:
+        from dispatcher.communities import load
+
         prefix = settings.prefix
+        # /metrics: every community, labelled, when there are several (read at start).
+        every = {c.name: c.prefix for c in load(settings)}
         return cls(settings, client, Records(client, prefix), DeadLetters(client, prefix),
                    Heartbeats(client, prefix), History(client, prefix),
-                   registry_for(client, prefix),
+                   registry_for(client, prefix, every),
                    OperatorAuth(settings.ops_token, client, prefix),
                    LoginThrottle(client, prefix), RefusalLog(log), _Kick(settings, client))
 

@@ -119,11 +119,13 @@ def test_one_communitys_cad_down_never_holds_the_others_calls(
     assert each["south"]["delivered"] == 0
     assert each["south"]["queued"] + each["south"]["scheduled"] + each["south"]["in_flight"] == 3
     assert stats["delivered"] == 4  # summed
-    # The page's probes see the workers; /metrics shows the default community (north).
+    # The page's probes see the workers; /metrics labels every series by community.
     health = requests.get(f"{url}/healthz", timeout=5).json()
     assert health["workers"]["alive"] == 1
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert "dispatcher_calls_delivered_total 4.0" in metrics
+    assert 'dispatcher_calls_delivered_total{community="north"} 4.0' in metrics
+    assert 'dispatcher_calls_delivered_total{community="south"} 0.0' in metrics
+    assert 'dispatcher_circuit_state{community="north",state="closed"} 1.0' in metrics
     status = run_cli(["status", producer_id, "--json"], env)
     assert json.loads(status.stdout)["status"] == "delivered"
 

@@ -36,7 +36,7 @@ def test_latency_buckets_become_a_cumulative_histogram() -> None:
     telemetry = Telemetry(client)
     for seconds in (0.001, 0.02, 0.02, 0.3, 99.0):
         telemetry.observe_latency(seconds, "delivered")
-    family = latency_histogram(telemetry.latency())
+    family = latency_histogram([([], telemetry.latency())], [])
     delivered = {s.labels["le"]: s.value for s in family.samples
                  if s.name.endswith("_bucket") and s.labels["outcome"] == "delivered"}
     assert list(delivered) == ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0",
