@@ -15,6 +15,7 @@ import redis
 from dispatcher.cli.console import CliError, UsageError, client_for, emit, say
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.display import json_text
+from dispatcher.records import CallRecord
 from dispatcher.settings import Settings
 
 
@@ -41,11 +42,20 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return command(Dlq(settings, client, dead, args, flt))
 
 
+def _json(dlq: Dlq, record: CallRecord) -> dict[str, Any]:
+    """A dead letter as JSON; with several communities (DISPATCHER_COMMUNITIES) it names
+    its community."""
+    data = record.to_json(dlq.settings.server_id)
+    if dlq.settings.communities_file:
+        data["community"] = dlq.settings.community
+    return data
+
+
 def list_letters(dlq: Dlq) -> int:
     """``dlq list``: a table (or a JSON array) of the matching dead letters."""
     letters = dlq.dead.list(dlq.flt, dlq.args.limit)
     if dlq.args.json:
-        emit([r.to_json(dlq.settings.server_id) for r in letters])
+        emit([_json(dlq, r) for r in letters])
         return 0
     summary = dlq.dead.invalid_summary()
     if not letters:
@@ -67,7 +77,7 @@ def show(dlq: Dlq) -> int:
     record = dlq.dead.get(args.id)
     if record is None:
         raise CliError(f"no dead letter with id {args.id!r}")
-    data = record.to_json(dlq.settings.server_id)
+    data = _json(dlq, record)
     raw = dlq.dead.raw(args.id)
     if raw is not None:
         data["raw"] = raw
@@ -85,7 +95,7 @@ def show(dlq: Dlq) -> int:
 def export(dlq: Dlq) -> int:
     """``dlq export``: the matching dead letters as JSON lines."""
     for record in dlq.dead.iter(dlq.flt):
-        print(json_text(record.to_json(dlq.settings.server_id)))
+        print(json_text(_json(dlq, record)))
     return 0
 
 

@@ -171,6 +171,7 @@ def test_an_unknown_community_from_the_inbox_is_kept_as_an_invalid_dead_letter(
     dead = run_cli(["dlq", "list", "--json"], env)
     letters = json.loads(dead.stdout)
     assert [d["reason"] for d in letters] == ["invalid"], dead.stdout
+    assert letters[0]["community"] == "north"  # the default community's dead letters
     assert "unknown community 'east'" in json.dumps(letters[0])
     assert north.prefix == "dispatcher@north"
 
