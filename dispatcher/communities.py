@@ -390,6 +390,15 @@ class Live:
                     self._check()
         return self._communities
 
+    def refresh(self) -> Communities:
+        """The communities after looking at the file and the counter now (a message
+        naming a community this process does not know yet: a reload it has not seen)."""
+        if self.settings.communities_file:
+            with self._lock:
+                self._next = self.clock() + self.check_every_s
+                self._check()
+        return self._communities
+
     def _check(self) -> None:
         import logging
 

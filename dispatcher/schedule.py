@@ -144,6 +144,24 @@ class Pump:
         return total
 
 
+#: Every community's pump ticks at least this often, calls waiting or not (a community
+#: with none waiting has nothing to move; this only bounds what a missed sign could cost).
+FULL_SWEEP_S = 5.0
+
+
+def busy(client: redis.Redis, pumps: list[Pump]) -> list[bool]:
+    """Which pumps' communities have calls in play (held, queued, scheduled, in flight or
+    verifying): one EXISTS each, in one round trip, so a tick's work grows with the
+    communities that have calls waiting, not with all of them."""
+    if len(pumps) == 1:
+        return [True]
+    pipe = client.pipeline(transaction=False)
+    for pump in pumps:
+        k = pump.keys
+        pipe.exists(k.held, k.queued, k.scheduled, k.inflight, k.verifying)
+    return [int(n) > 0 for n in pipe.execute()]
+
+
 def release_now(settings: Settings, client: redis.Redis) -> TickReport:
     """One `Pump.tick` at once, with a publisher of its own (closed after), so calls just
     put back in line (a dead-letter replay) get a message now rather than at the

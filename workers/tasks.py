@@ -51,6 +51,11 @@ def _serve(community: str) -> tuple[Deliverer, Verifier]:
             _generation = _live.generation
         served = _served.get(community)
         if served is None:
+            if community and community not in served_now.by_name:
+                served_now = _live.refresh()  # added by a reload this process has not seen
+                if _live.generation != _generation:
+                    _served.clear()
+                    _generation = _live.generation
             one = served_now.get(community or None).settings
             client = _live.client
             cad = CadClient(one)

@@ -9,6 +9,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,7 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
     from dispatcher.broker import Publisher
     from dispatcher.communities import Live, load
     from dispatcher.history import History
-    from dispatcher.schedule import TICK_S, Pump
+    from dispatcher.schedule import FULL_SWEEP_S, TICK_S, Pump, busy
 
     load(settings)  # a wrong file stops the start, with its one line
 
@@ -92,6 +93,7 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
         publisher = Publisher(settings).bind(client)
         live = Live(settings, client)
         generation = -1
+        next_sweep = 0.0
         pumps: list[Pump] = []
         histories: list[History] = []
         while not stop.is_set():
@@ -104,8 +106,13 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
                              for c in served]
                     histories = [History(client, c.prefix) for c in served]
                 moved = 0
-                for pump, history in zip(pumps, histories, strict=True):
-                    moved += pump.tick().total()
+                sweep = time.monotonic() >= next_sweep
+                if sweep:
+                    next_sweep = time.monotonic() + FULL_SWEEP_S
+                waiting = [True] * len(pumps) if sweep else busy(client, pumps)
+                for pump, history, has_calls in zip(pumps, histories, waiting, strict=True):
+                    if has_calls:
+                        moved += pump.tick().total()
                     history.tick()  # one sample per 10 s for the operations page's chart
             except redis.RedisError as exc:
                 # Down, or refusing writes (OOM under noeviction, READONLY): every step is

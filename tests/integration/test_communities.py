@@ -10,6 +10,7 @@ stay visible per community.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from dispatcher.communities import load
+from dispatcher.communities import RELOAD_CHECK_S, load
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
@@ -225,6 +226,9 @@ def test_reload_adds_a_community_and_rotates_a_key_without_a_restart(
 
     wait_for(lambda: v1("south-7", SOUTH_KEY, "South after").status_code == 200, 15,
              message="the door to know south")
+    # Each process reads the file within RELOAD_CHECK_S of its next piece of work; a send
+    # in that second would still go with the old key, which this CAD no longer takes.
+    time.sleep(RELOAD_CHECK_S + 0.5)
     assert v1("north-42", NORTH_KEY, "North old key").status_code == 200
     assert v1("north-42", new_north, "North new key").status_code == 200
     wait_for(lambda: len(south.calls()) == 1, 30, message="south's call")
