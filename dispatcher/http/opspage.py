@@ -51,7 +51,7 @@ __all__ = ["SESSION_COOKIE", "OperatorAuth", "View", "ops_blueprint", "same_orig
 #: Dead letters listed on the page (the count of all matching ones is shown too).
 PAGE_LIMIT = 100
 #: Query parameters the page keeps across an action (filters and the looked-up call).
-VIEW_PARAMS = ("reason", "since", "search", "call", "refresh")
+VIEW_PARAMS = ("reason", "since", "search", "call", "refresh", "community")
 
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
@@ -162,6 +162,7 @@ def page() -> Response | Any:
         chart=graph, csrf=csrf, writable=o.auth.enabled, limit=PAGE_LIMIT,
         back=query()[2:], query=query, notice=_notice(request.args),
         refresh=request.args.get("refresh") == "on", when=_when, now=now,
+        communities=list(o.others), community=o.settings.community,
         memory_pct=memory[0] * 100 // memory[1] if memory and memory[1] else None))
 
 

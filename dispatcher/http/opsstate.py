@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl
 
 import redis
-from flask import Response, current_app, render_template
+from flask import Response, current_app, render_template, request
 from prometheus_client import CollectorRegistry
 
 from dispatcher.deadletters import DeadLetters
@@ -44,25 +45,47 @@ class Ops:
     throttle: LoginThrottle
     refusals: RefusalLog
     kick: _Kick
+    #: Every community's settings by name, when there are several (the page's filter).
+    others: dict[str, Settings] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, client: redis.Redis) -> Ops:
         from dispatcher.communities import load
 
         prefix = settings.prefix
+        served = load(settings)
         # /metrics: every community, labelled, when there are several (read at start).
-        every = {c.name: c.prefix for c in load(settings)}
+        every = {c.name: c.prefix for c in served}
+        others = {c.name: c.settings for c in served} if len(served) > 1 else {}
         return cls(settings, client, Records(client, prefix), DeadLetters(client, prefix),
                    Heartbeats(client, prefix), History(client, prefix),
                    registry_for(client, prefix, every),
                    OperatorAuth(settings.ops_token, client, prefix),
-                   LoginThrottle(client, prefix), RefusalLog(log), _Kick(settings, client))
+                   LoginThrottle(client, prefix), RefusalLog(log), _Kick(settings, client),
+                   others)
+
+    def of(self, name: str) -> Ops:
+        """The same page for community ``name`` (its figures, dead letters and chart;
+        the login, throttle and metrics stay the deployment's)."""
+        own = self.others.get(name)
+        if own is None or own.prefix == self.settings.prefix:
+            return self
+        p = own.prefix
+        return replace(self, settings=own, records=Records(self.client, p),
+                       dead=DeadLetters(self.client, p), history=History(self.client, p),
+                       kick=_Kick(own, self.client))
 
 
 def ops() -> Ops:
-    """The `Ops` of the app serving this request."""
+    """The `Ops` of the app serving this request, for the community it names (the query's
+    ``community``, or the one in a form's ``back`` view) when there are several."""
     found: Ops = current_app.extensions[EXTENSION]
-    return found
+    if not found.others:
+        return found
+    name = request.args.get("community") or dict(
+        parse_qsl(request.form.get("back", "") if request.method == "POST" else "")
+    ).get("community")
+    return found.of(name) if name else found
 
 
 class _Kick:

@@ -127,6 +127,11 @@ def test_one_communitys_cad_down_never_holds_the_others_calls(
     assert 'dispatcher_calls_delivered_total{community="north"} 4.0' in metrics
     assert 'dispatcher_calls_delivered_total{community="south"} 0.0' in metrics
     assert 'dispatcher_circuit_state{community="north",state="closed"} 1.0' in metrics
+    # The page: the default community, and any other by the filter.
+    assert '<b id="delivered">4</b>' in requests.get(f"{url}/", timeout=5).text
+    south_page = requests.get(f"{url}/?community=south", timeout=5).text
+    assert '<b id="delivered">0</b>' in south_page
+    assert '<b aria-current="page">south</b>' in south_page
     status = run_cli(["status", producer_id, "--json"], env)
     assert json.loads(status.stdout)["status"] == "delivered"
 
