@@ -209,6 +209,8 @@ _SAMPLES = {
     "DISPATCHER_MAX_INVALID": "50",
     "DISPATCHER_NOTIFY_URL": "https://discord.example/api/webhooks/1/abc",
     "DISPATCHER_REDIS_CA_FILE": "/etc/ssl/redis-ca.pem",
+    "DISPATCHER_REDIS_SENTINEL_MASTER": "dispatch-primary",
+    "DISPATCHER_REDIS_WAIT": "1",
 }
 
 

@@ -1,0 +1,148 @@
+"""A real Redis Sentinel deployment on loopback: a master, replicas and three sentinels.
+
+Every process is a ``redis-server`` of the test's own (sentinels run the same binary with
+``--sentinel``), on free ports, so a test may SIGKILL the master or SIGSTOP a replica.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from dispatcher.cli.embedded import free_port
+from tests.conftest import RedisServer, redis_server_binary
+
+MASTER_NAME = "mymaster"
+#: A master silent this long is subjectively down (Redis's default is 30 s).
+DOWN_AFTER_MS = 1000
+#: Bounds a failover's steps (and how soon a failed one is tried again).
+FAILOVER_TIMEOUT_MS = 3000
+
+
+class Sentinel:
+    """One ``redis-server --sentinel`` process with its own config file."""
+
+    def __init__(self, master_port: int, quorum: int) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="dispatcher-sentinel-")
+        self.conf = Path(self.dir) / "sentinel.conf"
+        self.conf.write_text("\n".join([
+            f"port {self.port}", "bind 127.0.0.1", f"dir {self.dir}",
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
+            f"sentinel parallel-syncs {MASTER_NAME} 2", ""]))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sentinel:
+        self.proc = subprocess.Popen([redis_server_binary(), str(self.conf), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+
+    def master(self) -> tuple[str, int] | None:
+        """The master this sentinel names now (None: it cannot be asked)."""
+        try:
+            host, port = self.client().sentinel_get_master_addr_by_name(MASTER_NAME)
+        except (redis.RedisError, TypeError):
+            return None
+        return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelCluster:
+    """A master, ``replicas`` replicas and three sentinels (quorum 2)."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.master = RedisServer(appendonly=True, fsync="everysec")
+        self.replicas = [RedisServer(appendonly=True, fsync="everysec") for _ in range(replicas)]
+        for server in self.servers:  # any of them may become the master
+            server.args += ["--repl-diskless-sync-delay", "0"]
+        for replica in self.replicas:
+            replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.sentinels = [Sentinel(self.master.port, quorum=2) for _ in range(3)]
+
+    def url(self, db: int = 0, password: str = "") -> str:
+        auth = f":{password}@" if password else ""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"sentinel://{auth}{hosts}/{db}"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def start(self, timeout: float = 20) -> SentinelCluster:
+        for server in self.servers:
+            server.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if (self._synced() and all(s.master() == ("127.0.0.1", self.master.port)
+                                       for s in self.sentinels) and self._sentinels_see_all()):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the sentinel deployment did not come up")
+
+    def _synced(self) -> bool:
+        try:
+            info = redis.Redis(port=self.master.port).info("replication")
+        except redis.RedisError:
+            return False
+        online = [v for k, v in info.items()
+                  if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"]
+        return len(online) == len(self.replicas)
+
+    def _sentinels_see_all(self) -> bool:
+        """Each sentinel knows the replicas and the other two sentinels (so it can vote)."""
+        for s in self.sentinels:
+            try:
+                state = s.client().sentinel_master(MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if (int(state.get("num-slaves", 0)) < len(self.replicas)
+                    or int(state.get("num-other-sentinels", 0)) < 2):
+                return False
+        return True
+
+    def current_master(self) -> int | None:
+        """The master's port as a majority of sentinels names it."""
+        votes: dict[int, int] = {}
+        for s in self.sentinels:
+            found = s.master()
+            if found:
+                votes[found[1]] = votes.get(found[1], 0) + 1
+        best = max(votes.items(), key=lambda kv: kv[1], default=None)
+        return best[0] if best and best[1] >= 2 else None
+
+    def pause_replicas(self) -> None:
+        """SIGSTOP every replica: replication stalls, as behind a slow link."""
+        for replica in self.replicas:
+            assert replica.proc is not None
+            os.kill(replica.proc.pid, signal.SIGSTOP)
+
+    def resume_replicas(self) -> None:
+        for replica in self.replicas:
+            if replica.proc is not None and replica.proc.poll() is None:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume_replicas()
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for server in self.servers:
+            server.stop()
