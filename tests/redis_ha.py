@@ -1,14 +1,12 @@
 """A real Redis Sentinel deployment on loopback: a master, replicas and three sentinels.
 
 Every process is a ``redis-server`` of the test's own (sentinels run the same binary with
-``--sentinel``), on free ports, so a test may SIGKILL the master or SIGSTOP a replica.
+``--sentinel``), on free ports, so a test may SIGKILL the master or cut replication.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,8 +20,9 @@ from tests.conftest import RedisServer, redis_server_binary
 MASTER_NAME = "mymaster"
 #: A master silent this long is subjectively down (Redis's default is 30 s).
 DOWN_AFTER_MS = 1000
-#: Bounds a failover's steps (and how soon a failed one is tried again).
-FAILOVER_TIMEOUT_MS = 3000
+#: Bounds a failover's steps (and how soon a failed one is tried again); also how long
+#: the sentinels leave a replica following the wrong master alone (`cut_replication`).
+FAILOVER_TIMEOUT_MS = 10000
 
 
 class Sentinel:
@@ -129,19 +128,19 @@ class SentinelCluster:
         best = max(votes.items(), key=lambda kv: kv[1], default=None)
         return best[0] if best and best[1] >= 2 else None
 
-    def pause_replicas(self) -> None:
-        """SIGSTOP every replica: replication stalls, as behind a slow link."""
-        for replica in self.replicas:
-            assert replica.proc is not None
-            os.kill(replica.proc.pid, signal.SIGSTOP)
+    def cut_replication(self) -> None:
+        """The replicas lose their link to the master, as in a network partition.
 
-    def resume_replicas(self) -> None:
+        Each is pointed at a port nobody listens on: it keeps its data set and receives
+        nothing more. (SIGSTOP would not do: the kernel keeps buffering the replication
+        stream, and the replica reads it all when it runs again.) The sentinels leave such
+        a replica alone for ``FAILOVER_TIMEOUT_MS``, and reconfigure it in a failover.
+        """
+        nowhere = free_port()
         for replica in self.replicas:
-            if replica.proc is not None and replica.proc.poll() is None:
-                os.kill(replica.proc.pid, signal.SIGCONT)
+            redis.Redis(port=replica.port).replicaof("127.0.0.1", nowhere)
 
     def stop(self) -> None:
-        self.resume_replicas()
         for sentinel in self.sentinels:
             sentinel.stop()
         for server in self.servers:
