@@ -21,7 +21,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import redis
-from redis.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from dispatcher.errors import ConfigError
 
@@ -29,7 +31,7 @@ SCHEME = "sentinel://"
 #: Port of a sentinel named without one (Redis Sentinel's own default).
 DEFAULT_SENTINEL_PORT = 26379
 #: What a sentinel URL looks like, for the errors that refuse one.
-SHAPE = "sentinel://[:password@]host:port,host:port,.../DB"
+SHAPE = "sentinel://host:port,host:port,.../DB, a ':password@' before the first host"
 
 
 def is_sentinel(url: str) -> bool:
@@ -75,9 +77,12 @@ class SentinelUrl:
 
     def client(self, master: str, **options: Any) -> redis.Redis:
         """A client of the current master of ``master``; no connection is opened here."""
-        sentinel_options = {k: v for k, v in options.items()
-                            if k in ("socket_connect_timeout", "socket_timeout")}
-        manager = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options)
+        sentinel_options: dict[str, Any] = {
+            k: v for k, v in options.items() if k in ("socket_connect_timeout", "socket_timeout")}
+        # One try per sentinel: the next sentinel is the retry (redis-py's default of 3
+        # tries with backoff made one dead sentinel cost ~3.5 s before the next was asked).
+        sentinel_options["retry"] = Retry(NoBackoff(), 0)
+        manager = _Sentinels(list(self.sentinels), sentinel_kwargs=sentinel_options)
         server = dict(options, db=self.db)
         if self.username:
             server["username"] = self.username
@@ -100,6 +105,24 @@ class SentinelUrl:
             found["username"] = self.username
         if self.password:
             found["password"] = self.password
+        return found
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, whose "no master" error is one short line (theirs holds the
+    repr of every sentinel client)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            found: tuple[str, int] = super().discover_master(service_name)
+        except MasterNotFoundError:
+            where = ", ".join(
+                "{host}:{port}".format_map(s.connection_pool.connection_kwargs)
+                for s in self.sentinels)
+            raise MasterNotFoundError(
+                f"no master {service_name!r} is up according to the sentinels at {where} "
+                "(sentinels unreachable, another master name, or a failover in progress)"
+            ) from None
         return found
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kombu import Connection
 from redis.sentinel import SentinelConnectionPool
@@ -132,3 +134,21 @@ def test_the_password_is_redacted_everywhere_it_could_show() -> None:
     kombu_url = kombu_broker(settings)[0]
     assert ENCODED not in redact.redact_url(kombu_url)
     assert check_url(settings.redis_url) == {"db": 0, "password": PASSWORD}
+
+
+def test_no_master_is_one_short_line_naming_the_sentinels() -> None:
+    from dispatcher.cli.embedded import free_port
+    from dispatcher.redisconn import UNREACHABLE
+
+    port = free_port()  # nobody listens there
+    client = connect(_settings(f"sentinel://:{ENCODED}@127.0.0.1:{port},127.0.0.1:{port}/0"))
+    started = time.monotonic()
+    with pytest.raises(UNREACHABLE) as caught:
+        client.ping()
+    assert str(caught.value) == (
+        f"no master 'mymaster' is up according to the sentinels at 127.0.0.1:{port}, "
+        f"127.0.0.1:{port} (sentinels unreachable, another master name, or a failover in "
+        "progress)")
+    # One try per sentinel, no backoff: the caller's bounded wait decides how long.
+    assert time.monotonic() - started < 1.0
+    client.close()
