@@ -68,3 +68,16 @@ class ReplicaWait:
             f"the queue (Redis) could not confirm the write on {self.replicas} replica(s) "
             f"within {self.timeout_ms} ms ({count} confirmed, DISPATCHER_REDIS_WAIT): the "
             "call may still be queued; retry with the same idempotency key")
+
+
+def shortfall(client: redis.Redis, replicas: int) -> str | None:
+    """A warning when the master has fewer connected replicas than WAIT needs, else None."""
+    if replicas <= 0:
+        return None
+    info = client.info("replication")
+    connected = int(info.get("connected_slaves", 0))
+    if connected >= replicas:
+        return None
+    return (f"DISPATCHER_REDIS_WAIT={replicas} but the Redis master has {connected} "
+            "connected replica(s): no call is acknowledged or sent until enough replicas "
+            "connect (producers get QueueUnavailable, the door 503)")

@@ -37,7 +37,7 @@ class Sentinel:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}",
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {MASTER_NAME} 2", ""]))
+            f"sentinel parallel-syncs {MASTER_NAME} 2", "logfile sentinel.log", ""]))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sentinel:
@@ -55,6 +55,10 @@ class Sentinel:
         except (redis.RedisError, TypeError):
             return None
         return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+
+    def log(self) -> str:
+        path = Path(self.dir) / "sentinel.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -127,6 +131,10 @@ class SentinelCluster:
                 votes[found[1]] = votes.get(found[1], 0) + 1
         best = max(votes.items(), key=lambda kv: kv[1], default=None)
         return best[0] if best and best[1] >= 2 else None
+
+    def failovers(self) -> int:
+        """Failovers so far (the most ``+switch-master`` lines any sentinel logged)."""
+        return max(s.log().count("+switch-master") for s in self.sentinels)
 
     def cut_replication(self) -> None:
         """The replicas lose their link to the master, as in a network partition.

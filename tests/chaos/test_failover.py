@@ -168,6 +168,7 @@ def test_sigkill_the_master_mid_stream(
         wait_for(lambda: pending(cluster) == 0, 90, 0.5, "the backlog to drain")
         time.sleep(1.0)
         got = Counter(c["call"]["caller"] for c in sim.calls())
+        failovers = cluster.failovers()
     finally:
         stream.stop.set()
         producer.close()
@@ -176,17 +177,21 @@ def test_sigkill_the_master_mid_stream(
     report(f"failover_wait{wait}", acknowledged=len(acked), acknowledged_after=len(after),
            delivered=sum(got.values()), lost=len(lost), duplicates=duplicates,
            refused=dict(stream.refused), promoted_s=round(promoted_s, 2),
-           first_ack_after_kill_s=round(first_ack_s, 2))
+           first_ack_after_kill_s=round(first_ack_s, 2), failovers=failovers)
     # The processes followed the failover by themselves: nobody restarted them, and
     # calls acknowledged after it were delivered.
     assert worker.alive() and scheduler.alive() and web.proc.alive()
     assert "Unrecoverable error" not in worker.output()
-    assert after and all(got[c] >= 1 for c in after), "calls after the failover"
+    assert any(got[c] for c in after), "no call acknowledged after the failover was delivered"
     assert requests.get(web.url + "/healthz", timeout=5).status_code == 200
     if wait:
         assert lost == [], f"{len(lost)} acknowledged calls lost: {lost[:10]}"
         assert duplicates == 0, [c for c, n in got.items() if n > 1][:10]
     else:
         # Without WAIT the master acknowledged calls no replica had: the run above sees
-        # them lost (or, a delivery record lost, sent twice).
+        # them lost (or, a delivery record lost, sent twice). On a loaded machine a 1 s
+        # down-after may also fail the new master over again at once (``failovers`` 2),
+        # and the master it leaves keeps taking writes until the sentinels demote it:
+        # then calls acknowledged after the first failover are lost too. With WAIT=1 that
+        # master has no replica left, so it acknowledges nothing.
         assert lost or duplicates, "the partition should have cost acknowledged calls"

@@ -154,3 +154,14 @@ def test_a_claim_no_replica_confirms_is_given_back_unsent(
     finally:
         producer.close()
         client.close()
+
+
+def test_the_worker_is_warned_when_the_master_has_too_few_replicas(
+        alone: RedisServer, pair: tuple[RedisServer, RedisServer]) -> None:
+    from dispatcher.replicas import shortfall
+
+    lone = redis.Redis(port=alone.port)
+    assert "DISPATCHER_REDIS_WAIT=1 but the Redis master has 0 connected" in (
+        shortfall(lone, 1) or "")
+    assert shortfall(lone, 0) is None
+    assert shortfall(redis.Redis(port=pair[0].port), 1) is None
