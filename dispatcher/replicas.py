@@ -25,6 +25,7 @@ call and answers its id); without a key, a retry may queue the call twice.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import redis
@@ -57,7 +58,10 @@ class ReplicaWait:
         pipe.publish(self.channel, b"")
         pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
         replies = list(pipe.execute())
-        return replies[:-2], int(replies[-1])
+        count = int(replies[-1])
+        if count < self.replicas:
+            _ask_sentinels(pipe.connection_pool)
+        return replies[:-2], count
 
     def confirmed(self, count: int) -> bool:
         return count >= self.replicas
@@ -68,6 +72,18 @@ class ReplicaWait:
             f"the queue (Redis) could not confirm the write on {self.replicas} replica(s) "
             f"within {self.timeout_ms} ms ({count} confirmed, DISPATCHER_REDIS_WAIT): the "
             "call may still be queued; retry with the same idempotency key")
+
+
+def _ask_sentinels(pool: Any) -> None:
+    """After a refused WAIT, ask the sentinels (sentinel:// only) whether this master was
+    replaced: a master the sentinels gave up on while it was unreachable, back now, keeps
+    its clients (and no replicas) until they demote it, seconds later. redis-py then
+    closes our idle connections to it, and the caller's retry reaches the new master."""
+    ask = getattr(pool, "get_master_address", None)
+    if ask is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        ask()
 
 
 def shortfall(client: redis.Redis, replicas: int) -> str | None:

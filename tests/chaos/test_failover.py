@@ -1,6 +1,6 @@
 """Chaos: a Redis failover under Sentinel, mid-stream, with real processes.
 
-A master, two replicas and three sentinels (quorum 2, down after 1 s) on loopback; a
+A master, two replicas and three sentinels (quorum 2, down after 1.5 s) on loopback; a
 worker, a scheduler and a web door with REDIS_URL=sentinel://...; the CAD simulator.
 Two producers (the HTTP door and the Python API) enqueue calls continuously, each
 retrying a refused call with the same idempotency key, as a careful client does.
@@ -15,18 +15,27 @@ the worker sent nothing), so every call a producer was told about is delivered e
 once. Without WAIT the same run loses calls it acknowledged (and sends twice some whose
 delivery record was lost): that run shows the test can see a loss.
 
+A second fault, ``split``: the master is frozen (SIGSTOP) until a replica is promoted,
+then runs again. To the clients still connected to it, it is a master, with no replica
+left, for the seconds until the sentinels demote it and its writes are thrown away
+(split brain). With WAIT=1 it acknowledges nothing meanwhile, and a refused WAIT makes a
+client ask the sentinels again (`dispatcher.replicas`), so the retry reaches the new
+master.
+
 Two replicas, not one: with WAIT=1 the promoted master needs a replica of its own
 to acknowledge anything; the sentinels give it the other one within a second.
-Figures: build/chaos/failover_wait<N>.json; docs/redis-ha.md tables them.
+Figures: build/chaos/failover_<fault>_wait<N>.json; docs/redis-ha.md tables them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis
@@ -35,6 +44,7 @@ import requests
 from dispatcher.call import Call
 from dispatcher.errors import QueueUnavailable
 from dispatcher.producer import Producer
+from dispatcher.records import Records
 from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
 from tests.chaos.test_chaos import report
@@ -127,10 +137,34 @@ def pending(cluster: SentinelCluster) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("wait", [1, 0], ids=["wait1", "wait0"])
-def test_sigkill_the_master_mid_stream(
-    cluster: SentinelCluster, sim: CadSimulator, procs: Callable[..., Proc], wait: int,
+def settle(cluster: SentinelCluster, worker: Proc, timeout: float = 90) -> None:
+    """Wait until the master has nothing left to deliver; else say where calls are."""
+    try:
+        wait_for(lambda: pending(cluster) == 0, timeout, 0.5, "the backlog to drain")
+    except AssertionError as exc:
+        port = cluster.current_master()
+        where: Any = "no master"
+        if port is not None:
+            with contextlib.suppress(redis.RedisError):
+                where = Records(redis.Redis(port=port, socket_timeout=2)).stats()
+        alive = {srv.port: srv.proc is not None and srv.proc.poll() is None
+                 for srv in cluster.servers}
+        raise AssertionError(
+            f"{exc}: master {port}, failovers {cluster.failovers()}, sentinels say "
+            f"{[s.master() for s in cluster.sentinels]}, servers alive {alive}, {where}; "
+            f"worker log ends: {worker.output()[-1500:]}; a sentinel's log ends: "
+            f"{cluster.sentinels[0].log()[-3000:]}") from None
+
+
+@pytest.mark.parametrize(("fault", "wait"), [("kill", 1), ("kill", 0), ("split", 1)],
+                         ids=["kill-wait1", "kill-wait0", "split-wait1"])
+def test_the_master_fails_mid_stream(
+    cluster: SentinelCluster, sim: CadSimulator, procs: Callable[..., Proc], fault: str,
+    wait: int,
 ) -> None:
+    """``kill``: replication cut, then SIGKILL. ``split``: the master is frozen (SIGSTOP)
+    until a replica is promoted, then runs again, still a master to the clients it had,
+    with no replica, until the sentinels demote it seconds later (split brain)."""
     env = base_env(cluster.url(), sim, DISPATCHER_REDIS_WAIT=wait, DISPATCHER_MAX_RATE=RATE,
                    DISPATCHER_ORPHAN_AFTER_S=5, DISPATCHER_READ_TIMEOUT_S=2,
                    DISPATCHER_CONCURRENCY=8)
@@ -148,13 +182,17 @@ def test_sigkill_the_master_mid_stream(
             t.start()
         time.sleep(STREAM_BEFORE_S)
         old = cluster.master.port
-        cluster.cut_replication()
-        time.sleep(CUT_S)
-        cluster.master.kill()
+        if fault == "kill":
+            cluster.cut_replication()
+            time.sleep(CUT_S)
+            cluster.master.kill()
+        else:
+            cluster.freeze_master()
         killed = time.monotonic()
         wait_for(lambda: cluster.current_master() not in (None, old), 30, 0.1,
                  "a replica promoted")
         promoted_s = time.monotonic() - killed
+        cluster.thaw_master()
         first_ack_s = wait_for(lambda: next((t - killed for t in list(stream.acked.values())
                                              if t > killed), None), 30, 0.05,
                                "an acknowledgement after the failover")
@@ -165,7 +203,7 @@ def test_sigkill_the_master_mid_stream(
         acked = dict(stream.acked)
         after = [c for c, t in acked.items() if t > killed]
         # Settled: the new master has nothing left to deliver and the CAD's count holds.
-        wait_for(lambda: pending(cluster) == 0, 90, 0.5, "the backlog to drain")
+        settle(cluster, worker)
         time.sleep(1.0)
         got = Counter(c["call"]["caller"] for c in sim.calls())
         failovers = cluster.failovers()
@@ -174,7 +212,7 @@ def test_sigkill_the_master_mid_stream(
         producer.close()
     lost = sorted(c for c in acked if got[c] == 0)
     duplicates = sum(n - 1 for n in got.values() if n > 1)
-    report(f"failover_wait{wait}", acknowledged=len(acked), acknowledged_after=len(after),
+    report(f"failover_{fault}_wait{wait}", acknowledged=len(acked), acknowledged_after=len(after),
            delivered=sum(got.values()), lost=len(lost), duplicates=duplicates,
            refused=dict(stream.refused), promoted_s=round(promoted_s, 2),
            first_ack_after_kill_s=round(first_ack_s, 2), failovers=failovers)
