@@ -32,7 +32,7 @@ FAILOVER_TIMEOUT_MS = 10000
 class Sentinel:
     """One ``redis-server --sentinel`` process with its own config file."""
 
-    def __init__(self, master_port: int, quorum: int) -> None:
+    def __init__(self, master_port: int, quorum: int, password: str = "") -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="dispatcher-sentinel-")
         self.conf = Path(self.dir) / "sentinel.conf"
@@ -41,7 +41,8 @@ class Sentinel:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} {quorum}",
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
-            f"sentinel parallel-syncs {MASTER_NAME} 2", "logfile sentinel.log", ""]))
+            f"sentinel parallel-syncs {MASTER_NAME} 2", "logfile sentinel.log",
+            *([f"sentinel auth-pass {MASTER_NAME} {password}"] if password else []), ""]))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sentinel:
@@ -74,19 +75,23 @@ class Sentinel:
 class SentinelCluster:
     """A master, ``replicas`` replicas and three sentinels (quorum 2)."""
 
-    def __init__(self, replicas: int = 1) -> None:
+    def __init__(self, replicas: int = 1, password: str = "") -> None:
+        self.password = password
         self.master = RedisServer(appendonly=True, fsync="everysec")
         self.replicas = [RedisServer(appendonly=True, fsync="everysec") for _ in range(replicas)]
         for server in self.servers:  # any of them may become the master
             server.args += ["--repl-diskless-sync-delay", "0"]
         for replica in self.replicas:
             replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
-        self.sentinels = [Sentinel(self.master.port, quorum=2) for _ in range(3)]
+        self.sentinels = [Sentinel(self.master.port, 2, password) for _ in range(3)]
 
     def url(self, db: int = 0, password: str = "") -> str:
         auth = f":{password}@" if password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"sentinel://{auth}{hosts}/{db}"
+
+    def server_client(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password or None, socket_timeout=2)
 
     @property
     def servers(self) -> list[RedisServer]:
@@ -95,6 +100,10 @@ class SentinelCluster:
     def start(self, timeout: float = 20) -> SentinelCluster:
         for server in self.servers:
             server.start()
+            if self.password:  # after start: RedisServer.start pings without one
+                client = redis.Redis(port=server.port)
+                client.config_set("masterauth", self.password)
+                client.config_set("requirepass", self.password)
         for sentinel in self.sentinels:
             sentinel.start()
         deadline = time.time() + timeout
@@ -107,7 +116,7 @@ class SentinelCluster:
 
     def _synced(self) -> bool:
         try:
-            info = redis.Redis(port=self.master.port).info("replication")
+            info = self.server_client(self.master.port).info("replication")
         except redis.RedisError:
             return False
         online = [v for k, v in info.items()
@@ -150,7 +159,7 @@ class SentinelCluster:
         """
         nowhere = free_port()
         for replica in self.replicas:
-            redis.Redis(port=replica.port).replicaof("127.0.0.1", nowhere)
+            self.server_client(replica.port).replicaof("127.0.0.1", nowhere)
 
     def freeze_master(self) -> None:
         """SIGSTOP the master: unreachable, but it comes back (with its clients) on thaw."""
