@@ -112,6 +112,7 @@ class SentinelCluster:
                                        for s in self.sentinels) and self._sentinels_see_all()):
                 return self
             time.sleep(0.1)
+        self.stop()  # nothing of it outlives the failed start
         raise RuntimeError("the sentinel deployment did not come up")
 
     def _synced(self) -> bool:
