@@ -42,6 +42,7 @@ FIGURES: dict[str, tuple[list[str], list[str]]] = {
     "memory": (["--calls", "20000", "--baseline-calls", "5000"],
                ["--calls", "2000", "--baseline-calls", "1000"]),
     "dup_window": (["--ambiguous", "300"], ["--ambiguous", "40"]),
+    "redis_wait": (["--calls", "2000", "--runs", "3"], ["--calls", "300", "--runs", "1"]),
 }
 
 

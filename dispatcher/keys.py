@@ -21,6 +21,8 @@ Layout (prefix ``dispatcher`` by default):
     {p}:ticket:{n}    str   a call's ticket -> our id (expires with the call's record)
     {p}:outcomes      pub/sub channel: ids of calls a door waits on (Prefer: wait), on
                       delivery or death (lua/_notify.lua; dispatcher.http.waiting)
+    {p}:replicated    pub/sub channel nobody reads: an empty PUBLISH before each Redis
+                      WAIT (DISPATCHER_REDIS_WAIT; dispatcher.replicas)
     {p}:dead          zset  dead letters, by time of death
     {p}:invalid       zset  the dead letters ``invalid`` (inbox entries), by time of death
     {p}:invalid:summary  hash  invalid entries summarised beyond DISPATCHER_MAX_INVALID:
@@ -122,6 +124,11 @@ class Keys:
     def outcomes(self) -> str:
         """Pub/sub channel, not a stored key: outcomes of calls a door waits on."""
         return self._name("outcomes")
+
+    @property
+    def replicated(self) -> str:
+        """Pub/sub channel, not a stored key: published to before a WAIT (replicas)."""
+        return self._name("replicated")
 
     @property
     def dead(self) -> str:

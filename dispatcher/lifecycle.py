@@ -36,6 +36,7 @@ from dispatcher.keys import DELIVERED_TTL_S, IDEMPOTENCY_TTL_S, Keys
 from dispatcher.policy import VERIFY_AFTER_S, CircuitPolicy
 from dispatcher.ratelimit import STALE_SLOT_S, Flow, RateLimit
 from dispatcher.redisconn import as_text
+from dispatcher.replicas import ReplicaWait
 from dispatcher.settings import Settings
 from dispatcher.telemetry import bucket_for
 
@@ -131,6 +132,8 @@ class Lifecycle:
         self.rate = RateLimit(client, self.flow, settings.prefix, self.clock)
         self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
         self._prefix = [self.keys.prefix]
+        #: DISPATCHER_REDIS_WAIT: enqueues and claims wait for replicas (None: they don't).
+        self.wait = ReplicaWait.for_prefix(settings.redis_wait, settings.prefix)
         self._enqueue = scripts.register(client, "enqueue.lua")
         self._claim = scripts.register(client, "claim.lua")
         self._delivered = scripts.register(client, "delivered.lua")
@@ -150,9 +153,17 @@ class Lifecycle:
         raw)`` removes that entry from that list in the same step; if it is no longer
         there (another bridge took it), nothing is recorded (``gone``). ``notify``: a door
         waits for the outcome (``Prefer: wait``), so the outcome scripts publish it.
+        With DISPATCHER_REDIS_WAIT, raises QueueUnavailable unless the replicas confirm.
         """
         keys, args = self._enqueue_args(call, source, take_from, message, notify)
-        return _enqueued(self._enqueue(keys=keys, args=args))
+        if self.wait is None:
+            return _enqueued(self._enqueue(keys=keys, args=args))
+        pipe = self.client.pipeline(transaction=False)
+        self._enqueue(keys=keys, args=args, client=pipe)
+        replies, confirmed = self.wait.execute(pipe)
+        if not self.wait.confirmed(confirmed):
+            raise self.wait.refusal(confirmed)
+        return _enqueued(replies[0])
 
     def enqueue_pipelined(
         self, pipe: redis.client.Pipeline, call: Call, message: tuple[str, str], source: str,
@@ -183,15 +194,27 @@ class Lifecycle:
                  len(call.unknown_fields), "" if call.is_emergency else "1"])
 
     def claim(self, call_id: str, gen: int) -> Claim:
-        """Take a queued call for sending, or say why not (atomic with breaker and rate)."""
+        """Take a queued call for sending, or say why not (atomic with breaker and rate).
+
+        With DISPATCHER_REDIS_WAIT, a claim the replicas do not confirm is given back
+        (``held``): a replica promoted after a failover must know the call is being sent.
+        """
         now = self.clock()
-        res = self._claim(
-            keys=self._prefix,
-            args=[call_id, str(gen), repr(now), repr(self.lease_s),
-                  repr(self.settings.max_age_s or 0), repr(self.lease_s),
-                  repr(self.flow.interval_s), repr(self.flow.max_wait_s),
-                  repr(self.flow.limit_gap_s), repr(STALE_SLOT_S)]
-        )
+        args = [call_id, str(gen), repr(now), repr(self.lease_s),
+                repr(self.settings.max_age_s or 0), repr(self.lease_s),
+                repr(self.flow.interval_s), repr(self.flow.max_wait_s),
+                repr(self.flow.limit_gap_s), repr(STALE_SLOT_S)]
+        if self.wait is None:
+            res = self._claim(keys=self._prefix, args=args)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            self._claim(keys=self._prefix, args=args, client=pipe)
+            replies, confirmed = self.wait.execute(pipe)
+            res = replies[0]
+            if not self.wait.confirmed(confirmed) and as_text(res[0]) == "claimed":
+                self.unclaim(call_id, gen)
+                return Claim("held", detail=f"replicas: {confirmed} of {self.wait.replicas} "
+                                            "confirmed the claim")
         kind = cast(ClaimKind, as_text(res[0]))
         if kind != "claimed":
             return Claim(kind, detail=as_text(res[1]) if len(res) > 1 and res[1] else "")

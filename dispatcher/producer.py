@@ -141,8 +141,9 @@ class Producer:
     ) -> str:
         """Enqueue a validated call; returns its id ("" if ``take_from`` was already gone).
 
-        Raises QueueUnavailable when Redis cannot take the record within the bounded wait,
-        QueueFull when DISPATCHER_MAX_BACKLOG calls are already waiting (never spooled).
+        Raises QueueUnavailable when Redis cannot take the record within the bounded wait
+        (or, with DISPATCHER_REDIS_WAIT, its replicas do not confirm it), QueueFull when
+        DISPATCHER_MAX_BACKLOG calls are already waiting (never spooled).
         ``notify``: someone waits for the outcome (the door's ``Prefer: wait``), so it is
         published on ``{prefix}:outcomes``; a spooled call is not waited for.
         """
@@ -260,7 +261,13 @@ class Producer:
             pipe = self.client.pipeline(transaction=False)
             for call, take, message in zip(stamped, takes, messages, strict=True):
                 self.lifecycle.enqueue_pipelined(pipe, call, message, source, take, marker)
-            return list(pipe.execute())
+            wait = self.lifecycle.wait
+            if wait is None:
+                return list(pipe.execute())
+            replies, confirmed = wait.execute(pipe)  # DISPATCHER_REDIS_WAIT
+            if not wait.confirmed(confirmed):
+                raise wait.refusal(confirmed)
+            return replies
 
         replies = bounded(run, self.wait_s)
         ids = []

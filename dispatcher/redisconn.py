@@ -11,7 +11,9 @@ REDIS_URL is read by redis-py (producers, web, scheduler, bridge, CLI) and by ko
 is checked once at start (`check_url`: redis-py's own parser, then the query arguments
 we can honour in both), and kombu gets a URL and SSL options built from what redis-py
 parsed (`kombu_broker`). ``rediss://`` always verifies the server's certificate, against
-DISPATCHER_REDIS_CA_FILE when it is set, else the system's trust store.
+DISPATCHER_REDIS_CA_FILE when it is set, else the system's trust store. A
+``sentinel://`` URL (`dispatcher.sentinel`) gives clients of whichever server the
+sentinels name master, in redis-py and in kombu alike.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import redis
 import tenacity
 
 from dispatcher.errors import ConfigError, QueueUnavailable
+from dispatcher.sentinel import SentinelUrl, is_sentinel
 
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
@@ -55,6 +58,9 @@ def connect(settings: Settings, **overrides: object) -> redis.Redis:
     }
     options.update(tls_options(settings))
     options.update(overrides)
+    if is_sentinel(settings.redis_url):
+        return SentinelUrl.parse(settings.redis_url).client(
+            settings.redis_sentinel_master, **options)
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
@@ -66,6 +72,11 @@ URL_QUERY_ARGS = frozenset({"db", "password", "username", "client_name", "ssl_ce
 
 def parse_url(url: str) -> dict[str, Any]:
     """redis-py's own reading of a Redis URL; ValueError when it cannot read it."""
+    if is_sentinel(url):  # db and credentials, as redis-py gives them for one server
+        try:
+            return SentinelUrl.parse(url).options()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
     options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
     return options
 
@@ -74,6 +85,8 @@ def check_url(url: str, ca_file: str | None = None) -> dict[str, Any]:
     """redis-py's reading of REDIS_URL; ConfigError (one line, no secret) if unusable."""
     from urllib.parse import parse_qs, urlsplit
 
+    if is_sentinel(url):
+        return SentinelUrl.parse(url).options()
     try:
         options = parse_url(url)
         query = parse_qs(urlsplit(url).query, keep_blank_values=True)
@@ -117,6 +130,10 @@ def kombu_broker(settings: Settings) -> tuple[str, dict[str, Any] | None, dict[s
     the userinfo password); a unix socket becomes kombu's ``redis+socket://``.
     """
     options = check_url(settings.redis_url, settings.redis_ca_file)
+    if is_sentinel(settings.redis_url):
+        # kombu asks the sentinels for the master each time it (re)connects.
+        return (SentinelUrl.parse(settings.redis_url).kombu_url(), None,
+                {"master_name": settings.redis_sentinel_master})
     user = quote(str(options.get("username") or ""), safe="")
     password = quote(str(options.get("password") or ""), safe="")
     auth = f"{user}:{password}@" if (user or password) else ""

@@ -61,6 +61,13 @@ DEFAULT_WEB_HOST = "0.0.0.0"
 DEFAULT_RUN_WEB_HOST = "127.0.0.1"
 #: Shortest operator token accepted: shorter ones are guessable online.
 MIN_OPS_TOKEN_CHARS = 16
+#: Master name the sentinels know when REDIS_URL is sentinel:// (Redis's own example name).
+DEFAULT_SENTINEL_MASTER = "mymaster"
+#: Replicas an acknowledged write waits for (Redis WAIT); 0: none, replication is
+#: asynchronous (docs/redis-ha.md says what a failover can then lose).
+DEFAULT_REDIS_WAIT = 0
+#: Most replicas DISPATCHER_REDIS_WAIT may name (more is a typo, not a deployment).
+MAX_REDIS_WAIT = 16
 
 
 class Secret:
@@ -158,6 +165,12 @@ class Settings:
     #: The mapping given to `from_env` in place of the process's environment (tests, the
     #: runner): a communities file's ``key_env`` is read from it. None: os.environ.
     source_env: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    #: Master name asked of the sentinels (DISPATCHER_REDIS_SENTINEL_MASTER); used only
+    #: when REDIS_URL is sentinel://.
+    redis_sentinel_master: str = DEFAULT_SENTINEL_MASTER
+    #: Replicas every acknowledged write waits for (DISPATCHER_REDIS_WAIT;
+    #: `dispatcher.replicas`).
+    redis_wait: int = DEFAULT_REDIS_WAIT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -190,11 +203,21 @@ class Settings:
                 f"SONORAN_API_URL must start with http:// or https://, got {api_url!r}"
             )
         redis_url = get("REDIS_URL") or DEFAULT_REDIS_URL
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if not redis_url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss://, unix:// or "
+                              "sentinel://")
         from dispatcher.redisconn import check_url
 
         check_url(redis_url, get("DISPATCHER_REDIS_CA_FILE"))
+        master = get("DISPATCHER_REDIS_SENTINEL_MASTER") or DEFAULT_SENTINEL_MASTER
+        if any(c.isspace() for c in master) or len(master) > 200:
+            raise ConfigError("DISPATCHER_REDIS_SENTINEL_MASTER must be a master name as "
+                              "the sentinels know it (no spaces)")
+        redis_wait = _integer(get("DISPATCHER_REDIS_WAIT"), "DISPATCHER_REDIS_WAIT",
+                              DEFAULT_REDIS_WAIT)
+        if not 0 <= redis_wait <= MAX_REDIS_WAIT:
+            raise ConfigError(f"DISPATCHER_REDIS_WAIT must be a number of replicas from 0 "
+                              f"to {MAX_REDIS_WAIT}, got {redis_wait}")
         key = get("SONORAN_API_KEY")
         port = _integer(get("PORT"), "PORT", DEFAULT_PORT)
         if not 0 < port < 65536:
@@ -267,6 +290,8 @@ class Settings:
             previous_key_until=get("SONORAN_API_KEY_PREVIOUS_UNTIL"),
             max_rate_set=get("DISPATCHER_MAX_RATE") is not None,
             source_env=None if environ is None else _Hidden(environ),
+            redis_sentinel_master=master,
+            redis_wait=redis_wait,
         )
 
     def require_credentials(self) -> None:

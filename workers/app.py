@@ -123,11 +123,15 @@ def _check_configuration(**_: Any) -> None:
         _refuse(str(exc))
     from dispatcher.health import redis_durability_warnings
     from dispatcher.redisconn import connect, refusal
+    from dispatcher.replicas import shortfall
 
     client = connect(settings)
     try:
         for warning in redis_durability_warnings(client):
             log.warning(warning)
+        replicas = shortfall(client, settings.redis_wait)
+        if replicas:
+            log.warning(replicas)
     except Exception as exc:  # Redis may be starting; Celery retries the connection itself
         why = refusal(exc)
         if why:  # a certificate or password that will never work: waiting cannot help

@@ -211,6 +211,8 @@ _SAMPLES = {
     "DISPATCHER_REDIS_CA_FILE": "/etc/ssl/redis-ca.pem",
     "DISPATCHER_COMMUNITIES": "/etc/dispatcher/communities.toml",
     "SONORAN_API_KEY_PREVIOUS": "the-old-api-key-456",
+    "DISPATCHER_REDIS_SENTINEL_MASTER": "dispatch-primary",
+    "DISPATCHER_REDIS_WAIT": "1",
 }
 
 
