@@ -38,7 +38,7 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     _openapi_bytes()  # built once, at start
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     # The page and /metrics show the default community (the only one without the file).
-    app.register_blueprint(ops_blueprint(door.settings, door.producer.client))
+    app.register_blueprint(ops_blueprint(door.settings, door.producer.client, door.live))
     handlers.install(app)
     passthrough.install(app)  # asked by the 404 handler: every route above wins
     return app

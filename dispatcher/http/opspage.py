@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 import redis
 from flask import Blueprint, Response, redirect, render_template, request
 
+from dispatcher.communities import Live
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.history import chart
 from dispatcher.http import login, probes
@@ -87,9 +88,11 @@ class View:
         return bool(self.reason or self.since or self.search)
 
 
-def ops_blueprint(settings: Settings, client: redis.Redis) -> Blueprint:
-    """Routes for operators, reading state from Redis on each request."""
-    state = Ops.build(settings, client)
+def ops_blueprint(settings: Settings, client: redis.Redis, live: Live | None = None
+                  ) -> Blueprint:
+    """Routes for operators, reading state from Redis on each request (and the
+    communities again after a reload, with ``live``)."""
+    state = Ops.build(settings, client, live)
     bp = Blueprint("ops", __name__, static_folder="static", static_url_path="/ops/static")
     bp.record_once(lambda setup: setup.app.extensions.__setitem__(EXTENSION, state))
     bp.before_request(loopback_only)

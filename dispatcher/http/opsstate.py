@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl
 
@@ -12,6 +13,7 @@ import redis
 from flask import Response, current_app, render_template, request
 from prometheus_client import CollectorRegistry
 
+from dispatcher.communities import Live
 from dispatcher.deadletters import DeadLetters
 from dispatcher.heartbeat import Heartbeats
 from dispatcher.history import History
@@ -28,6 +30,7 @@ log = logging.getLogger("dispatcher.ops")
 
 #: Where the `Ops` lives in ``app.extensions``.
 EXTENSION = "dispatcher.ops"
+_RELOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,16 @@ class Ops:
     kick: _Kick
     #: Every community's settings by name, when there are several (the page's filter).
     others: dict[str, Settings] = field(default_factory=dict)
+    #: The communities as they change (the door's), and the generation this was built for.
+    live: Live | None = None
+    generation: int = 0
 
     @classmethod
-    def build(cls, settings: Settings, client: redis.Redis) -> Ops:
+    def build(cls, settings: Settings, client: redis.Redis, live: Live | None = None) -> Ops:
         from dispatcher.communities import load
 
         prefix = settings.prefix
-        served = load(settings)
+        served = live.current() if live is not None else load(settings)
         # /metrics: every community, labelled, when there are several (read at start).
         every = {c.name: c.prefix for c in served}
         others = {c.name: c.settings for c in served} if len(served) > 1 else {}
@@ -62,7 +68,23 @@ class Ops:
                    registry_for(client, prefix, every),
                    OperatorAuth(settings.ops_token, client, prefix),
                    LoginThrottle(client, prefix), RefusalLog(log), _Kick(settings, client),
-                   others)
+                   others, live, live.generation if live is not None else 0)
+
+    def current(self) -> Ops:
+        """This state, or one built anew for the communities a reload brought."""
+        if self.live is None:
+            return self
+        served = self.live.current()
+        if self.live.generation == self.generation:
+            return self
+        with _RELOAD_LOCK:
+            found: Ops = current_app.extensions[EXTENSION]
+            if found.generation == self.live.generation:
+                return found
+            main = served.get(served.default_name or served.names[0]).settings
+            fresh = Ops.build(main, self.client, self.live)
+            current_app.extensions[EXTENSION] = fresh
+            return fresh
 
     def of(self, name: str) -> Ops:
         """The same page for community ``name`` (its figures, dead letters and chart;
@@ -80,6 +102,7 @@ def ops() -> Ops:
     """The `Ops` of the app serving this request, for the community it names (the query's
     ``community``, or the one in a form's ``back`` view) when there are several."""
     found: Ops = current_app.extensions[EXTENSION]
+    found = found.current()
     if not found.others:
         return found
     name = request.args.get("community") or dict(

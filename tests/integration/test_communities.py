@@ -241,6 +241,10 @@ def test_reload_adds_a_community_and_rotates_a_key_without_a_restart(
     # Every north call after the reload went with the new key (the CAD refuses the old).
     assert sorted(c["call"]["caller"] for c in north.calls()) == [
         "North before", "North new key", "North old key"]
+    # The page and /metrics know south too, without a restart.
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert 'dispatcher_calls_delivered_total{community="south"} 1.0' in metrics
+    assert '<a href="/?community=south">south</a>' in requests.get(f"{url}/", timeout=5).text
 
 
 def test_reload_refuses_a_wrong_file_and_without_one(env: dict[str, str]) -> None:
