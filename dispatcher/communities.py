@@ -74,14 +74,14 @@ class Community:
     def prefix(self) -> str:
         return self.settings.prefix
 
-    def accepts(self, key: str, now: float) -> bool:
+    def accepts(self, key: Any, now: float) -> bool:
         """Whether ``key`` is this community's key (or its previous one, while valid)."""
         current = self.settings.api_key
-        if current is not None and _same(key, current.reveal()):
+        if current is not None and same(key, current.reveal()):
             return True
         if self.previous_key is None or self.previous_key_until is None:
             return False
-        return now < self.previous_key_until and _same(key, self.previous_key.reveal())
+        return now < self.previous_key_until and same(key, self.previous_key.reveal())
 
 
 @dataclass(frozen=True)
@@ -117,28 +117,24 @@ class Communities:
             raise ConfigError(f"unknown community {name!r} (known: {', '.join(self.names)})")
         return found
 
-    def by_prefix(self, prefix: str) -> Community | None:
-        for community in self:
-            if community.prefix == prefix:
-                return community
-        return None
-
-    def for_credentials(self, community_id: str, key: str, now: float) -> Community | None:
+    def for_credentials(self, community_id: Any, key: Any, now: float) -> Community | None:
         """The community whose id is ``community_id`` and that accepts ``key``."""
         for community in self:
-            if community.settings.community_id == community_id and community.accepts(key, now):
+            if same(community_id, community.settings.community_id) \
+                    and community.accepts(key, now):
                 return community
         return None
 
-    def for_key(self, key: str, now: float) -> Community | None:
+    def for_key(self, key: Any, now: float) -> Community | None:
         """The community that accepts ``key`` (v2's Bearer key names no community id)."""
         for community in self:
             if community.accepts(key, now):
                 return community
         return None
 
-    def has_id(self, community_id: str) -> bool:
-        return any(c.settings.community_id == community_id for c in self)
+    def has_id(self, community_id: Any) -> bool:
+        """Whether any community has this id (constant-time per community)."""
+        return any(same(community_id, c.settings.community_id) for c in self)
 
 
 def prefix_of(base: str, name: str) -> str:
@@ -339,15 +335,23 @@ def _until_env(raw: str | None) -> float | None:
     return _until(raw.strip(), "SONORAN_API_KEY_PREVIOUS_UNTIL")
 
 
-def _same(given: str, expected: str) -> bool:
+def same(given: Any, expected: str | None) -> bool:
+    """Constant-time comparison of a presented credential with a configured one (a value
+    that is not text, or cannot be UTF-8, never equals one)."""
     import hmac
 
-    return hmac.compare_digest(given.encode(), expected.encode())
+    if not isinstance(given, str) or not expected:
+        return False
+    try:
+        presented = given.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate cannot equal a configured value
+        return False
+    return hmac.compare_digest(presented, expected.encode("utf-8"))
 
 
 def _keys_clash(a: Community, b: Community) -> bool:
     ka, kb = a.settings.api_key, b.settings.api_key
-    return ka is not None and kb is not None and _same(ka.reveal(), kb.reveal())
+    return ka is not None and kb is not None and same(ka.reveal(), kb.reveal())
 
 
 #: How often a process looks for a changed file or a `dispatcher reload` (seconds).

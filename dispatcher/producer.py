@@ -85,15 +85,23 @@ class Producer:
             secrets += [c.settings.api_key, c.previous_key]
         return [s.reveal() for s in secrets if s is not None]
 
+    def live(self) -> Live:
+        """The communities of this producer's process as they change (one `Live` per
+        process: the door and the page share it)."""
+        if self._parent is not None:
+            return self._parent.live()
+        if self._live is None:
+            self._live = Live(self.settings, self.client)
+        return self._live
+
     def _served(self) -> Communities:
         """The communities now (the file is read again when it changes or an operator
         runs `dispatcher reload`; the communities' producers are then made anew)."""
-        if self._live is None:
-            self._live = Live(self.settings, self.client)
-        served = self._live.current()
-        if self._live.generation != self._generation:
+        live = self.live()
+        served = live.current()
+        if live.generation != self._generation:
             self._of.clear()
-            self._generation = self._live.generation
+            self._generation = live.generation
         return served
 
     def home(self) -> Producer:

@@ -41,27 +41,32 @@ def _serve(community: str) -> tuple[Deliverer, Verifier]:
     """This process's Deliverer and Verifier of ``community`` ('' : the default), built
     on first use (never at import, never before fork), and again after the communities
     file is reloaded (`dispatcher.communities.Live`)."""
-    global _live, _generation
     with _lock:
-        if _live is None:
-            _live = communities.Live(settings, connect(settings))
-        served_now = _live.current()
-        if _live.generation != _generation:  # keys rotated, communities added or removed
-            _served.clear()
-            _generation = _live.generation
+        served_now = _current(refresh=False)
         served = _served.get(community)
         if served is None:
             if community and community not in served_now.by_name:
-                served_now = _live.refresh()  # added by a reload this process has not seen
-                if _live.generation != _generation:
-                    _served.clear()
-                    _generation = _live.generation
+                served_now = _current(refresh=True)  # added by a reload not seen yet
             one = served_now.get(community or None).settings
+            assert _live is not None  # made by _current
             client = _live.client
             cad = CadClient(one)
             served = (Deliverer(Lifecycle(client, one), cad), Verifier(client, one, cad))
             _served[community] = served
         return served
+
+
+def _current(refresh: bool) -> communities.Communities:
+    """The communities now (``refresh``: read the file and counter at once); after a
+    reload the Deliverers and Verifiers are made anew. Called under ``_lock``."""
+    global _live, _generation
+    if _live is None:
+        _live = communities.Live(settings, connect(settings))
+    served_now = _live.refresh() if refresh else _live.current()
+    if _live.generation != _generation:  # keys rotated, communities added or removed
+        _served.clear()
+        _generation = _live.generation
+    return served_now
 
 
 def deliverer(community: str = "") -> Deliverer:

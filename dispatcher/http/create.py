@@ -39,9 +39,9 @@ def call_911() -> Response:
     """``POST /emergency/call_911``: the seed's body; every call valid, then all queued."""
     d = door()
     refuse = d.refuse
-    if not d.community or not d.key:
-        return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
-                      "MUST BE SET", 503)
+    unconfigured = d.unconfigured()
+    if unconfigured is not None:
+        return unconfigured
     try:
         body = parse_body(doorrules.read_body(request))
         header_key = _idempotency_header()

@@ -65,7 +65,6 @@ Decisions (also in the OpenAPI description served at ``/openapi.json``):
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 import threading
@@ -79,7 +78,7 @@ import redis
 from flask import Flask, Response, current_app, request
 
 from dispatcher.call import Call
-from dispatcher.communities import Community, Live
+from dispatcher.communities import Communities, Community, Live
 from dispatcher.communities import load as load_communities
 from dispatcher.errors import InvalidCall, QueueFull, QueueUnavailable
 from dispatcher.http import clientaddr, doorrules, prefer
@@ -137,17 +136,6 @@ def plain(body: str, status: int, **headers: str) -> Response:
     return Response(body, status=status, mimetype=_TEXT, headers=headers)
 
 
-def _same(given: Any, expected: str | None) -> bool:
-    """Constant-time comparison of a presented credential with the configured one."""
-    if not isinstance(given, str) or not expected:
-        return False
-    try:
-        presented = given.encode("utf-8")
-    except UnicodeEncodeError:  # an unpaired surrogate cannot equal a configured value
-        return False
-    return hmac.compare_digest(presented, expected.encode("utf-8"))
-
-
 def _idempotency_header() -> str | None:
     """The request's ``Idempotency-Key`` header, checked; None when absent."""
     value = request.headers.get("Idempotency-Key")
@@ -199,6 +187,8 @@ class Door:
     live: Live | None = None
     generation: int = 0
     origin: Producer | None = None
+    #: The communities the doors were made for (their lookups pick a request's door).
+    communities: Communities | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, producer: Producer | None = None,
@@ -209,7 +199,7 @@ class Door:
             settings, socket_timeout=PRODUCER_SOCKET_TIMEOUT_S,
             max_connections=REDIS_CONNECTIONS))
         if live is None and settings.communities_file:
-            live = Live(settings, prod.client)
+            live = prod.live()  # the producers' own: one per process
         served = live.current() if live is not None else load_communities(settings)
         keys = tuple(prod.keys())
         safe = _Redactor(list(keys) or [""])
@@ -222,7 +212,7 @@ class Door:
             key = own.api_key.reveal() if own.api_key else None
             doors[c.name] = cls(own, prod.of(c.name), key, own.community_id, safe, refusals,
                                 rate, Outcomes(prod.client, own.prefix), keys, c, doors, live,
-                                live.generation if live is not None else 0, prod)
+                                live.generation if live is not None else 0, prod, served)
         return doors[served.default_name or served.names[0]]
 
     def current(self) -> Door:
@@ -258,31 +248,34 @@ class Door:
         refusal (``type``, then ``id``, then ``key``, as the CAD checks them)."""
         if body.get("type") != kind:
             return self.refuse("INVALID REQUEST TYPE")
-        named = [d for d in self.doors.values() if _same(body.get("id"), d.community)]
-        if not named:
+        served = self.served()
+        if not served.has_id(body.get("id")):
             return self.refuse("INVALID COMMUNITY ID")
-        for d in named:
-            if d.takes(body.get("key")):
-                return d
-        return self.refuse("INVALID API KEY")
+        found = served.for_credentials(body.get("id"), body.get("key"), time.time())
+        return self.refuse("INVALID API KEY") if found is None else self.doors[found.name]
 
     def pick_bearer(self) -> Door | Response:
         """The door of the community whose key is the request's Bearer credential, or
         the v2 401."""
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() == "bearer":
-            for d in self.doors.values():
-                if d.takes(token.strip()):
-                    return d
+        found = (self.served().for_key(token.strip(), time.time())
+                 if scheme.lower() == "bearer" else None)
+        if found is not None:
+            return self.doors[found.name]
         return self.problem(401, "Unauthorized", "Invalid or missing API key",
                             **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
 
-    def takes(self, key: Any) -> bool:
-        """Whether ``key`` is this community's key (or its previous one, while valid)."""
-        if _same(key, self.key):
-            return True
-        return (isinstance(key, str) and self.member is not None
-                and self.member.previous_key is not None and self.member.accepts(key, time.time()))
+    def served(self) -> Communities:
+        """The communities these doors were made for."""
+        assert self.communities is not None, "a Door is made by Door.for_settings"
+        return self.communities
+
+    def unconfigured(self) -> Response | None:
+        """The v1 503 when this process has no community id or key to check against."""
+        if self.community and self.key:
+            return None
+        return self.refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND "
+                           "SONORAN_API_KEY MUST BE SET", 503)
 
     def key_outside(self, server_id: str | None, header_key: str | None) -> str | None:
         """Why the request is refused when any community's key is in its path or header."""

@@ -73,9 +73,9 @@ def remove_911() -> Response:
     """``POST /emergency/remove_911``: take back every call named in ``data``."""
     d = door()
     refuse = d.refuse
-    if not d.community or not d.key:
-        return refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND SONORAN_API_KEY "
-                      "MUST BE SET", 503)
+    unconfigured = d.unconfigured()
+    if unconfigured is not None:
+        return unconfigured
     try:
         body = parse_body(doorrules.read_body(request))
     except BadBody as exc:
