@@ -33,6 +33,11 @@ Behaviours that are our assumption, because the public record (CAD-API.md) is si
   share the sequence. A call without ``serverId`` is on server "1"; ids compare as strings.
 - ``deleteAfterMinutes`` counts from creation on the simulator's clock, which ``advance()``
   moves forward; 0 (or anything that is not a positive number) means never.
+- One main community (``community_id``/``api_key``), and any number of others added with
+  ``add_community`` (control ``/communities``), as one CAD host serves many communities:
+  each has its own calls (listing, removal and dispatch calls never cross), the rate
+  limits count per key as always, and a request's record names its added community in
+  ``community``. Faults, latency and the plan switches are the host's, shared by all.
 - Reading back: the Plus plan, v1 ``metaData`` and the v2 list casing are switches; see
   ``readback`` for those and the rest of what it assumes (remove_911's text, type filters).
 

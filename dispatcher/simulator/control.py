@@ -2,9 +2,10 @@
 
 It is a second HTTP server on its own port, so it keeps working while the API port
 refuses. GET /received, /calls, /stats and /active (``?server_id=``) read; POST /fault,
-/clear, /reset, /latency, /rate-limit, /credentials, /readback, /endpoint-limit and
-/advance change the simulator; POST /convert and /dismiss play a dispatcher at the CAD.
-Each takes the JSON keys of the CadSimulator method of the same name.
+/clear, /reset, /latency, /rate-limit, /credentials, /communities, /readback,
+/endpoint-limit and /advance change the simulator; POST /convert and /dismiss play a
+dispatcher at the CAD. Each takes the JSON keys of the CadSimulator method of the same
+name, but /communities: ``{"communities": [{"id": ..., "key": ...}, ...]}`` adds them.
 """
 
 import json
@@ -88,6 +89,13 @@ class ControlHandler(QuietHandler):
             )
         elif path == "/credentials":
             sim.set_credentials(body.get("community_id"), body.get("api_key"))
+        elif path == "/communities":
+            added = _required(body, "communities")
+            if not isinstance(added, list) or not all(isinstance(c, dict) for c in added):
+                raise ValueError("'communities' must be a list of {id, key}")
+            for c in added:
+                sim.add_community(_required(c, "id"), _required(c, "key"))
+            return {"added": len(added)}
         elif path == "/readback":
             sim.set_readback(body.get("enabled"), body.get("v1_metadata"), body.get("v2_casing"))
         elif path == "/endpoint-limit":

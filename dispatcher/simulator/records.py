@@ -80,6 +80,10 @@ def request_entry(req: Request, api_key: str, now: float) -> dict[str, Any]:
     }
 
 
+#: Matches the calls of every community (the simulator's own read-outs, convert, dismiss).
+ANY = object()
+
+
 def server_of(call: dict[str, Any]) -> str:
     """Return the server a call belongs to, as a string; "1" when it names none."""
     server = call.get("serverId")
@@ -125,9 +129,10 @@ class Records:
         self.received.append(entry)
 
     def create(
-        self, calls: list[dict[str, Any]], version: int, now: float
+        self, calls: list[dict[str, Any]], version: int, now: float, community: str | None = None
     ) -> list[tuple[int, float]]:
-        """Create calls in the fake CAD; return their ids and creation times."""
+        """Create calls in the fake CAD (in an added community, or None: the main one);
+        return their ids and creation times."""
         created: list[tuple[int, float]] = []
         for call in calls:
             cad_id = self._new_id()
@@ -140,6 +145,7 @@ class Records:
                     "active": True,
                     "ended": None,
                     "ended_at": None,
+                    "community": community,
                 }
             )
             lifetime = _expiry_s(call)
@@ -148,18 +154,25 @@ class Records:
             created.append((cad_id, now))
         return created
 
-    def listed(self, server_id: str | None, now: float) -> list[dict[str, Any]]:
-        """Return the records of the calls still in the emergency list (of one server)."""
+    def listed(
+        self, server_id: str | None, now: float, community: object = ANY
+    ) -> list[dict[str, Any]]:
+        """Return the records of the calls still in the emergency list (of one server, of
+        one community: a community never sees another's calls)."""
         self._sweep(now)
         return [
             r
             for r in self.calls
-            if r["active"] and (server_id is None or server_of(r["call"]) == server_id)
+            if r["active"]
+            and (server_id is None or server_of(r["call"]) == server_id)
+            and (community is ANY or r["community"] == community)
         ]
 
-    def end(self, cad_id: int, how: str, now: float, server_id: str | None = None) -> bool:
-        """Take a listed call (of that server) off the list; False when it was not listed."""
-        record = self._find(cad_id, server_id, now)
+    def end(self, cad_id: int, how: str, now: float, server_id: str | None = None,
+            community: object = ANY) -> bool:
+        """Take a listed call (of that server and community) off the list; False when it
+        was not listed."""
+        record = self._find(cad_id, server_id, now, community)
         if record is not None:
             record.update(active=False, ended=how, ended_at=now)
         return record is not None
@@ -179,12 +192,18 @@ class Records:
             "description": call.get("description", ""),
             "metaData": {"origin911Id": str(cad_id)},
         }
-        self.dispatch.append({"server_id": server_of(call), "item": item})
+        self.dispatch.append(
+            {"server_id": server_of(call), "item": item, "community": record["community"]}
+        )
         return dispatch_id
 
-    def dispatch_listed(self, server_id: str) -> list[dict[str, Any]]:
-        """Return the dispatch calls of a server, as the CAD lists them."""
-        return [copy.deepcopy(d["item"]) for d in self.dispatch if d["server_id"] == server_id]
+    def dispatch_listed(self, server_id: str, community: object = ANY) -> list[dict[str, Any]]:
+        """Return the dispatch calls of a server (of one community), as the CAD lists them."""
+        return [
+            copy.deepcopy(d["item"])
+            for d in self.dispatch
+            if d["server_id"] == server_id and (community is ANY or d["community"] == community)
+        ]
 
     def clear(self) -> None:
         """Forget what was received and created; numbering and ids go on."""
@@ -234,9 +253,11 @@ class Records:
         self._next_call_id += 1
         return cad_id
 
-    def _find(self, cad_id: int, server_id: str | None, now: float) -> dict[str, Any] | None:
-        """Return the record of a listed call (of that server), or None."""
-        return next((r for r in self.listed(server_id, now) if r["cad_id"] == cad_id), None)
+    def _find(self, cad_id: int, server_id: str | None, now: float,
+              community: object = ANY) -> dict[str, Any] | None:
+        """Return the record of a listed call (of that server and community), or None."""
+        listed = self.listed(server_id, now, community)
+        return next((r for r in listed if r["cad_id"] == cad_id), None)
 
     def _sweep(self, now: float) -> None:
         """End every listed call whose deleteAfterMinutes has passed, at the moment it did."""

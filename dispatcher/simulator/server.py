@@ -79,6 +79,9 @@ class CadSimulator:
         self._readback = Readback()
         self._offset_s = 0.0  # how far advance() moved the simulator's clock
         self._records = Records()
+        # Other communities this CAD host serves: id -> key, and key -> id (add_community).
+        self._tenants: dict[str, str] = {}
+        self._tenant_of_key: dict[str, str] = {}
         self._api: tuple[Server, threading.Thread] | None = None
         self._control: tuple[Server, threading.Thread] | None = None
         self._started = False
@@ -187,6 +190,22 @@ class CadSimulator:
                 self._community_id = community_id
             if api_key is not None:
                 self._api_key = api_key
+
+    def add_community(self, community_id: str, api_key: str) -> None:
+        """Serve another community too, as the real CAD serves many: its own id and key,
+        its own calls (a community never lists or removes another's), and the rate
+        limits per key as for every key. The main community stays as it is."""
+        for name, value in (("community_id", community_id), ("api_key", api_key)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{name} must be a non-empty string")
+        with self._lock:
+            if api_key in self._tenant_of_key and self._tenant_of_key[api_key] != community_id:
+                raise ValueError("that API key belongs to another community")
+            old = self._tenants.get(community_id)
+            if old is not None:
+                self._tenant_of_key.pop(old, None)
+            self._tenants[community_id] = api_key
+            self._tenant_of_key[api_key] = community_id
 
     def set_latency(self, ms: float) -> None:
         """Delay every API answer by ms milliseconds."""
@@ -330,6 +349,9 @@ class CadSimulator:
             api_key, now = self._api_key, self._now()
         entry = request_entry(req, api_key, now)
         with self._lock:
+            tenant = self._tenant(req)
+            if tenant is not None:
+                entry["community"] = tenant[0]
             self._records.add(entry)
             fault = self._take_fault(req.route)
             entry["fault"] = fault.kind if fault else None
@@ -374,41 +396,71 @@ class CadSimulator:
             outcome = self._handle(req)
         return lose_answer(outcome, fault)
 
+    def _tenant(self, req: Request) -> tuple[str, str] | None:
+        """The added community a request names (v1: its ``id``; v2: its key), or None for
+        the main one (caller holds the lock)."""
+        if not self._tenants:
+            return None
+        if req.version == 2:
+            found = self._tenant_of_key.get(req.bearer or "")
+            return None if found is None else (found, self._tenants[found])
+        named = req.body.get("id") if isinstance(req.body, dict) else None
+        if isinstance(named, str) and named in self._tenants:
+            return named, self._tenants[named]
+        return None
+
     def _handle(self, req: Request) -> Outcome:
-        """Answer a request by its route and API version."""
+        """Answer a request by its route and API version, in the community it names."""
         with self._lock:
-            cad = Cad(self._community_id, self._api_key, self._server_ids)
+            tenant = self._tenant(req)
+            if tenant is None:
+                cad = Cad(self._community_id, self._api_key, self._server_ids)
+            else:
+                cad = Cad(tenant[0], tenant[1], self._server_ids)
             readback = self._readback
+        community = None if tenant is None else tenant[0]
+
+        def create(calls: list[dict[str, Any]], version: int) -> list[tuple[int, float]]:
+            return self._create(calls, version, community)
+
+        def listing(server_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return self._listing(server_id, community)
+
+        def remove(server_id: str, cad_id: int) -> bool:
+            return self._remove(server_id, cad_id, community)
+
         if req.route == "create" and req.version == 1:
-            return answer_v1(req, cad.community_id, cad.api_key, self._create)
+            return answer_v1(req, cad.community_id, cad.api_key, create)
         if req.route == "create":
-            return answer_v2(req, cad.api_key, cad.server_ids, self._create)
+            return answer_v2(req, cad.api_key, cad.server_ids, create)
         if req.route == "read" and req.version == 1:
-            return answer_v1_read(req, cad, readback, self._listing)
+            return answer_v1_read(req, cad, readback, listing)
         if req.route == "read":
-            return answer_v2_read(req, cad, readback, self._listing)
+            return answer_v2_read(req, cad, readback, listing)
         if req.route == "remove" and req.version == 1:
-            return answer_v1_remove(req, cad, self._remove)
+            return answer_v1_remove(req, cad, remove)
         if req.route == "remove":
-            return answer_v2_remove(req, cad, self._remove)
+            return answer_v2_remove(req, cad, remove)
         return answer_other(req, cad.community_id, cad.api_key, cad.server_ids)
 
-    def _create(self, calls: list[dict[str, Any]], version: int) -> list[tuple[int, float]]:
+    def _create(self, calls: list[dict[str, Any]], version: int,
+                community: str | None) -> list[tuple[int, float]]:
         """Create calls in the fake CAD; return their ids and creation times."""
         with self._lock:
-            return self._records.create(calls, version, self._now())
+            return self._records.create(calls, version, self._now(), community)
 
-    def _listing(self, server_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _listing(self, server_id: str, community: str | None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Return copies of a server's listed 911 call records and its dispatch calls."""
         with self._lock:
             now = self._now()
-            listed = copy.deepcopy(self._records.listed(server_id, now))
-            return listed, self._records.dispatch_listed(server_id)
+            listed = copy.deepcopy(self._records.listed(server_id, now, community))
+            return listed, self._records.dispatch_listed(server_id, community)
 
-    def _remove(self, server_id: str, cad_id: int) -> bool:
+    def _remove(self, server_id: str, cad_id: int, community: str | None) -> bool:
         """Remove a call from a server's emergency list through the API."""
         with self._lock:
-            return self._records.end(cad_id, "removed", self._now(), server_id)
+            return self._records.end(cad_id, "removed", self._now(), server_id, community)
 
     def _now(self) -> float:
         """The simulator's clock: Unix time plus what advance() added (caller holds the lock)."""
