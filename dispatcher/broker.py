@@ -145,22 +145,22 @@ class Publisher:
         """Push several (call id, gen) messages in one round trip (oldest first out)."""
         if not items:
             return
-        assert self.client is not None, "Publisher needs a Redis client to push"
-        pipe = self.client.pipeline(transaction=False)
-        for call_id, gen in items:
-            pipe.lpush(self.queue_key, self.message(call_id, gen))
-        pipe.execute()
+        self.push([(self.queue_key, self.message(call_id, gen)) for call_id, gen in items])
 
-    def publish_readbacks(self, items: list[tuple[str, int, float]]) -> None:
-        """Push read-back messages (server, gen, start time) in one round trip."""
-        if not items:
+    def push(self, messages: list[tuple[str, str]]) -> None:
+        """Push (queue list, message JSON) pairs in one round trip, in order."""
+        if not messages:
             return
         assert self.client is not None, "Publisher needs a Redis client to push"
         pipe = self.client.pipeline(transaction=False)
-        for server, gen, start in items:
-            pipe.lpush(self.queue_key, self._message(READBACK_TASK,
-                                                     [server, gen, start, *self._community]))
+        for queue, message in messages:
+            pipe.lpush(queue, message)
         pipe.execute()
+
+    def readback_message(self, server: str, gen: int, start: float) -> str:
+        """The JSON of one read-back message (the server's read-back generation and
+        start time; a community other than ``default`` names it, a fourth argument)."""
+        return self._message(READBACK_TASK, [server, gen, start, *self._community])
 
     def close(self) -> None:
         self.app.close()

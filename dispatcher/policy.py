@@ -34,6 +34,12 @@ DEFAULT_RATE_LIMIT_PAUSE_S = 30.0
 #: Longest a worker slot waits for its turn under the rate limit; past it the call goes
 #: back to the ordered backlog in Redis instead of occupying the slot.
 MAX_SLOT_WAIT_S = 3.0
+#: How far ahead of its rate slot a held call gets its Celery message. The worker thread
+#: that takes it sleeps until the slot, so this bounds what a waiting slot costs a
+#: thread: with many communities at slow rates, a long lookahead would keep every thread
+#: asleep on slots seconds away (bench/communities.py). It is a few scheduler ticks, so
+#: a slot is never missed for want of a message.
+RELEASE_AHEAD_S = 0.5
 #: How long after an unknown outcome the read-back may settle the call: a CAD that took
 #: the request may still be writing the call when our read timeout fires
 #: (`dispatcher.readback`).

@@ -25,7 +25,7 @@ import redis
 
 from dispatcher import scripts
 from dispatcher.keys import Keys
-from dispatcher.policy import DEFAULT_RATE_LIMIT_PAUSE_S, MAX_SLOT_WAIT_S
+from dispatcher.policy import DEFAULT_RATE_LIMIT_PAUSE_S, MAX_SLOT_WAIT_S, RELEASE_AHEAD_S
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
@@ -53,6 +53,8 @@ class Flow:
     limit_gap_s: float = 0.0
     #: Pause of every sender after a 429 without a Retry-After header.
     pause_s: float = DEFAULT_RATE_LIMIT_PAUSE_S
+    #: How far ahead of its slot a call gets its message (RELEASE_AHEAD_S).
+    ahead_s: float = RELEASE_AHEAD_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Flow:
@@ -63,8 +65,8 @@ class Flow:
         return cls(interval, MAX_SLOT_WAIT_S, UNLIMITED_WINDOW, interval, gap)
 
     def argv(self) -> list[str | int]:
-        """Interval, longest slot wait and window, as the scripts take them."""
-        return [repr(self.interval_s), repr(self.max_wait_s), self.window]
+        """Interval, lookahead and window, as the release and enqueue scripts take them."""
+        return [repr(self.interval_s), repr(self.ahead_s), self.window]
 
 
 #: The send gate's answer besides a wait: ``go`` (send now) or ``paused`` (a 429 pause).

@@ -129,7 +129,15 @@ class Starter:
 
     def due(self, now: float) -> list[tuple[str, int, float]]:
         """Start what is due; returns (server, gen, start time) per read-back started."""
-        out = self._due(keys=self._keys, args=[repr(now), *self._args])
+        return self.read(self._due(keys=self._keys, args=[repr(now), *self._args]))
+
+    def queue(self, pipe: redis.client.Pipeline, now: float) -> None:
+        """Queue `due` on a pipeline; `read` its result."""
+        self._due(keys=self._keys, args=[repr(now), *self._args], client=pipe)
+
+    @staticmethod
+    def read(out: Any) -> list[tuple[str, int, float]]:
+        """(server, gen, start time) per read-back the script started."""
         return [(as_text(out[i]), int(out[i + 1]), float(as_text(out[i + 2])))
                 for i in range(0, len(out), 3)]
 

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 #: How often the scheduler process ticks.
 TICK_S = 0.1
+#: In the scheduler's loop (``tick_all(paced=True)``) a community's steps other than the
+#: release run at most this often: due retries, expired leases, orphans, the flush after
+#: the breaker closes, expiry and read-backs are all seconds-scale. The release runs every
+#: tick unless its rate slot is further than the lookahead, and then waits for it (at
+#: most RELEASE_HINT_MAX_S). So the scheduler's work per second grows with the calls it
+#: releases, not with the ticks times the communities waiting.
+MAINTAIN_S = 0.5
+RELEASE_HINT_MAX_S = 1.0
 
 @dataclass
 class TickReport:
@@ -87,50 +96,65 @@ class Pump:
         self._expire_after = ""
         self._release = scripts.register(client, "release.lua")
         self._readbacks = Starter(client, settings)
+        self._maintain_at = 0.0  # when the paced loop runs the steps besides the release
+        self._release_at = 0.0  # when the paced loop runs the release again
 
     def tick(self) -> TickReport:
         """One pass over every step; returns what moved."""
+        return tick_all(self.client, [self])[0]
+
+    def queue(self, pipe: redis.client.Pipeline, now: float, paced: bool = False) -> list[str]:
+        """Queue this tick's scripts on ``pipe``; returns the steps queued, in order.
+        ``paced``: only the steps that are due (MAINTAIN_S, the release's own hint)."""
         p = [self.keys.prefix]
-        now = self.clock()
+        steps: list[str] = []
+        if not paced or now >= self._maintain_at:
+            self._maintain_at = now + MAINTAIN_S
+            self._promote(keys=p, args=[repr(now), BATCH], client=pipe)
+            self._reap_leases(keys=p, args=[repr(now), BATCH, repr(VERIFY_AFTER_S)],
+                              client=pipe)
+            self._reap_orphans(keys=p, args=[repr(now), repr(now - self.orphan_after_s), BATCH],
+                               client=pipe)
+            self._flush(keys=p, args=[repr(now), BATCH], client=pipe)
+            steps += ["due", "leases", "orphans", "flushed"]
+            if self.settings.max_age_s:
+                self._expire(keys=p, args=[repr(now), repr(self.settings.max_age_s), BATCH,
+                                           self._expire_after], client=pipe)
+                steps.append("expired")
+            self._readbacks.queue(pipe, now)
+            steps.append("readbacks")
+        if not paced or now >= self._release_at:
+            self._release(keys=p, args=[repr(now), BATCH, *self.flow.argv()], client=pipe)
+            steps.append("released")
+        return steps
+
+    def settle(self, now: float, steps: list[str],
+               results: list[Any]) -> tuple[TickReport, list[str]]:
+        """Read the results of the steps `queue` queued; returns the report and the
+        messages to push (released calls, oldest first, then read-backs)."""
         report = TickReport()
-        report.due = int(self._promote(keys=p, args=[repr(now), BATCH]))
-        report.leases = int(self._reap_leases(keys=p, args=[repr(now), BATCH,
-                                                            repr(VERIFY_AFTER_S)]))
-        report.orphans = int(
-            self._reap_orphans(keys=p, args=[repr(now), repr(now - self.orphan_after_s), BATCH])
-        )
-        report.flushed = int(self._flush(keys=p, args=[repr(now), BATCH]))
-        if self.settings.max_age_s:
-            report.expired = self._expire_page(now, self.settings.max_age_s)
-        out = self._release(keys=p, args=[repr(now), BATCH, *self.flow.argv()])
-        items = [(as_text(out[i]), int(out[i + 1])) for i in range(0, len(out), 2)]
-        try:
-            self.publisher.publish_many(items)  # one round trip, oldest first
-            report.released = len(items)
-        except Exception as exc:  # the orphan sweep brings the calls back; keep going
-            report.publish_failed = len(items)
-            log.warning("could not publish %d calls (%s); they will be retried", len(items),
-                        type(exc).__name__)
-        checks = self._readbacks.due(now)
-        try:
-            self.publisher.publish_readbacks(checks)
-            report.readbacks = len(checks)
-        except Exception as exc:  # the read-back's lease runs out and it starts again
-            report.publish_failed += len(checks)
-            log.warning("could not publish %d read-backs (%s); they will be retried",
-                        len(checks), type(exc).__name__)
-        return report
-
-    def _expire_page(self, now: float, max_age_s: float) -> int:
-        """Expire what is too old in one page of ``pending``; the next tick reads the next.
-
-        A short page means the end: the next tick starts from the oldest again. (Calls
-        sharing the exact score that ends a page wait for the next round.)
-        """
-        expired, seen, last = self._expire(
-            keys=[self.keys.prefix], args=[repr(now), repr(max_age_s), BATCH, self._expire_after])
-        self._expire_after = "" if int(seen) < BATCH else as_text(last)
-        return int(expired)
+        messages: list[str] = []
+        checks: list[tuple[str, int, float]] = []
+        for step, result in zip(steps, results, strict=True):
+            if step == "expired":
+                expired, seen, last = result
+                # A short page means the end: the next tick starts from the oldest again.
+                self._expire_after = "" if int(seen) < BATCH else as_text(last)
+                report.expired = int(expired)
+            elif step == "readbacks":
+                checks = self._readbacks.read(result)
+                report.readbacks = len(checks)
+            elif step == "released":
+                hint = float(as_text(result[0]))
+                self._release_at = now + min(hint, RELEASE_HINT_MAX_S)
+                items = [(as_text(result[i]), int(result[i + 1]))
+                         for i in range(1, len(result), 2)]
+                report.released = len(items)
+                messages += [self.publisher.message(call_id, gen) for call_id, gen in items]
+            else:
+                setattr(report, step, int(result))
+        messages += [self.publisher.readback_message(*check) for check in checks]
+        return report, messages
 
     def drain(self, max_ticks: int = 1000) -> TickReport:
         """Tick until nothing moves (tests and one-shot CLI use)."""
@@ -147,6 +171,37 @@ class Pump:
 #: Every community's pump ticks at least this often, calls waiting or not (a community
 #: with none waiting has nothing to move; this only bounds what a missed sign could cost).
 FULL_SWEEP_S = 5.0
+
+
+def tick_all(client: redis.Redis, pumps: list[Pump], paced: bool = False) -> list[TickReport]:
+    """One tick of several communities' pumps in two round trips whatever their number:
+    every step's script of every pump in one pipeline, then every message they release in
+    another (oldest first within a community). Each step is still its own atomic script,
+    so a crash between them leaves every call in one place, as with one pump. ``paced``
+    (the scheduler's loop): only the steps that are due (see MAINTAIN_S)."""
+    if not pumps:
+        return []
+    now = pumps[0].clock()
+    pipe = client.pipeline(transaction=False)
+    queued = [pump.queue(pipe, now, paced) for pump in pumps]
+    results = pipe.execute() if len(pipe) else []
+    reports: list[TickReport] = []
+    out: list[tuple[str, str]] = []
+    at = 0
+    for pump, steps in zip(pumps, queued, strict=True):
+        report, messages = pump.settle(now, steps, results[at:at + len(steps)])
+        at += len(steps)
+        out += [(pump.publisher.queue_key, message) for message in messages]
+        reports.append(report)
+    try:
+        pumps[0].publisher.push(out)  # the pumps share one Redis client
+    except Exception as exc:  # the orphan sweep and the read-back's lease bring them back
+        for report in reports:
+            report.publish_failed = report.released + report.readbacks
+            report.released = report.readbacks = 0
+        log.warning("could not publish %d messages (%s); they will be retried",
+                    sum(r.publish_failed for r in reports), type(exc).__name__)
+    return reports
 
 
 def busy(client: redis.Redis, pumps: list[Pump]) -> list[bool]:

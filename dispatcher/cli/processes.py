@@ -84,7 +84,7 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
     from dispatcher.broker import Publisher
     from dispatcher.communities import Live, load
     from dispatcher.history import History
-    from dispatcher.schedule import FULL_SWEEP_S, TICK_S, Pump, busy
+    from dispatcher.schedule import FULL_SWEEP_S, TICK_S, Pump, busy, tick_all
 
     load(settings)  # a wrong file stops the start, with its one line
 
@@ -110,9 +110,11 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
                 if sweep:
                     next_sweep = time.monotonic() + FULL_SWEEP_S
                 waiting = [True] * len(pumps) if sweep else busy(client, pumps)
-                for pump, history, has_calls in zip(pumps, histories, waiting, strict=True):
-                    if has_calls:
-                        moved += pump.tick().total()
+                ticking = [pump for pump, has_calls in zip(pumps, waiting, strict=True)
+                           if has_calls]
+                # Every community with calls waiting in two round trips, however many.
+                moved += sum(r.total() for r in tick_all(client, ticking, paced=True))
+                for history in histories:
                     history.tick()  # one sample per 10 s for the operations page's chart
             except redis.RedisError as exc:
                 # Down, or refusing writes (OOM under noeviction, READONLY): every step is

@@ -25,16 +25,16 @@ local function reserve_slot(now, interval)
 end
 
 -- How many more calls may be given a Celery message now: the rate limiter's free slots
--- within the longest slot wait (bounded by the window of messages out at once); none
--- while the breaker is not closed or a 429 pause runs.
-local function capacity(now, interval, max_wait, window)
+-- within the lookahead ``ahead`` (RELEASE_AHEAD_S; bounded by the window of messages out
+-- at once); none while the breaker is not closed or a 429 pause runs.
+local function capacity(now, interval, ahead, window)
   if circuit_blocks() then return 0 end
   local rate = redis.call('HMGET', k('rate'), 'tat', 'pause_until')
   if num(rate[2], 0) > now then return 0 end
   local c = window - redis.call('ZCARD', k('queued'))
   if interval > 0 then
     local tat = math.max(num(rate[1], 0), now)
-    c = math.min(c, math.floor((now + max_wait - tat) / interval) + 1)
+    c = math.min(c, math.floor((now + ahead - tat) / interval) + 1)
   end
   if c < 0 then return 0 end
   return c

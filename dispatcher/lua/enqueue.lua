@@ -9,7 +9,7 @@
 -- ARGV[1]  call id            ARGV[2]  call JSON (as sent to the CAD)
 -- ARGV[3]  enqueued at (now)  ARGV[4]  idempotency key ('' : none)
 -- ARGV[5]  idempotency TTL, s ARGV[6]  source (api, inbox, http...)
--- ARGV[7]  rate interval, s   ARGV[8]  longest slot wait, s   ARGV[9]  window
+-- ARGV[7]  rate interval, s   ARGV[8]  lookahead, s   ARGV[9]  window
 -- ARGV[10] the inbox entry to remove from KEYS[2]
 -- ARGV[11] the first Celery message (gen 1) for KEYS[3]
 -- ARGV[12] backlog cap (0 : none)
@@ -29,7 +29,7 @@
 local id, call, at, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(at)
 local idem_ttl, source = ARGV[5], ARGV[6]
-local interval, max_wait, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local interval, ahead, window = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local inbox, entry, queue, message = KEYS[2], ARGV[10], KEYS[3], ARGV[11]
 local cap = tonumber(ARGV[12]) or 0
 local batch = KEYS[4] or ''
@@ -72,7 +72,7 @@ if civil == '1' then redis.call('HSET', ck(id), 'civil', '1') end
 redis.call('ZADD', k('pending'), now, id)
 redis.call('HINCRBY', k('counters'), 'enqueued', 1)
 if unknown > 0 then redis.call('HINCRBY', k('counters'), 'unknown_fields', unknown) end
-if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, max_wait, window) > 0 then
+if redis.call('ZCARD', k('held')) == 0 and capacity(now, interval, ahead, window) > 0 then
   local slot = reserve_slot(now, interval)
   redis.call('HSET', ck(id), 'state', 'queued', 'gen', 1, 'slot', slot)
   redis.call('ZADD', k('queued'), now, id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,7 +45,7 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self._published: list[tuple[str, int]] = []
-        self.readbacks: list[tuple[str, int, float]] = []
+        self._readbacks: list[tuple[str, int, float]] = []
         self.client: Any = None
         self.fail = False
 
@@ -56,16 +57,17 @@ class FakePublisher:
     def message(self, call_id: str, gen: int) -> str:
         return json.dumps({"id": call_id, "gen": gen})
 
-    def publish_many(self, items: list[tuple[str, int]]) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        for call_id, gen in items:
-            self.client.lpush(self.queue_key, self.message(call_id, gen))
+    def readback_message(self, server: str, gen: int, start: float) -> str:
+        return json.dumps({"readback": [server, gen, start]})
 
-    def publish_readbacks(self, items: list[tuple[str, int, float]]) -> None:
-        if self.fail and items:
+    def push(self, messages: list[tuple[str, str]]) -> None:
+        if self.fail and messages:
             raise ConnectionError("broker down")
-        self.readbacks.extend(items)
+        for queue, message in messages:
+            self.client.lpush(queue, message)
+
+    def publish_many(self, items: list[tuple[str, int]]) -> None:
+        self.push([(self.queue_key, self.message(call_id, gen)) for call_id, gen in items])
 
     @property
     def published(self) -> list[tuple[str, int]]:
@@ -75,8 +77,18 @@ class FakePublisher:
             if raw is None:
                 break
             data = json.loads(raw)
-            self._published.append((data["id"], data["gen"]))
+            if "readback" in data:
+                server, gen, start = data["readback"]
+                self._readbacks.append((server, gen, start))
+            else:
+                self._published.append((data["id"], data["gen"]))
         return self._published
+
+    @property
+    def readbacks(self) -> list[tuple[str, int, float]]:
+        """The read-backs pushed so far (pop() takes one)."""
+        self.published  # noqa: B018 (reads the list)
+        return self._readbacks
 
     def ids(self) -> list[str]:
         return [call_id for call_id, _ in self.published]
@@ -197,17 +209,22 @@ def recording_sleep() -> RecordingSleep:
 
 @pytest.fixture
 def world(r: fakeredis.FakeRedis, clock: Any, publisher: Any) -> Callable[..., World]:
-    def build(**overrides: Any) -> World:
+    def build(ahead_s: float | None = None, **overrides: Any) -> World:
+        """``ahead_s``: another release lookahead than RELEASE_AHEAD_S (e.g. a whole
+        slot wait, so that several calls of a slow rate get their messages at once)."""
         base: dict[str, Any] = {"community_id": "c", "api_key": Secret("lifecycle-key"),
                                 "max_rate": 0.0}
         base.update(overrides)
         settings = Settings(**base)
-        return World(
+        w = World(
             r=r, clock=clock, publisher=publisher, settings=settings,
             lc=Lifecycle(r, settings, clock=clock),
             pump=Pump(r, settings, publisher, clock=clock),
             dead=DeadLetters(r, settings.prefix, clock=clock),
             records=Records(r, settings.prefix, clock=clock),
         )
+        if ahead_s is not None:
+            w.lc.flow = w.pump.flow = dataclasses.replace(w.lc.flow, ahead_s=ahead_s)
+        return w
 
     return build

@@ -211,12 +211,16 @@ def test_the_rate_slot_is_waited_for_with_the_injected_sleep(
     rg.enqueue("A")
     rg.enqueue("B")
 
-    assert rg.deliver_all() == ["delivered", "delivered"]
+    # B's slot is an interval away, beyond the lookahead: it waits in line, no thread on it.
+    assert rg.deliver_all() == ["delivered"]
+    rg.clock.advance(0.6)
+    assert Pump(rg.lc.client, rg.settings, rg.publisher, clock=rg.clock).tick().released == 1
+    assert rg.deliver_all() == ["delivered"]
 
     # B sleeps to its slot, then (when A went out a moment after its own slot) at the
     # send gate for the rest of the interval: all through the injected sleep.
     assert 1 <= len(rg.sleeps) <= 2
-    assert rg.lc.flow.interval_s - 0.01 <= sum(rg.sleeps) <= rg.lc.flow.max_wait_s
+    assert rg.lc.flow.interval_s - 0.6 - 0.01 <= sum(rg.sleeps) <= rg.lc.flow.ahead_s
     assert len(sim.calls()) == 2
 
 
@@ -234,6 +238,8 @@ def test_a_429_during_the_slot_wait_gives_the_call_back_unsent(
     holder["first"] = rg.enqueue("A")
     second = rg.enqueue("B")
     assert rg.lc.claim(holder["first"], 1).kind == "claimed"  # in flight on another worker
+    rg.clock.advance(0.6)  # B's slot comes within the lookahead: it gets its message
+    assert Pump(rg.lc.client, rg.settings, rg.publisher, clock=rg.clock).tick().released == 1
 
     assert rg.deliverer.deliver(second, 1) == "held"
 

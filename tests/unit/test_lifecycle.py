@@ -42,11 +42,18 @@ def test_enqueue_holds_once_the_rate_window_is_full(world: Callable[..., World])
         results.append(w.add(f"caller {i}"))
         w.clock.advance(-1.0)
 
-    # One request a second (plus margin), slots reserved at most MAX_SLOT_WAIT_S ahead:
-    # slots at 0, 1.03 and 2.06 s; the rest wait in line.
-    assert [x.kind for x in results] == ["pushed"] * 3 + ["held"] * 2
-    assert [w.state(x.call_id) for x in results[3:]] == ["held", "held"]
+    # One request a second (plus margin), a message at most RELEASE_AHEAD_S (0.5 s) ahead
+    # of its slot: the first goes at once; the next slot (1.03 s) is further, so the rest
+    # wait in line, no worker thread asleep on them.
+    assert [x.kind for x in results] == ["pushed"] + ["held"] * 4
+    assert [w.state(x.call_id) for x in results[1:]] == ["held"] * 4
     assert w.records.stats()["queued"] == 5
+    # The scheduler gives the next its message once its slot is within the lookahead.
+    w.clock.advance(0.4)
+    assert w.pump.tick().released == 0
+    w.clock.advance(0.2)
+    assert w.pump.tick().released == 1
+    assert sorted(w.state(x.call_id) for x in results[1:]) == ["held"] * 3 + ["queued"]
 
 
 def test_enqueue_behind_a_backlog_is_held_even_with_capacity(world: Callable[..., World]) -> None:

@@ -73,7 +73,7 @@ def test_claims_are_spaced_by_the_rate_and_a_far_slot_is_held(
     # Another process (unlimited) put four messages out at once.
     unlimited = world()
     ids = [unlimited.add(f"c{i}").call_id for i in range(4)]
-    w = world(max_rate=1.0)
+    w = world(ahead_s=MAX_SLOT_WAIT_S, max_rate=1.0)
     t = w.clock()
 
     starts = []
@@ -114,7 +114,7 @@ def test_messages_that_waited_past_their_slots_are_sent_in_line_order(
     # Five calls released with slots one interval apart; no worker takes them until long
     # after (a worker reconnecting to a restarted Redis), and then its threads claim them
     # in the wrong order. The first stale claim re-slots the line; order is kept.
-    w = world(max_rate=2.0)
+    w = world(ahead_s=MAX_SLOT_WAIT_S, max_rate=2.0)
     ids = [w.add(f"c{i}").call_id for i in range(5)]
     w.clock.now += 30.0
     t = w.clock()
@@ -139,7 +139,7 @@ def test_re_slotting_reserves_no_slot_beyond_the_longest_wait(
     # claims came first and hold the next three seconds. Re-slotting the old three would
     # put them beyond the longest slot wait: they go back in line, and the rate limiter
     # reserves nothing for them, so the next slot follows the last grant (no gap).
-    w = world(max_rate=1.0)
+    w = world(ahead_s=MAX_SLOT_WAIT_S, max_rate=1.0)
     interval = w.lc.flow.interval_s
     old = []
     for i in range(3):
@@ -187,7 +187,7 @@ def test_no_two_grants_are_closer_than_the_limit(
     # Calls released together, claimed late (some after their slots) in a random order:
     # every grant stays the limit (1/rate) from every other, whatever order and lateness.
     rng = random.Random(seed)
-    w = world(max_rate=rng.choice([1.0, 2.0, 5.0, 10.0]))
+    w = world(ahead_s=MAX_SLOT_WAIT_S, max_rate=rng.choice([1.0, 2.0, 5.0, 10.0]))
     calls = []
     for i in range(6):
         calls.append(w.add(f"c{i}").call_id)
@@ -213,7 +213,7 @@ def test_a_backlogs_first_claim_coming_late_leaves_no_slot_unused(
     # so its claim always comes a little after it. Threads then claim out of order. Every
     # call must still be granted (none held for a later slot, which would leave its own
     # slot unused: a gap in the pacing).
-    w = world(max_rate=2.0)
+    w = world(ahead_s=MAX_SLOT_WAIT_S, max_rate=2.0)
     ids = []
     for i in range(6):
         ids.append(w.add(f"c{i}").call_id)
