@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 
+from dispatcher import clock as shared_clock
 from dispatcher import redact
 from dispatcher.broker import make_celery
 from dispatcher.errors import ConfigError
@@ -127,6 +128,8 @@ def _check_configuration(**_: Any) -> None:
 
     client = connect(settings)
     try:
+        # Every time this worker writes to Redis is on Redis's clock (dispatcher.clock).
+        shared_clock.sync(client)
         for warning in redis_durability_warnings(client):
             log.warning(warning)
         replicas = shortfall(client, settings.redis_wait)
