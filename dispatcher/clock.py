@@ -86,13 +86,24 @@ def sync(client: Any, samples: int = SAMPLES) -> float:
         _next_at = time.monotonic() + RESYNC_S
         if abs(measured) > LOG_SKEW_S and abs(measured - _logged) > LOG_SKEW_S:
             _logged = measured
-            log.info("this host's clock is %+.3fs from Redis's (clock skew; round trip "
-                     "%.1f ms): times in Redis use Redis's clock", -measured, rtt * 1000)
+            _log_skew()
         elif abs(measured) <= LOG_SKEW_S and abs(_logged) > LOG_SKEW_S:
             _logged = measured
             log.info("this host's clock is within %.1fs of Redis's again (%+.3fs)",
                      LOG_SKEW_S, -measured)
     return measured
+
+
+def _log_skew() -> None:
+    log.info("this host's clock is %+.3fs from Redis's (clock skew; round trip %.1f ms): "
+             "times in Redis use Redis's clock", -_offset, (_rtt or 0.0) * 1000)
+
+
+def announce() -> None:
+    """Log the measured skew again when it is over LOG_SKEW_S (a process whose logging was
+    set up after its first `sync`: Celery's worker configures it after ``worker_init``)."""
+    if _rtt is not None and abs(_offset) > LOG_SKEW_S:
+        _log_skew()
 
 
 def sync_quietly(client: Any) -> bool:

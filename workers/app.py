@@ -163,6 +163,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from dispatcher.redisconn import connect
 
     controller = getattr(sender, "controller", None)
+    shared_clock.announce()  # measured at worker_init, before Celery set up its logging
     _heartbeat = HeartbeatThread(
         Heartbeats(connect(settings), settings.prefix),
         worker_name(getattr(sender, "hostname", None)),

@@ -174,3 +174,19 @@ def test_a_heartbeat_from_a_skewed_host_is_on_redis_time_and_alive(
     clock.sync(rclient)
     (beat,) = Heartbeats(rclient).all()
     assert beat.alive and beat.age_s < 1.0
+
+
+def test_announce_logs_the_measured_skew_again_and_only_when_large(
+    rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="dispatcher.clock"):
+        clock.announce()  # never measured: nothing to say
+        skew(monkeypatch, 0.1)
+        clock.sync(rclient)
+        clock.announce()  # too small to mention
+        assert caplog.records == []
+        skew(monkeypatch, 3.0)
+        clock.sync(rclient)
+        clock.announce()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0] == lines[1] and "+3.0" in lines[0], lines
