@@ -1,8 +1,9 @@
-"""Several machines, one Redis, wrong clocks: two workers under distinct host names, one
-of them 40 s behind, and a scheduler and web door 20 s ahead (libfaketime), share one
-community whose CAD rate-limits at the community's own rate. Every call is delivered
-once, none is answered 429, no lease is taken for a dead worker's, and both workers
-show alive: every process times Redis state by Redis's clock (dispatcher/clock.py)."""
+"""Several machines, one Redis, wrong clocks (libfaketime): host a, 40 s behind, runs a
+worker and a scheduler; host b, right, a worker and the producer; host c, 20 s ahead,
+a second scheduler and the web door. They share one community whose CAD rate-limits at
+the community's own rate. Every call is delivered once, none is answered 429, no live
+lease is taken for a dead worker's, and both workers show alive: every process times
+Redis state by Redis's clock (dispatcher/clock.py)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def dispatcher_stats(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def test_workers_on_two_hosts_with_skewed_clocks_deliver_once_within_the_rate(
+def test_workers_and_schedulers_on_hosts_with_skewed_clocks_deliver_once_in_rate(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
 ) -> None:
     # The CAD counts requests over a window of several intervals (as in
@@ -79,7 +80,8 @@ def test_workers_on_two_hosts_with_skewed_clocks_deliver_once_within_the_rate(
                            text=True, check=True).stdout
     assert abs(int(shown) - (time.time() - 40)) < 3, "faketime did not move the clock"
 
-    scheduler = procs(["scheduler"], faked, name="scheduler+20s", prefix=skewed("+20s"))
+    scheduler = procs(["scheduler"], faked, name="scheduler-c+20s", prefix=skewed("+20s"))
+    scheduler_a = procs(["scheduler"], faked, name="scheduler-a-40s", prefix=skewed("-40s"))
     web = procs(["web"], faked, name="web+20s", prefix=skewed("+20s"))
     a = procs(["worker", "-n", "a@host-a", "--concurrency", "4"], faked, name="worker-a-40s",
               prefix=skewed("-40s"))
@@ -116,7 +118,8 @@ def test_workers_on_two_hosts_with_skewed_clocks_deliver_once_within_the_rate(
     seen = workers()
     sent_by = {name: p.output().count("delivered as CAD call") for name, p in
                (("a@host-a", a), ("b@host-b", b))}
-    print(f"\n[chaos] two hosts (worker a -40 s, scheduler and web +20 s): {len(arrivals)} "
+    print(f"\n[chaos] three hosts (a -40 s: worker, scheduler; b: worker; c +20 s: "
+          f"scheduler, web): {len(arrivals)} "
           f"calls at {achieved:.3f}/s (limit {RATE}), smallest gap {min(gaps):.3f}s, "
           f"answers {cad['by_status']}, sent by {sent_by}, workers alive {seen}")
 
@@ -135,4 +138,4 @@ def test_workers_on_two_hosts_with_skewed_clocks_deliver_once_within_the_rate(
     assert re.search(r"this host's clock is -40\.\d+s from Redis's", a.output()), a.output()
     assert re.search(r"this host's clock is \+20\.\d+s from Redis's", scheduler.output())
     assert "from Redis's" not in b.output()
-    assert web.alive() and scheduler.alive()
+    assert web.alive() and scheduler.alive() and scheduler_a.alive()
