@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from dispatcher.cli.embedded import free_port
 from dispatcher.producer import Producer
 from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
-from tests.conftest import Proc, base_env, run_cli, wait_for
+from tests.conftest import ROOT, Proc, base_env, run_cli, wait_for
 
 pytestmark = [
     pytest.mark.integration, pytest.mark.slow,
@@ -149,3 +150,24 @@ def test_hosts_with_skewed_clocks_deliver_every_call_once_within_the_rate(
     assert re.search(r"this host's clock is \+20\.\d+s from Redis's", scheduler.output())
     assert "from Redis's" not in b.output()
     assert web.alive() and scheduler.alive() and scheduler_a.alive()
+
+
+def test_a_cli_command_on_a_host_100s_ahead_reads_ages_on_redis_time(
+    redis_url: str, sim: CadSimulator,
+) -> None:
+    env = base_env(redis_url, sim)
+    producer = Producer(Settings.from_env(env))
+    try:
+        producer.enqueue(Call.create(caller="C", location="L", description="D"))
+    finally:
+        producer.close()
+    faked = dict(env, FAKETIME_DONT_FAKE_MONOTONIC="1",
+                 PYTHONPATH=os.pathsep.join(
+                     [str(FAKETIME_SITE), *filter(None, [env.get("PYTHONPATH")])]))
+    done = subprocess.run([*skewed("+100s"), sys.executable, "-m", "dispatcher", "stats",
+                           "--json"], env=faked, capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["queued"] == 1  # no worker: the call waits
+    assert 0 <= stats["oldest_age_s"] < 5, stats  # not ~100 s, this host's clock

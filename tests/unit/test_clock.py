@@ -190,3 +190,16 @@ def test_announce_logs_the_measured_skew_again_and_only_when_large(
         clock.announce()
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[0] == lines[1] and "+3.0" in lines[0], lines
+
+
+def test_the_worker_heartbeat_thread_measures_the_clock_when_due(
+    rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dispatcher.heartbeat import HeartbeatThread
+
+    skew(monkeypatch, -40.0)
+    thread = HeartbeatThread(Heartbeats(rclient), "a@host-a/1")
+    thread._beat_once()  # never measured in this process: the first beat measures
+    assert clock.offset() == pytest.approx(40.0, abs=0.05)
+    entry = json.loads(rclient.hget("dispatcher:heartbeats", "a@host-a/1") or b"{}")
+    assert entry["at"] == pytest.approx(redis_now(rclient), abs=0.5)
