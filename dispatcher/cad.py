@@ -28,6 +28,7 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from dispatcher import clock as shared_clock
 from dispatcher.call import Call
 from dispatcher.errors import Ambiguous, PermanentError, RateLimited, RetryableError
 from dispatcher.redact import Redactor
@@ -69,7 +70,7 @@ class CadClient:
         settings: Settings,
         session_factory: Callable[[], requests.Session] = requests.Session,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        wall: Callable[[], float] = shared_clock.now,
     ) -> None:
         settings.require_credentials()
         self._settings = settings

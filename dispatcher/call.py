@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from dispatcher import clock as shared_clock
 from dispatcher.callextra import MAX_EXTRA_FIELDS, MAX_EXTRA_NAME, checked_extra, renamed
 from dispatcher.errors import InvalidCall
 
@@ -72,7 +72,7 @@ TAG_DELETE_AFTER_PASSED = "dispatcherDeleteAfterPassed"
 
 def new_call_id(now: float | None = None) -> str:
     """A 26-character ULID: sortable by creation time, unique without coordination."""
-    ms = int((time.time() if now is None else now) * 1000)
+    ms = int((shared_clock.now() if now is None else now) * 1000)
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):

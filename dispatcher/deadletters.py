@@ -14,13 +14,13 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.call import new_call_id
 from dispatcher.keys import Keys
@@ -75,7 +75,7 @@ class DeadLetters:
     """List, show, replay and purge dead letters."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = shared_clock.now,
                  max_invalid: int = DEFAULT_MAX_INVALID) -> None:
         self.client = client
         self.keys = Keys(prefix)

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import tenacity
 
+from dispatcher import clock as shared_clock
 from dispatcher.cad import CadClient
 from dispatcher.call import Call
 from dispatcher.errors import (
@@ -43,7 +44,7 @@ class Deliverer:
         cad: CadClient,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = shared_clock.now,
     ) -> None:
         self.lifecycle = lifecycle
         self.cad = cad

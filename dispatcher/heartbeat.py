@@ -15,13 +15,13 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher.keys import Keys
 
 log = logging.getLogger("dispatcher.heartbeat")
@@ -64,7 +64,7 @@ class Heartbeats:
     """Writes and reads the heartbeat hash."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.client = client
         # Processes serve every community: their heartbeats live under the base prefix
         # (a community's prefix is ``base@name``, dispatcher.communities).
@@ -143,6 +143,9 @@ class HeartbeatThread:
             self._stop.wait(self.interval)
 
     def _beat_once(self) -> None:
+        # The worker's clock against Redis's, measured again every minute (it was first at
+        # worker_init), so a step of this host's clock is followed.
+        shared_clock.sync_if_due(self.heartbeats.client)
         try:
             self.heartbeats.beat(self.name, self.interval, self.started_at, self.concurrency)
         except Exception as exc:  # Redis down or full: try again next interval, keep quiet

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.keys import Keys
 from dispatcher.records import Records
@@ -56,7 +56,7 @@ class History:
     """Appends and reads the sample list."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = shared_clock.now,
                  every_s: float = SAMPLE_EVERY_S) -> None:
         self.client = client
         self.keys = Keys(prefix)

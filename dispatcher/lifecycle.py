@@ -21,13 +21,13 @@ dropped harmlessly. A delivered call is never claimed again.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.call import Call
 from dispatcher.deadletters import DeadReason
@@ -128,7 +128,7 @@ class Lifecycle:
         self.keys = Keys(settings.prefix)
         self.circuit = circuit or CircuitPolicy.from_settings(settings)
         self.flow = Flow.from_settings(settings)
-        self.clock = clock or time.time
+        self.clock = clock or shared_clock.now
         self.rate = RateLimit(client, self.flow, settings.prefix, self.clock)
         self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
         self._prefix = [self.keys.prefix]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher.broker import Publisher
 from dispatcher.call import Call, new_call_id
 from dispatcher.communities import Communities, Live
@@ -44,7 +44,7 @@ class Producer:
         settings: Settings,
         client: redis.Redis | None = None,
         publisher: Publisher | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = shared_clock.now,
         wait_s: float = QUEUE_WAIT_S,
         spool_dir: str | Path | None = None,
     ) -> None:
@@ -156,6 +156,7 @@ class Producer:
         published on ``{prefix}:outcomes``; a spooled call is not waited for.
         """
         self._refuse_secret(call)
+        self._measure_clock()
         now = self.clock()
         stamped = call.with_envelope(new_call_id(now), now)
         if self.spool is None or take_from is not None:
@@ -180,10 +181,17 @@ class Producer:
         QueueUnavailable instead of spooling.
         """
         self._refuse_secret(call)
+        self._measure_clock()
         now = self.clock()
         result = self._record(call.with_envelope(new_call_id(now), now), source, None,
                               self.wait_s, notify)
         return result.call_id, result.ticket
+
+    def _measure_clock(self) -> None:
+        """Before this process's first enqueue: measure its clock against Redis's, so the
+        call's time agrees with every other host's (`dispatcher.clock`)."""
+        if not shared_clock.synced():
+            shared_clock.sync_if_due(self.client)
 
     def _refuse_secret(self, call: Call) -> None:
         # Storing a call that carries the API key would put the key in Redis, in dead
@@ -229,6 +237,7 @@ class Producer:
         message = (self.publisher.queue_key, self.publisher.message(stamped.id, 1))
         result = bounded(lambda: self.lifecycle.enqueue(stamped, message, source, take_from,
                                                         notify=notify), wait_s)
+        shared_clock.sync_if_due(self.client)  # Redis just answered: measure every minute
         if result.full:
             raise queue_full(self.settings.max_backlog, result.waiting)
         return result
@@ -255,6 +264,7 @@ class Producer:
             return [self.enqueue(c, source, t) for c, t in zip(batch, takes, strict=True)]
         for call in batch:
             self._refuse_secret(call)
+        self._measure_clock()
         now = self.clock()
         # A microsecond apart, so the batch keeps its order in line (held is by time).
         stamped = [c.with_envelope(new_call_id(now), now + i * 1e-6)
@@ -278,6 +288,7 @@ class Producer:
             return replies
 
         replies = bounded(run, self.wait_s)
+        shared_clock.sync_if_due(self.client)
         ids = []
         refused: Enqueued | None = None
         for reply in replies:

@@ -16,13 +16,13 @@ by the retry script); the pause holds claims and releases until it ends.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.keys import Keys
 from dispatcher.policy import DEFAULT_RATE_LIMIT_PAUSE_S, MAX_SLOT_WAIT_S, RELEASE_AHEAD_S
@@ -77,7 +77,7 @@ class RateLimit:
     """The send gate and the 429 pause of one prefix."""
 
     def __init__(self, client: redis.Redis, flow: Flow, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.client = client
         self.flow = flow
         self.key = Keys(prefix).rate

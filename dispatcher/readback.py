@@ -37,6 +37,7 @@ from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.cad import CadClient
 from dispatcher.call import TAG_ID
@@ -146,7 +147,7 @@ class Verifier:
     """Runs one server's read-back and settles its verifying calls (a worker's task)."""
 
     def __init__(self, client: redis.Redis, settings: Settings, cad: CadClient,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = shared_clock.now,
                  sleep: Callable[[float], None] = time.sleep,
                  policy: RetryPolicy | None = None) -> None:
         self.client = client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,6 +11,7 @@ from typing import Any
 import redis
 
 from dispatcher import circuit, ratelimit
+from dispatcher import clock as shared_clock
 from dispatcher.keys import Keys
 from dispatcher.redisconn import as_text
 
@@ -169,7 +169,7 @@ class Records:
     """Reads call records and system counts."""
 
     def __init__(self, client: redis.Redis, prefix: str = "dispatcher",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.clock = clock

@@ -21,13 +21,13 @@ duplicated scheduler process is harmless. Waiting calls cost only Redis memory.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.broker import Publisher
 from dispatcher.keys import Keys
@@ -78,7 +78,7 @@ class Pump:
         client: redis.Redis,
         settings: Settings,
         publisher: Publisher,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = shared_clock.now,
         orphan_after_s: float | None = None,
     ) -> None:
         self.client = client

@@ -21,12 +21,12 @@ id of a call we delivered.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Literal, cast
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.errors import DispatcherError
 from dispatcher.keys import DELIVERED_TTL_S, Keys
@@ -66,7 +66,7 @@ class TakeBacks:
     """Takes calls back in one Redis (the producer's, the web's or the CLI's client)."""
 
     def __init__(self, client: redis.Redis, prefix: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.clock = clock

@@ -165,14 +165,19 @@ def base_env(redis_url: str, sim: CadSimulator | None = None, **extra: Any) -> d
 
 
 class Proc:
-    """A product process started as a user would (`python -m dispatcher ...`)."""
+    """A product process started as a user would (`python -m dispatcher ...`), or under a
+    wrapper (``prefix``, e.g. ``faketime -f -40s``; signals then go to the whole group,
+    since a wrapper need not pass them on)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 prefix: list[str] | None = None) -> None:
         self.args = args
         self.env = env
         self.log = log
+        self.prefix = list(prefix or [])
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "dispatcher", *args], env=env,
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "dispatcher", *args],
+                                     env=env,
                                      stdout=self._fh, stderr=subprocess.STDOUT, cwd=ROOT,
                                      start_new_session=True)
 
@@ -185,7 +190,10 @@ class Proc:
 
     def signal(self, sig: int) -> None:
         if self.alive():
-            os.kill(self.proc.pid, sig)
+            if self.prefix:
+                os.killpg(self.proc.pid, sig)
+            else:
+                os.kill(self.proc.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a Celery worker and its children)."""
@@ -193,8 +201,25 @@ class Proc:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def stop(self, timeout: float = 20) -> int | None:
-        if self.alive():
+        if self.prefix:
+            if self._group_alive():
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            deadline = time.time() + timeout
+            while self._group_alive() and time.time() < deadline:
+                self.proc.poll()  # reap the wrapper, if it went first
+                time.sleep(0.1)
+            if self._group_alive():
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        elif self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -214,9 +239,10 @@ class Proc:
 def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     started: list[Proc] = []
 
-    def start(args: list[str], env: dict[str, str], name: str | None = None) -> Proc:
+    def start(args: list[str], env: dict[str, str], name: str | None = None,
+              prefix: list[str] | None = None) -> Proc:
         log = tmp_path / f"{name or args[0]}-{len(started)}.log"
-        p = Proc(args, env, log)
+        p = Proc(args, env, log, prefix)
         started.append(p)
         return p
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import signals
 
+from dispatcher import clock as shared_clock
 from dispatcher import redact
 from dispatcher.broker import make_celery
 from dispatcher.errors import ConfigError
@@ -127,6 +128,8 @@ def _check_configuration(**_: Any) -> None:
 
     client = connect(settings)
     try:
+        # Every time this worker writes to Redis is on Redis's clock (dispatcher.clock).
+        shared_clock.sync(client)
         for warning in redis_durability_warnings(client):
             log.warning(warning)
         replicas = shortfall(client, settings.redis_wait)
@@ -160,6 +163,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     from dispatcher.redisconn import connect
 
     controller = getattr(sender, "controller", None)
+    shared_clock.announce()  # measured at worker_init, before Celery set up its logging
     _heartbeat = HeartbeatThread(
         Heartbeats(connect(settings), settings.prefix),
         worker_name(getattr(sender, "hostname", None)),

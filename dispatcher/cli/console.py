@@ -30,9 +30,15 @@ def first_line(exc: BaseException) -> str:
 
 
 def client_for(settings: Settings) -> redis.Redis:
+    """A Redis client; this process's clock is measured against Redis's when it is the
+    first (`dispatcher.clock`; quietly skipped when Redis does not answer)."""
+    from dispatcher import clock
     from dispatcher.redisconn import connect
 
-    return connect(settings)
+    client = connect(settings)
+    if not clock.synced():
+        clock.sync_quietly(client)
+    return client
 
 
 def emit(data: Any, indent: int | None = 2) -> None:

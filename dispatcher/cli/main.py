@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import redis
 
 from dispatcher import __version__
+from dispatcher import clock as shared_clock
 from dispatcher.cli import processes
 from dispatcher.cli.console import (
     EXIT_ERROR,
@@ -37,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def _since(value: str) -> float:
     """`dispatcher.since.parse_since` as an argparse type (its error is argparse's)."""
     try:
-        return parse_since(value, time.time())
+        return parse_since(value, shared_clock.now())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time or a duration like 30m: {value!r}") from None
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="the Celery worker that sends calls to the CAD")
     w.add_argument("--concurrency", type=_positive_int, default=None)
     w.add_argument("--loglevel", default="INFO")
+    w.add_argument("-n", "--hostname", default="dispatcher@%h-%i",
+                   help="Celery's node name (default dispatcher@%%h-%%i: this host's name "
+                        "and the process index); distinct for every worker process")
     sub.add_parser("scheduler", help="moves due retries and the backlog back into play")
     sub.add_parser("bridge", help="moves the Redis inbox into the queue")
     sub.add_parser("web", help="HTTP ingest, /metrics, /healthz and the operations page")

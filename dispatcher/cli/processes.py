@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher.cli.console import CliError, client_for, first_line
 from dispatcher.redisconn import UNREACHABLE, refusal
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
@@ -64,7 +65,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     app.worker_main([
         "worker", "-Q", settings.queue_name, "--pool", "threads", "-c", str(concurrency),
         "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-n", "dispatcher@%h-%i",
+        "--without-heartbeat", "-n", getattr(args, "hostname", None) or "dispatcher@%h-%i",
     ])
     return 0
 
@@ -98,6 +99,7 @@ def scheduler(settings: Settings, args: argparse.Namespace | None = None) -> int
         histories: list[History] = []
         while not stop.is_set():
             try:
+                shared_clock.sync_if_due(client)  # Redis's clock, measured every minute
                 served = live.current()
                 if live.generation != generation:  # started, or the file was reloaded
                     generation = live.generation

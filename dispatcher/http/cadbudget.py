@@ -46,13 +46,13 @@ import hashlib
 import hmac
 import math
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
+from dispatcher import clock as shared_clock
 from dispatcher import scripts
 from dispatcher.keys import Keys
 from dispatcher.ratelimit import Flow
@@ -119,7 +119,7 @@ class CadBudget:
     """Takes passed-through requests out of the CAD's budgets, in one Redis."""
 
     def __init__(self, client: redis.Redis, settings: Settings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.client = client
         self.keys = Keys(settings.prefix)
         self.clock = clock

@@ -68,7 +68,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, current_app, request
 
+from dispatcher import clock as shared_clock
 from dispatcher.call import Call
 from dispatcher.communities import Communities, Community, Live
 from dispatcher.communities import load as load_communities
@@ -251,14 +251,14 @@ class Door:
         served = self.served()
         if not served.has_id(body.get("id")):
             return self.refuse("INVALID COMMUNITY ID")
-        found = served.for_credentials(body.get("id"), body.get("key"), time.time())
+        found = served.for_credentials(body.get("id"), body.get("key"), shared_clock.now())
         return self.refuse("INVALID API KEY") if found is None else self.doors[found.name]
 
     def pick_bearer(self) -> Door | Response:
         """The door of the community whose key is the request's Bearer credential, or
         the v2 401."""
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        found = (self.served().for_key(token.strip(), time.time())
+        found = (self.served().for_key(token.strip(), shared_clock.now())
                  if scheme.lower() == "bearer" else None)
         if found is not None:
             return self.doors[found.name]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 import redis
 from flask import Blueprint, Response, redirect, render_template, request
 
+from dispatcher import clock as shared_clock
 from dispatcher.communities import Live
 from dispatcher.deadletters import DeadLetters, Filter
 from dispatcher.history import chart
@@ -96,6 +96,8 @@ def ops_blueprint(settings: Settings, client: redis.Redis, live: Live | None = N
     bp = Blueprint("ops", __name__, static_folder="static", static_url_path="/ops/static")
     bp.record_once(lambda setup: setup.app.extensions.__setitem__(EXTENSION, state))
     bp.before_request(loopback_only)
+    # Ages and heartbeats are read against Redis's clock: keep it measured.
+    bp.before_request(lambda: shared_clock.sync_if_due(client))
     bp.register_error_handler(redis.RedisError, redis_down)
     bp.after_request(security_headers)
     bp.add_url_rule("/metrics", view_func=probes.metrics, methods=["GET"])
@@ -145,7 +147,7 @@ def page() -> Response | Any:
     csrf = o.auth.csrf_of(request)
     if o.auth.enabled and csrf is None:
         return redirect("/login?" + urlencode({"next": request.full_path}), 303)
-    now = time.time()
+    now = shared_clock.now()
     view = View.from_args(request.args, now)
     # A RedisError here is answered by the blueprint's `redis_down` (the "down" page, 503).
     stats = o.records.stats()
@@ -202,7 +204,7 @@ def replay_matching() -> Response | Any:
     o = ops()
     if not o.auth.action_allowed(request):
         return forbidden()
-    view = View.from_args(request.form, time.time())
+    view = View.from_args(request.form, shared_clock.now())
     if view.error:
         return _back(done="bad_filter", n=0)
     actor = _actor()

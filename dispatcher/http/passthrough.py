@@ -52,6 +52,7 @@ import requests
 from flask import Flask, Response, current_app, request
 
 from dispatcher import circuit
+from dispatcher import clock as shared_clock
 from dispatcher.http import doorrules
 from dispatcher.http.cadbudget import CadBudget
 from dispatcher.http.ingest import RETRY_AFTER_S, door
@@ -98,7 +99,7 @@ class Passthrough:
 
     def __init__(self, settings: Settings, client: redis.Redis,
                  session_factory: Callable[[], requests.Session] = requests.Session,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = shared_clock.now) -> None:
         self.settings = settings
         self.client = client
         self.base = settings.api_url.rstrip("/")
