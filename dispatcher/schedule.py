@@ -206,15 +206,14 @@ def tick_all(client: redis.Redis, pumps: list[Pump], paced: bool = False) -> lis
 
 def busy(client: redis.Redis, pumps: list[Pump]) -> list[bool]:
     """Which pumps' communities have calls in play (held, queued, scheduled, in flight or
-    verifying): one EXISTS each, in one round trip, so a tick's work grows with the
-    communities that have calls waiting, not with all of them."""
+    verifying): one script over all of them (``lua/busy.lua``), so a tick's work grows
+    with the communities that have calls waiting, not with all of them."""
     if len(pumps) == 1:
         return [True]
-    pipe = client.pipeline(transaction=False)
-    for pump in pumps:
-        k = pump.keys
-        pipe.exists(k.held, k.queued, k.scheduled, k.inflight, k.verifying)
-    return [int(n) > 0 for n in pipe.execute()]
+    keys = [name for pump in pumps for name in (pump.keys.held, pump.keys.queued,
+                                                pump.keys.scheduled, pump.keys.inflight,
+                                                pump.keys.verifying)]
+    return [int(n) > 0 for n in scripts.register(client, "busy.lua")(keys=keys)]
 
 
 def release_now(settings: Settings, client: redis.Redis) -> TickReport:
