@@ -1,7 +1,9 @@
 """Render bench/results.json (from bench/run_all.py) as the Markdown tables of
-docs/PERFORMANCE.md.
+docs/PERFORMANCE.md; or the result of bench/communities.py as its table, plus its plot
+(docs/communities-scale.png, with matplotlib: ``pip install -e '.[bench]'``).
 
     .venv/bin/python bench/report.py [bench/results.json] > /tmp/tables.md
+    .venv/bin/python bench/report.py bench/results-communities.json [docs/communities-scale.png]
 """
 
 from __future__ import annotations
@@ -125,9 +127,60 @@ def memory(r: dict[str, Any]) -> list[str]:
             f"{p['worker_rss_mb_before']} | {p['worker_rss_mb_after']} | - |"]
 
 
+def communities(result: dict[str, Any]) -> list[str]:
+    out = ["| communities | goal, calls/s | delivered, calls/s | x goal | pace min / median / "
+           "max (x limit) | 429 | created twice | machine CPU | scheduler CPU busy / idle | "
+           "worker CPU per call | Redis per waiting call | Redis per community |",
+           "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        p = r["pace_vs_limit"]
+        out.append(
+            f"| {r['communities']} | {r['goal_per_s']:g} | {r['throughput_per_s']} | "
+            f"{r['throughput_vs_goal']:.3f} | {p['min']} / {p['median']} / {p['max']} | "
+            f"{r['http_429']} | {r['duplicates']} | {r['machine_cpu_busy_pct']} % | "
+            f"{r['scheduler_cpu_busy_pct']} % / {r['scheduler_cpu_idle_pct']} % | "
+            f"{r['cpu_ms_per_call']['workers']} ms | {r['redis_bytes_per_waiting_call']} B | "
+            f"{r['redis_bytes_per_community']} B |")
+    return out
+
+
+def plot_communities(result: dict[str, Any], png: Path) -> None:
+    """Throughput and pace against the number of communities, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    n = [r["communities"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(n, [r["goal_per_s"] for r in rows], "--", color="grey", label="sum of the limits")
+    left.plot(n, [r["throughput_per_s"] for r in rows], "o-", label="delivered")
+    left.set(xlabel="communities (each at its own limit)", ylabel="calls/s",
+             title="Throughput")
+    left.legend()
+    for key, style in (("min", "v-"), ("median", "o-"), ("max", "^-")):
+        right.plot(n, [r["pace_vs_limit"][key] for r in rows], style, label=key)
+    right.axhline(1.0, color="grey", linestyle="--", label="the limit")
+    right.axhline(0.95, color="grey", linestyle=":", label="5 % below")
+    right.set(xlabel="communities", ylabel="pace / limit", ylim=(0.85, 1.05),
+              title="Each community's pace (0 x 429)")
+    right.legend(loc="lower left")
+    fig.suptitle(f"{result['command']}  ({result['machine']['nproc']} CPUs)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+
+
 def main() -> int:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
     results = json.loads(path.read_text())
+    if results.get("figure") == "communities":
+        png = Path(sys.argv[2]) if len(sys.argv) > 2 else (HERE.parent / "docs"
+                                                            / "communities-scale.png")
+        plot_communities(results, png)
+        print("\n".join([f"`.venv/bin/python {results['command']}`", "",
+                         *communities(results)]))
+        return 0
     lines = ["### Machine", *machine(results["machine"])]
     render = {"enqueue": enqueue, "doors": doors, "latency": latency, "drain": drain,
               "pacing": pacing, "memory": memory}

@@ -304,11 +304,13 @@ class Settings:
             return
         if not self.community_id:
             raise ConfigError(
-                "SONORAN_COMMUNITY_ID is not set: the worker needs the community id"
+                "SONORAN_COMMUNITY_ID is not set: the worker needs the community id "
+                "(or DISPATCHER_COMMUNITIES, a file of several communities)"
             )
         if not self.api_key:
             raise ConfigError(
-                "SONORAN_API_KEY is not set: the worker needs the community's API key"
+                "SONORAN_API_KEY is not set: the worker needs the community's API key "
+                "(or DISPATCHER_COMMUNITIES, a file of several communities)"
             )
 
     def with_(self, **changes: Any) -> Settings:

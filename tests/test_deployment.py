@@ -21,6 +21,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -313,11 +314,31 @@ def test_docker_compose_resolves_the_contract_defaults() -> None:
 
 
 @pytest.mark.parametrize("missing", CREDENTIALS)
-def test_compose_refuses_to_start_without_a_credential(missing: str) -> None:
+def test_a_worker_without_a_credential_stops_with_one_line_naming_it(missing: str) -> None:
+    # Compose cannot require "these two, or DISPATCHER_COMMUNITIES", so the worker does:
+    # run it with the environment Compose gives the service (Redis aside), one missing.
     host = {k: v for k, v in HOST_CREDENTIALS.items() if k != missing}
-    result = run_compose(host, "config", "-q")
-    assert result.returncode != 0, f"compose accepted a deployment without {missing}"
-    assert missing in result.stderr, result.stderr
+    result = run_compose(host, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    env = {k: str(v) for k, v in
+           json.loads(result.stdout)["services"]["worker"]["environment"].items()}
+    env.update(PATH=os.environ.get("PATH", os.defpath), HOME=os.environ.get("HOME", "/"),
+               REDIS_URL="redis://127.0.0.1:1/0")
+    worker = subprocess.run([sys.executable, "-m", "dispatcher", "worker"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert worker.returncode == 2, (worker.returncode, worker.stderr)
+    lines = worker.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dispatcher: error: {missing} is not set")
+    assert "DISPATCHER_COMMUNITIES" in lines[0]
+
+
+def test_compose_passes_a_communities_file_without_the_single_community_variables() -> None:
+    result = run_compose({"DISPATCHER_COMMUNITIES": "/etc/dispatcher/communities.toml"},
+                         "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    for service in ("worker", "scheduler", "bridge", "web"):
+        env = json.loads(result.stdout)["services"][service]["environment"]
+        assert env["DISPATCHER_COMMUNITIES"] == "/etc/dispatcher/communities.toml", service
 
 
 def test_both_validators_reject_a_broken_file(tmp_path: Path) -> None:
@@ -410,14 +431,11 @@ def test_every_readme_variable_can_be_set_through_compose() -> None:
     assert Settings.from_env(env).orphan_after_s == 7.0
 
 
-def test_worker_requires_credentials_and_web_does_not() -> None:
-    worker = environment_of(load_compose()["services"]["worker"])
-    for name in CREDENTIALS:
-        assert f"${{{name}:?" in worker[name], f"worker.{name} is not required"
-        with pytest.raises(MissingVariable):
-            resolved_environment("worker", {k: "x" for k in CREDENTIALS if k != name})
-    web = resolved_environment("web", {})
-    assert all(web[name] == "" for name in CREDENTIALS)
+def test_credentials_are_optional_for_compose_and_reach_every_process() -> None:
+    for service in ("worker", "scheduler", "bridge", "web"):
+        assert all(resolved_environment(service, {})[name] == "" for name in CREDENTIALS)
+        resolved = resolved_environment(service, HOST_CREDENTIALS)
+        assert all(resolved[name] == HOST_CREDENTIALS[name] for name in CREDENTIALS)
 
 
 def test_empty_variables_give_the_contract_defaults() -> None:
@@ -491,3 +509,21 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     for kept in ["pyproject.toml", "README.md",
                  *{p.split(".")[0] for p in packages["packages"]}]:
         assert kept not in patterns, f".dockerignore excludes {kept}, which the build needs"
+
+
+def test_the_communities_override_in_the_docs_reaches_every_process(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "communities.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S)
+                 if "docker-compose.override.yml" in b)
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(block, encoding="utf-8")
+    result = run_compose({"NORTH_KEY": "k-north", "SOUTH_KEY": "k-south"}, "-f", str(override),
+                         "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    for name in ("worker", "scheduler", "bridge", "web"):
+        service = json.loads(result.stdout)["services"][name]
+        assert service["environment"]["DISPATCHER_COMMUNITIES"] == \
+            "/etc/dispatcher/communities.toml"
+        assert service["environment"]["NORTH_KEY"] == "k-north"
+        assert service["environment"]["REDIS_URL"] == COMPOSE_REDIS_URL  # the base's kept
+        assert [v["target"] for v in service["volumes"]] == ["/etc/dispatcher/communities.toml"]
