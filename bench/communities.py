@@ -19,6 +19,8 @@ scheduler. After ``--warmup`` seconds, over ``--duration`` seconds:
 - Redis: bytes per waiting call (used_memory before and after the backlog) and bytes
   per community of its own state (the sum of MEMORY USAGE of a community's keys that
   are not a call's, after the run);
+- the CAD simulator's CPU (this process's, while it only serves the CAD), for it shares
+  the machine;
 - the scheduler's CPU per second while every community is idle (after the backlog
   drained), to show its tick grows with the communities that have calls waiting.
 
@@ -128,12 +130,14 @@ def one(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             time.sleep(args.warmup)
             cpu0 = ([w.cpu() for w in workers], scheduler.cpu(), redis_cpu(server))
             busy0 = _machine_busy()
+            sim0 = time.process_time()  # this process: the simulator's threads, mostly
             t0 = time.time()
             progress(f"communities {n}: measuring {args.duration:g}s")
             time.sleep(args.duration)
             t1 = time.time()
             cpu1 = ([w.cpu() for w in workers], scheduler.cpu(), redis_cpu(server))
             busy1 = _machine_busy()
+            sim1 = time.process_time()
             received = [r for r in sim.received() if t0 <= r["at"] < t1]
             ok = [r for r in received if r["status"] == 200]
             too_many = sum(1 for r in received if r["status"] == 429)
@@ -174,6 +178,7 @@ def one(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 },
                 "machine_cpu_busy_pct": rnd(100 * (busy1[0] - busy0[0]) / max(1, busy1[1]
                                                                            - busy0[1]), 1),
+                "simulator_cpu_pct": rnd(100 * (sim1 - sim0) / (t1 - t0), 1),
                 "scheduler_cpu_busy_pct": rnd(100 * (cpu1[1] - cpu0[1]) / (t1 - t0), 1),
                 "scheduler_cpu_idle_pct": rnd(100 * idle_cpu_s, 1),
                 "redis_bytes_per_waiting_call": int(per_call_bytes),

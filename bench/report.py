@@ -129,7 +129,8 @@ def memory(r: dict[str, Any]) -> list[str]:
 
 def communities(result: dict[str, Any]) -> list[str]:
     out = ["| communities | goal, calls/s | delivered, calls/s | x goal | pace min / median / "
-           "max (x limit) | 429 | created twice | machine CPU | scheduler CPU busy / idle | "
+           "max (x limit) | 429 | created twice | machine CPU (of it, the CAD simulator) | "
+           "scheduler CPU busy / idle | "
            "worker CPU per call | Redis per waiting call | Redis per community |",
            "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in result["rows"]:
@@ -137,7 +138,8 @@ def communities(result: dict[str, Any]) -> list[str]:
         out.append(
             f"| {r['communities']} | {r['goal_per_s']:g} | {r['throughput_per_s']} | "
             f"{r['throughput_vs_goal']:.3f} | {p['min']} / {p['median']} / {p['max']} | "
-            f"{r['http_429']} | {r['duplicates']} | {r['machine_cpu_busy_pct']} % | "
+            f"{r['http_429']} | {r['duplicates']} | {r['machine_cpu_busy_pct']} % "
+            f"({r.get('simulator_cpu_pct', '-')} % of a core) | "
             f"{r['scheduler_cpu_busy_pct']} % / {r['scheduler_cpu_idle_pct']} % | "
             f"{r['cpu_ms_per_call']['workers']} ms | {r['redis_bytes_per_waiting_call']} B | "
             f"{r['redis_bytes_per_community']} B |")

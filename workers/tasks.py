@@ -19,16 +19,20 @@ A redelivered or duplicate message finds its generation stale and does nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from dispatcher import communities
 from dispatcher.cad import CadClient
 from dispatcher.delivery import Deliverer
+from dispatcher.errors import ConfigError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.readback import Verifier
 from dispatcher.redisconn import connect
 from workers.app import app, settings
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 #: Per community (by name): its Deliverer and Verifier, sharing one Redis client.
@@ -89,7 +93,21 @@ def deliver(call: str | dict[str, Any], gen: int, community: str = "") -> str:
     ``id``): they are accepted as they are, so an upgrade loses no message in flight.
     """
     call_id = call if isinstance(call, str) else str(call["id"])
-    return deliverer(community).deliver(call_id, int(gen))
+    try:
+        served = deliverer(community)
+    except ConfigError as exc:
+        return _not_served("call", call_id, community, exc)
+    return served.deliver(call_id, int(gen))
+
+
+def _not_served(what: str, name: str, community: str, exc: Exception) -> str:
+    """A message of a community no longer in the file (removed by a reload): the message
+    goes, the call stays in Redis under the community's prefix (`dispatcher stats` lists
+    it) and is sent once the community is back (the orphan sweep re-publishes it)."""
+    log.warning("%s %s of community %r not served: %s; it waits in Redis until the "
+                "community is back in DISPATCHER_COMMUNITIES", what, name, community,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return "unknown-community"
 
 
 @app.task(name="dispatcher.readback", acks_late=True, reject_on_worker_lost=True,
@@ -97,4 +115,8 @@ def deliver(call: str | dict[str, Any], gen: int, community: str = "") -> str:
 def readback(server: str, gen: int, start_at: float = 0.0, community: str = "") -> str:
     """Read server ``server``'s calls back from the CAD and settle its verifying calls,
     if this message's generation is still the server's current read-back."""
-    return verifier(community).run(str(server), int(gen), float(start_at))
+    try:
+        served = verifier(community)
+    except ConfigError as exc:
+        return _not_served("read-back of server", str(server), community, exc)
+    return served.run(str(server), int(gen), float(start_at))

@@ -310,6 +310,9 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
     while True:
         each = {name: records.stats() for name, records in every.items()}
         s = summed(each, main_name)
+        gone = {} if args.community else removed_communities(client, served)
+        if gone:
+            s["removed_communities"] = gone
         if args.json:
             emit(s, indent=None)
         else:
@@ -324,9 +327,31 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
             say(f"queued {s['queued']}  scheduled {s['scheduled']}  in flight "
                 f"{s['in_flight']}{verifying}  delivered {s['delivered']}  dead {s['dead']}  "
                 f"oldest {age}  circuit {s['circuit']}{summarised}{readback}")
+            for name, one in gone.items():
+                say(f"community {name} is no longer in DISPATCHER_COMMUNITIES: "
+                    f"{one['queued'] + one['scheduled'] + one['in_flight']} calls wait in "
+                    f"Redis until it is back")
         if not args.watch:
             return 0
         time.sleep(max(0.2, args.interval))
+
+
+def removed_communities(client: Any, served: Any) -> dict[str, dict[str, Any]]:
+    """Stats of the communities no longer in the file whose calls still wait in Redis
+    (found by their ``pending`` key; a reload removed them, their calls are kept)."""
+    from dispatcher.communities import DEFAULT_NAME, prefix_of
+    from dispatcher.records import Records
+    from dispatcher.redisconn import as_text
+
+    known = {c.prefix for c in served}
+    base = next(iter(served)).prefix.split("@", 1)[0]
+    found: dict[str, dict[str, Any]] = {}
+    for key in client.scan_iter(match=f"{base}*:pending", count=1000):
+        prefix = as_text(key)[: -len(":pending")]
+        name = prefix.split("@", 1)[1] if "@" in prefix else DEFAULT_NAME
+        if prefix not in known and prefix == prefix_of(base, name):
+            found[name] = Records(client, prefix).stats()
+    return dict(sorted(found.items()))
 
 
 #: Stats that add up across communities (the others are the main community's).

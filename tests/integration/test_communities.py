@@ -254,3 +254,45 @@ def test_reload_refuses_a_wrong_file_and_without_one(env: dict[str, str]) -> Non
     assert wrong.returncode == 2 and "[communities.bad]: id must be non-empty text" in wrong.stderr
     none = run_cli(["reload"], {k: v for k, v in env.items() if k != "DISPATCHER_COMMUNITIES"})
     assert none.returncode == 2 and "DISPATCHER_COMMUNITIES is not set" in none.stderr
+
+
+def test_a_removed_communitys_calls_wait_visible_and_go_once_it_is_back(
+    env: dict[str, str], cads: tuple[CadSimulator, CadSimulator],
+    procs: Callable[..., Proc],
+) -> None:
+    north, south = cads
+    env = {**env, "DISPATCHER_ORPHAN_AFTER_S": "5"}  # a message dropped meanwhile comes back
+    path = Path(env["DISPATCHER_COMMUNITIES"])
+    both = path.read_text()
+    south.set_fault("refuse")  # south's calls wait, their messages out or in line
+    worker = procs(["worker"], env)
+    procs(["scheduler"], env)
+    producer = Producer(Settings.from_env(env))
+    try:
+        ids = [_python_enqueue(producer, f"South {i}", "south") for i in range(3)]
+    finally:
+        producer.close()
+    wait_for(lambda: south.received(), 30, message="south's first (refused) attempt")
+
+    path.write_text(both.split("[communities.south]")[0])  # south removed
+    assert run_cli(["reload"], env).returncode == 0
+    time.sleep(RELOAD_CHECK_S + 1)
+    south.clear_faults()
+    time.sleep(3)
+    assert south.calls() == [], "a removed community's calls are not sent"
+    stats = _stats(env)
+    gone = stats["removed_communities"]
+    assert isinstance(gone, dict) and list(gone) == ["south"]
+    assert sum(gone["south"][k] for k in ("queued", "scheduled", "in_flight")) == 3
+    human = run_cli(["stats"], env).stdout
+    assert "community south is no longer in DISPATCHER_COMMUNITIES: 3 calls wait" in human
+
+    path.write_text(both)  # back: every call goes, once
+    assert run_cli(["reload"], env).returncode == 0
+    wait_for(lambda: len(south.calls()) == 3, 120, message="south's calls after its return")
+    time.sleep(1)
+    assert sorted(c["call"]["caller"] for c in south.calls()) == ["South 0", "South 1",
+                                                                  "South 2"]
+    assert "removed_communities" not in _stats(env)
+    assert "Traceback" not in worker.output(), "a message of a removed community is one line"
+    assert len(ids) == 3
