@@ -158,15 +158,24 @@ def plot_communities(result: dict[str, Any], png: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(n, [r["goal_per_s"] for r in rows], "--", color="grey", label="sum of the limits")
     left.plot(n, [r["throughput_per_s"] for r in rows], "o-", label="delivered")
+    for r in rows:
+        left.annotate(f"CPU {r['machine_cpu_busy_pct']:.0f} %",
+                      (r["communities"], r["throughput_per_s"]), textcoords="offset points",
+                      xytext=(4, -12), fontsize=7)
     left.set(xlabel="communities (each at its own limit)", ylabel="calls/s",
-             title="Throughput")
+             title="Throughput (and the machine's CPU)")
     left.legend()
     for key, style in (("min", "v-"), ("median", "o-"), ("max", "^-")):
         right.plot(n, [r["pace_vs_limit"][key] for r in rows], style, label=key)
     right.axhline(1.0, color="grey", linestyle="--", label="the limit")
     right.axhline(0.95, color="grey", linestyle=":", label="5 % below")
+    for r in rows:
+        if r["http_429"]:
+            right.annotate(f"{r['http_429']} x 429", (r["communities"],
+                                                      r["pace_vs_limit"]["min"]),
+                           textcoords="offset points", xytext=(-20, -12), fontsize=7)
     right.set(xlabel="communities", ylabel="pace / limit", ylim=(0.85, 1.05),
-              title="Each community's pace (0 x 429)")
+              title="Each community's pace over the minute")
     right.legend(loc="lower left")
     fig.suptitle(f"{result['command']}  ({result['machine']['nproc']} CPUs)", fontsize=8)
     fig.tight_layout()
