@@ -247,24 +247,11 @@ def main() -> int:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"{'communities':>11} {'goal/s':>7} {'calls/s':>8} {'x goal':>7} "
-             f"{'pace min':>8} {'pace med':>8} {'pace max':>8} {'429':>4} {'dup':>4} "
-             f"{'worker ms':>9} {'sched %':>7} {'idle %':>6} {'CPU %':>5} {'B/call':>7} "
-             f"{'B/comm':>7}"]
-    for r in result["rows"]:
-        p = r["pace_vs_limit"]
-        lines.append(
-            f"{r['communities']:>11} {r['goal_per_s']:>7g} {r['throughput_per_s']:>8} "
-            f"{r['throughput_vs_goal']:>7} {p['min']!s:>8} {p['median']!s:>8} "
-            f"{p['max']!s:>8} {r['http_429']:>4} {r['duplicates']:>4} "
-            f"{r['cpu_ms_per_call']['workers']:>9} {r['scheduler_cpu_busy_pct']:>7} "
-            f"{r['scheduler_cpu_idle_pct']:>6} {r['machine_cpu_busy_pct']:>5} "
-            f"{r['redis_bytes_per_waiting_call']:>7} "
-            f"{r['redis_bytes_per_community']:>7}")
-    lines.append("(pace = each community's rate over its limit; worker ms = worker CPU per "
-                 "delivered call; sched % = scheduler CPU while busy / idle; CPU % = the whole "
-                 "machine's, both cores)")
-    return "\n".join(lines)
+    """The table bench/report.py puts in docs/PERFORMANCE.md (pace = each community's
+    rate over its limit)."""
+    from report import communities
+
+    return "\n".join(communities(result))
 
 
 if __name__ == "__main__":
