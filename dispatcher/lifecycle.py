@@ -129,7 +129,8 @@ class Lifecycle:
         self.circuit = circuit or CircuitPolicy.from_settings(settings)
         self.flow = Flow.from_settings(settings)
         self.clock = clock or shared_clock.now
-        self.rate = RateLimit(client, self.flow, settings.prefix, self.clock)
+        # The send gate times sends by Redis's own clock unless a test gives its own.
+        self.rate = RateLimit(client, self.flow, settings.prefix, clock)
         self.lease_s = settings.request_deadline_s + LEASE_MARGIN_S
         self._prefix = [self.keys.prefix]
         #: DISPATCHER_REDIS_WAIT: enqueues and claims wait for replicas (None: they don't).

@@ -35,10 +35,14 @@ DEFAULT_READ_TIMEOUT_S = 10.0
 #: Kombu redelivers an unacked message after this long. Our own leases recover calls
 #: far sooner; this only needs to exceed the longest task (a few seconds).
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
-#: First pause of an open circuit breaker before one probe; doubles per failed probe.
-DEFAULT_CIRCUIT_COOLDOWN_S = 5.0
-#: Longest pause between probes of an open breaker.
-DEFAULT_CIRCUIT_MAX_COOLDOWN_S = 60.0
+#: Pause of an open circuit breaker before one probe. The probe is a waiting call that
+#: has to go anyway, so a steady cadence costs the CAD no more than a patient sender, and
+#: a CAD that answers again gets the first held call within about this long, whatever
+#: the outage's length (tests/chaos/test_recovery_chaos.py).
+DEFAULT_CIRCUIT_COOLDOWN_S = 2.0
+#: Longest pause between probes: a failed probe doubles the pause up to this. The
+#: default keeps the cadence steady; raise it to back off from a long outage.
+DEFAULT_CIRCUIT_MAX_COOLDOWN_S = 2.0
 #: A call whose message has been out this long without being claimed is assumed lost
 #: (a publish that failed after the record, a worker killed holding a prefetched
 #: message) and is given a new one; a stale generation makes that harmless.

@@ -67,8 +67,9 @@ def test_consecutive_failures_open_the_breaker_and_a_probe_closes_it(
     assert w.records.stats()["scheduled"] == 0
 
 
-def test_a_failed_probe_reopens_with_a_longer_cooldown(world: Callable[..., World]) -> None:
-    w = world()
+def test_a_failed_probe_reopens_with_a_longer_cooldown_up_to_the_max(
+        world: Callable[..., World]) -> None:
+    w = world(circuit_max_cooldown_s=60.0)  # an operator who wants the breaker to back off
     ids = [w.add().call_id for _ in range(CIRCUIT_FAILURE_THRESHOLD + 1)]
     w.publisher.published.clear()
     for call_id in ids[:CIRCUIT_FAILURE_THRESHOLD]:
@@ -134,3 +135,22 @@ def test_the_view_shows_an_open_breaker_past_its_cooldown_as_half_open(
     assert (still.state, still.failures, still.last_error) == ("open", 5, "timeout")
     assert still.last_failure_at == now and still.last_success_at is None
     assert over.state == "half_open"
+
+
+def test_by_default_the_probes_keep_a_steady_cadence(world: Callable[..., World]) -> None:
+    # The default max cooldown is the cooldown: a failed probe reopens for the same 2 s,
+    # so a CAD that answers again gets the next probe within that, however long it was down.
+    w = world()
+    ids = [w.add().call_id for _ in range(CIRCUIT_FAILURE_THRESHOLD + 1)]
+    w.publisher.published.clear()
+    for call_id in ids[:CIRCUIT_FAILURE_THRESHOLD]:
+        _fail(w, call_id, 1)
+    assert w.lc.claim(ids[-1], 1).kind == "held"  # its message finds the breaker open
+    for _ in range(5):  # five failed probes in a row
+        w.clock.advance(w.lc.circuit.cooldown_s)
+        assert w.pump.tick().released == 1
+        [(released, gen)] = w.publisher.published
+        w.publisher.published.clear()
+        _fail(w, released, gen)
+        assert w.records.stats()["circuit"] == "open"
+    assert w.lc.circuit.cooldown_s == w.lc.circuit.max_cooldown_s == 2.0

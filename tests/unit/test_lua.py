@@ -286,6 +286,19 @@ def test_gate_spaces_sends_and_stops_for_a_pause(client: redis.Redis) -> None:
     assert text(run(client, "gate.lua", [key], [repr(NOW + 5), "1.0"])) == "paused"
 
 
+def test_the_gate_times_sends_by_redis_own_clock_when_given_no_time(
+        client: redis.Redis) -> None:
+    # Workers on several machines: their sends are spaced by Redis's TIME, not by their
+    # own measured offsets.
+    key = f"{P}:rate2"
+    seconds, micros = client.time()
+    assert text(run(client, "gate.lua", [key], ["", "1.0"])) == "go"
+    last = float(text(client.hget(key, "last_send")))
+    assert abs(last - (seconds + micros / 1e6)) < 1.0
+    wait = float(text(run(client, "gate.lua", [key], ["", "1.0"])))
+    assert 0.5 < wait <= 1.0
+
+
 # -- schedule ------------------------------------------------------------------------------
 
 def test_promote_reaps_and_flush_put_calls_back_in_line(client: redis.Redis) -> None:
