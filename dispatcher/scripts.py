@@ -13,6 +13,7 @@ again by themselves after a Redis restart.
 from __future__ import annotations
 
 import functools
+import weakref
 from importlib import resources
 
 import redis
@@ -41,6 +42,17 @@ def _expand(name: str, seen: set[str]) -> str:
     return "".join(out)
 
 
+#: The scripts registered on each client, so a call on a hot path (the scheduler's tick)
+#: builds no new Script (and hashes no source) after the first.
+_registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = (
+    weakref.WeakKeyDictionary())
+
+
 def register(client: redis.Redis, name: str) -> Script:
-    """Script ``name`` bound to ``client`` (called like ``script(keys=[...], args=[...])``)."""
-    return client.register_script(source(name))
+    """Script ``name`` bound to ``client`` (called like ``script(keys=[...], args=[...])``);
+    the same object for the same client and name."""
+    scripts = _registered.setdefault(client, {})
+    script = scripts.get(name)
+    if script is None:
+        script = scripts[name] = client.register_script(source(name))
+    return script

@@ -25,6 +25,7 @@ from typing import Any
 
 from dispatcher import communities
 from dispatcher.cad import CadClient
+from dispatcher.cli.console import first_line
 from dispatcher.delivery import Deliverer
 from dispatcher.errors import ConfigError
 from dispatcher.lifecycle import Lifecycle
@@ -106,7 +107,7 @@ def _not_served(what: str, name: str, community: str, exc: Exception) -> str:
     it) and is sent once the community is back (the orphan sweep re-publishes it)."""
     log.warning("%s %s of community %r not served: %s; it waits in Redis until the "
                 "community is back in DISPATCHER_COMMUNITIES", what, name, community,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                first_line(exc))
     return "unknown-community"
 
 

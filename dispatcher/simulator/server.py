@@ -44,6 +44,7 @@ class _Plan:
     fault: Fault | None
     epoch: int
     limited: tuple[str, int] | None  # (Retry-After value, seconds until the window frees)
+    tenant: tuple[str, str] | None  # the added community it names (id, key); None: main
 
 
 class CadSimulator:
@@ -358,7 +359,7 @@ class CadSimulator:
             limited = None
             if fault is None or fault.wraps(req.route):
                 limited = self._admit(req)
-            return _Plan(entry, fault, self._fault_epoch, limited)
+            return _Plan(entry, fault, self._fault_epoch, limited, tenant)
 
     def _take_fault(self, route: str) -> Fault | None:
         """Consume one use of the active fault if it covers the route (caller holds the lock)."""
@@ -393,7 +394,7 @@ class CadSimulator:
         if plan.limited is not None:
             outcome = answer_too_many(req.version, *plan.limited)
         else:
-            outcome = self._handle(req)
+            outcome = self._handle(req, plan.tenant)
         return lose_answer(outcome, fault)
 
     def _tenant(self, req: Request) -> tuple[str, str] | None:
@@ -409,10 +410,10 @@ class CadSimulator:
             return named, self._tenants[named]
         return None
 
-    def _handle(self, req: Request) -> Outcome:
-        """Answer a request by its route and API version, in the community it names."""
+    def _handle(self, req: Request, tenant: tuple[str, str] | None) -> Outcome:
+        """Answer a request by its route and API version, in the community it names
+        (``tenant``, found on arrival)."""
         with self._lock:
-            tenant = self._tenant(req)
             if tenant is None:
                 cad = Cad(self._community_id, self._api_key, self._server_ids)
             else:
