@@ -19,6 +19,7 @@ from dispatcher.broker import make_celery
 from dispatcher.errors import ConfigError
 from dispatcher.heartbeat import Heartbeats, HeartbeatThread, worker_name
 from dispatcher.settings import Settings
+from workers import acks
 
 log = logging.getLogger("dispatcher.worker")
 
@@ -106,6 +107,7 @@ def _reconnect_promptly() -> None:
 
 _reuse_ack_client()
 _reconnect_promptly()
+acks.install()  # delivery messages: acked in memory, our records recover them (acks.py)
 
 # Celery logs two INFO lines per task ("received", "succeeded"); our delivery log line
 # says what happened to the call, so these only cost CPU on the hot path.
