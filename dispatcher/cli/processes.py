@@ -20,13 +20,26 @@ from dispatcher.cli.console import CliError, client_for, first_line
 from dispatcher.redisconn import UNREACHABLE, refusal
 from dispatcher.settings import DEFAULT_WEB_HOST, Settings
 
+#: How long a process starting waits for a Redis that does not answer yet (one being
+#: restarted, a container starting beside it) before it gives up with one line.
+STARTUP_WAIT_S = 10.0
 
-def ping(settings: Settings) -> None:
-    try:
-        client_for(settings).ping()
-    except UNREACHABLE as exc:
-        raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
-                       f"{refusal(exc) or first_line(exc)}") from None
+
+def ping(settings: Settings, wait_s: float = STARTUP_WAIT_S) -> None:
+    """Reach Redis, trying again for ``wait_s``; a refusal that waiting cannot mend (TLS,
+    credentials) fails at once."""
+    client = client_for(settings)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.ping()
+            return
+        except UNREACHABLE as exc:
+            why = refusal(exc)
+            if why or time.monotonic() >= deadline:
+                raise CliError(f"cannot reach Redis at {settings.redacted()['redis_url']}: "
+                               f"{why or first_line(exc)}") from None
+            time.sleep(0.5)
 
 
 def require_free_port(host: str, port: int, variable: str) -> None:
