@@ -30,6 +30,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import redis
 from common import (
     API_KEY,
     COMMUNITY,
@@ -135,6 +136,7 @@ class Side:
         cpu_w, cpu_o, cpu_r = self.worker.cpu(), sum(p.cpu() for p in others), redis_cpu(
             self.redis)
         sys_w = cpu_split(self.worker.pid)[1]
+        traffic = redis_traffic(self.redis.url)
         resumed = time.time()
         self.worker.resume()
         calls = _wait_calls(self.sim, n, 600)
@@ -142,6 +144,7 @@ class Side:
         sys_w = cpu_split(self.worker.pid)[1] - sys_w
         cpu_o = sum(p.cpu() for p in others) - cpu_o
         cpu_r = redis_cpu(self.redis) - cpu_r
+        after = redis_traffic(self.redis.url)
         last = max(c["at"] for c in calls)
         stats = self.sim.stats()
         return {
@@ -150,10 +153,32 @@ class Side:
             "worker_sys_cpu_ms_per_call": sys_w * 1000 / n,
             "machinery_cpu_ms_per_call": (cpu_w + cpu_o + cpu_r) * 1000 / n,
             "enqueue_calls_per_s": n / enqueue_s,
+            # One read per request a client sent (a pipeline or MULTI..EXEC in one write
+            # is one read); the two INFOs of this count are taken out.
+            "redis_round_trips_per_call": (after["reads"] - traffic["reads"] - 2) / n,
+            "redis_commands_per_call": {
+                name: round((count - traffic["commands"].get(name, 0)
+                             - (2 if name == "info" else 0)) / n, 3)
+                for name, count in sorted(after["commands"].items())
+                if count - traffic["commands"].get(name, 0) > (2 if name == "info" else 0)},
             "created": stats["created"],
             "non_200": sum(v for k, v in stats["by_status"].items() if k != "200"),
             "duplicates": stats["duplicates"],
         }
+
+
+def redis_traffic(url: str) -> dict[str, Any]:
+    """Redis's count of read events (requests from clients, a pipeline counted once) and
+    of calls per command (commands run inside a script counted too)."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("stats")
+        commands = client.info("commandstats")
+    finally:
+        client.close()
+    return {"reads": int(stats["total_reads_processed"]),
+            "commands": {name.removeprefix("cmdstat_"): int(v["calls"])
+                         for name, v in commands.items()}}
 
 
 def one_config(folder: Path, latency_ms: float, concurrency: int, n: int,
@@ -176,7 +201,9 @@ def one_config(folder: Path, latency_ms: float, concurrency: int, n: int,
                 side.pause()
     out: dict[str, Any] = {"latency_ms": latency_ms, "concurrency": concurrency, "calls": n}
     for name, rows in results.items():
-        out[name] = {k: rnd(med([row[k] for row in rows]), 3) for k in rows[0]}
+        out[name] = {k: rnd(med([row[k] for row in rows]), 3) for k in rows[0]
+                     if k != "redis_commands_per_call"}
+        out[name]["redis_commands_per_call"] = rows[-1]["redis_commands_per_call"]  # last run
         out[name]["per_run_calls_per_s"] = [round(row["calls_per_s"], 1) for row in rows]
     out["throughput_ratio"] = ratio(out["ours"]["calls_per_s"], out["plain"]["calls_per_s"])
     out["worker_cpu_ratio"] = ratio(out["ours"]["worker_cpu_ms_per_call"],
@@ -232,14 +259,17 @@ def main() -> int:
 
 def render(result: dict[str, Any]) -> str:
     lines = [f"{'CAD ms':>6} {'c':>3} {'N':>5} | {'ours/s':>7} {'plain/s':>7} {'x':>5} | "
-             f"{'ours cpu ms':>11} {'plain cpu ms':>12} {'x':>5} | {'ours all-cpu ms':>15}"]
+             f"{'ours cpu ms':>11} {'plain cpu ms':>12} {'x':>5} | {'ours all-cpu ms':>15} | "
+             f"{'Redis round trips/call ours':>27} {'plain':>5}"]
     for c in result["configs"]:
         o, p = c["ours"], c["plain"]
         lines.append(f"{c['latency_ms']:6.0f} {c['concurrency']:3d} {c['calls']:5d} | "
                      f"{o['calls_per_s']:7.1f} {p['calls_per_s']:7.1f} "
                      f"{c['throughput_ratio']:5.2f} | {o['worker_cpu_ms_per_call']:11.2f} "
                      f"{p['worker_cpu_ms_per_call']:12.2f} {c['worker_cpu_ratio']:5.2f} | "
-                     f"{o['machinery_cpu_ms_per_call']:15.2f}")
+                     f"{o['machinery_cpu_ms_per_call']:15.2f} | "
+                     f"{o['redis_round_trips_per_call']:27.2f} "
+                     f"{p['redis_round_trips_per_call']:5.2f}")
     lines.append(f"lowest concurrency reaching {TARGET:.0f}/s at 100 ms: "
                  f"{result['lowest_concurrency_reaching_150_per_s_at_100ms']}")
     for goal, ok in result["goals"].items():

@@ -13,7 +13,12 @@ enqueue time in its description, and its latency is the simulator's receipt time
 - plain Celery: ``send_task`` to a bare Celery app whose task only POSTs
   (``--pool threads -c 8``, its own private Redis).
 
-    .venv/bin/python bench/latency.py [--calls 100] [--interval-ms 50] [--runs 3] [--json]
+- idle (``--idle-calls K``): after the runs, K times, every side quiet for ``--idle-s``
+  (60 s), then one call each: the latency of a call after a quiet minute (connections
+  and health checks gone stale), ours against plain Celery and the direct POSTs.
+
+    .venv/bin/python bench/latency.py [--calls 100] [--interval-ms 50] [--runs 3]
+                                      [--idle-calls 3 --idle-s 60] [--json]
 """
 
 from __future__ import annotations
@@ -84,8 +89,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=100, help="calls per side and run")
     parser.add_argument("--interval-ms", type=float, default=50.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle-calls", type=int, default=0,
+                        help="calls after a quiet --idle-s, per side (0: none)")
+    parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    idle: dict[str, list[float]] = {name: [] for name in SIDES}
     folder = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     sim = CadSimulator(community_id=COMMUNITY, api_key=API_KEY).start()
     url = sim.url + "/emergency/call_911"
@@ -130,6 +139,12 @@ def main() -> int:
                     run[name] = measure(sim, f"r{r}-{name.replace(' ', '_')}", senders[name],
                                         args.calls, args.interval_ms / 1000)
                 runs.append(run)
+            for k in range(args.idle_calls):
+                progress(f"latency: idle {k + 1}/{args.idle_calls}: quiet for {args.idle_s:g} s")
+                time.sleep(args.idle_s)
+                for name in SIDES:
+                    got = measure(sim, f"idle{k}-{name.replace(' ', '_')}", senders[name], 1, 0)
+                    idle[name].append(got["max_ms"])
             producer.close()
             celery_app.close()
             for p in procs:
@@ -153,8 +168,14 @@ def main() -> int:
         "rows": rows,
         "per_run_p50_ms": {name: [r[name]["p50_ms"] for r in runs] for name in SIDES},
         "goals": {"p50 no worse than plain Celery's":
-                  rows["ours"]["p50_ms"] <= rows["plain celery"]["p50_ms"]},
+                  rows["ours"]["p50_ms"] <= rows["plain celery"]["p50_ms"],
+                  "p99 no worse than plain Celery's":
+                  rows["ours"]["p99_ms"] <= rows["plain celery"]["p99_ms"]},
     }
+    if args.idle_calls:
+        result["command"] += f" --idle-calls {args.idle_calls} --idle-s {args.idle_s:g}"
+        result["idle_ms"] = idle
+        result["goals"]["a call after a quiet spell: <= 5 ms"] = max(idle["ours"]) <= 5.0
     emit(result, args.json, render)
     return 0
 
@@ -165,6 +186,9 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"{name:24} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
                      f"{row['p50_vs_plain_celery']:6.2f} {row['p99_vs_plain_celery']:6.2f}")
     lines.append(f"(x = ratio to plain Celery, medians of {result['runs']} runs)")
+    for name, values in result.get("idle_ms", {}).items():
+        lines.append(f"after a quiet spell, {name}: " + ", ".join(f"{v:.2f}" for v in values)
+                     + " ms")
     for goal, ok in result["goals"].items():
         lines.append(f"{'met' if ok else 'NOT met'}: {goal}")
     return "\n".join(lines)
