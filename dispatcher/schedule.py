@@ -184,7 +184,7 @@ def tick_all(client: redis.Redis, pumps: list[Pump], paced: bool = False) -> lis
     now = pumps[0].clock()
     pipe = client.pipeline(transaction=False)
     queued = [pump.queue(pipe, now, paced) for pump in pumps]
-    results = pipe.execute() if len(pipe) else []
+    results = scripts.execute(pipe) if len(pipe) else []
     reports: list[TickReport] = []
     out: list[tuple[str, str]] = []
     at = 0

@@ -15,9 +15,12 @@ from __future__ import annotations
 import functools
 import weakref
 from importlib import resources
+from typing import Any
 
 import redis
+import redis.client
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 INCLUDE = "--!include "
 
@@ -56,3 +59,32 @@ def register(client: redis.Redis, name: str) -> Script:
     if script is None:
         script = scripts[name] = client.register_script(source(name))
     return script
+
+
+#: Per connection pool, the scripts Redis is known to hold (it answered their EVALSHA).
+_loaded: weakref.WeakKeyDictionary[redis.ConnectionPool, set[str]] = weakref.WeakKeyDictionary()
+
+
+def execute(pipe: redis.client.Pipeline) -> list[Any]:
+    """Execute a pipeline made only of scripts, without redis-py's ``SCRIPT EXISTS``
+    before every execution (a round trip of its own, on every scheduler tick) once Redis
+    is known to hold them. A Redis that lost them (restarted, ``SCRIPT FLUSH``) answers
+    every ``EVALSHA`` with NOSCRIPT and runs none of them; the pipeline is then sent
+    again the way redis-py sends it, loading them first."""
+    pool = pipe.connection_pool
+    known = _loaded.setdefault(pool, set())
+    shas = {script.sha for script in pipe.scripts}
+    if not shas <= known:
+        out = list(pipe.execute())
+        known |= shas
+        return out
+    stack, scripts = list(pipe.command_stack), set(pipe.scripts)
+    pipe.scripts = set()
+    try:
+        return list(pipe.execute())
+    except NoScriptError:
+        known.clear()
+        pipe.command_stack, pipe.scripts = stack, scripts
+        out = list(pipe.execute())
+        known |= shas
+        return out
