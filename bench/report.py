@@ -306,8 +306,9 @@ def plot_scale(result: dict[str, Any], folder: Path) -> list[Path]:
             xlabel="producer processes")
     axis(enq)
     enq.legend(fontsize=8, loc="lower right")
-    for ax, key, what in ((cmd, "commands", "Redis commands (scripts' own included)"),
-                          (trips, "round_trips", "Redis round trips")):
+    for ax, key, what, where in ((cmd, "commands", "Redis commands (scripts' own included)",
+                                  "center right"),
+                                 (trips, "round_trips", "Redis round trips", "lower right")):
         for lat, dash in zip(lats, ("-", ":", "-.", "--"), strict=False):
             v = series(lat, lambda s, key=key: s["per_delivered_call"][key])
             for side, (style, color) in styles.items():
@@ -316,14 +317,15 @@ def plot_scale(result: dict[str, Any], folder: Path) -> list[Path]:
         ax.set(title=f"{what} per delivered call", ylabel="per call",
                xlabel="worker processes")
         axis(ax)
-        ax.legend(fontsize=7, loc="center right")
+        ax.legend(fontsize=7, loc=where)
     m = result.get("memory_bytes_per_waiting_call") or result["backlog_bytes_per_waiting_call"]
     bars = mem.bar(["ours", "plain Celery"], [m["ours"], m["plain"]],
                    color=[styles["ours"][1], styles["plain"][1]])
     mem.bar_label(bars, fmt="%.0f B")
     mem.set(title=f"Redis used_memory per waiting call ({result['memory_calls']} waiting)",
             ylabel="bytes")
-    fig.suptitle(result["command"], fontsize=8)
+    fig.suptitle(f"{result['command']}  (load {result['machine']['loadavg_at_start']:.1f} -> "
+                 f"{result.get('loadavg_at_end', float('nan')):.1f})", fontsize=8)
     fig.tight_layout()
     redis_png = folder / "scale-redis.png"
     fig.savefig(redis_png, dpi=100)

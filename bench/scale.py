@@ -439,9 +439,12 @@ def main() -> int:
     started = time.time()
     keep = False
     rows: list[dict[str, Any]] = []
+    seconds_per_procs: dict[str, int] = {}
     try:
         for procs in args.procs_list:
+            t0 = time.time()
             rows += one_procs(procs, args, folder)
+            seconds_per_procs[str(procs)] = round(time.time() - t0)
             progress(f"scale: P={procs} done at {time.time() - started:.0f}s")
     except BaseException:
         keep = True
@@ -460,6 +463,7 @@ def main() -> int:
         "machine": at_start,
         "loadavg_at_end": os.getloadavg()[0],
         "seconds": round(time.time() - started),
+        "seconds_per_procs": seconds_per_procs,
         "concurrency": args.concurrency,
         "runs": args.runs,
         "counting": "commands: INFO commandstats (the commands Lua scripts run and those "
