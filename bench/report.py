@@ -1,9 +1,11 @@
 """Render bench/results.json (from bench/run_all.py) as the Markdown tables of
 docs/PERFORMANCE.md; or the result of bench/communities.py as its table, plus its plot
-(docs/communities-scale.png, with matplotlib: ``pip install -e '.[bench]'``).
+(docs/communities-scale.png, with matplotlib: ``pip install -e '.[bench]'``); or the
+result of bench/scale.py as its tables, plus docs/scale-drain.png and docs/scale-redis.png.
 
     .venv/bin/python bench/report.py [bench/results.json] > /tmp/tables.md
     .venv/bin/python bench/report.py bench/results-communities.json [docs/communities-scale.png]
+    .venv/bin/python bench/report.py bench/results-scale.json [docs/]
 """
 
 from __future__ import annotations
@@ -182,9 +184,167 @@ def plot_communities(result: dict[str, Any], png: Path) -> None:
     fig.savefig(png, dpi=100)
 
 
+def scale(result: dict[str, Any]) -> list[str]:
+    """bench/scale.py's tables: drain, enqueue, Redis per call, by command, memory."""
+    rows = result["rows"]
+    first = rows[0]["latency_ms"]
+    out = ["| worker processes | CAD latency | N | ours calls/s | plain calls/s | ratio | "
+           "ours worker CPU ms/call | plain worker CPU ms/call | ratio | "
+           "ours all processes CPU ms/call | plain all CPU ms/call |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["latency_ms"], r["procs"])):
+        o, p, x = r["ours"], r["plain"], r["ratios"]
+        out.append(f"| {r['procs']} | {r['latency_ms']:.0f} ms | {r['calls']} | "
+                   f"{f(o['calls_per_s'], 1)} | {f(p['calls_per_s'], 1)} | "
+                   f"{f(x['calls_per_s'])} | {f(o['worker_cpu_ms_per_call'])} | "
+                   f"{f(p['worker_cpu_ms_per_call'])} | {f(x['worker_cpu_ms_per_call'])} | "
+                   f"{f(o['machinery_cpu_ms_per_call'])} | {f(p['machinery_cpu_ms_per_call'])} |")
+    out += ["", "| producer processes | N | ours `enqueue_call` calls/s | plain `send_task` "
+            "calls/s | ratio | ours CPU us/call | plain CPU us/call | ours commands / round "
+            "trips per call | plain commands / round trips per call |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        if r["latency_ms"] != first:
+            continue
+        o, p = r["ours"], r["plain"]
+        oe, pe = o["per_enqueued_call"], p["per_enqueued_call"]
+        out.append(f"| {r['procs']} | {r['calls']} | {o['enqueue_calls_per_s']:.0f} | "
+                   f"{p['enqueue_calls_per_s']:.0f} | {f(r['ratios']['enqueue_calls_per_s'])} | "
+                   f"{o['enqueue_cpu_us_per_call']:.0f} | {p['enqueue_cpu_us_per_call']:.0f} | "
+                   f"{f(oe['commands'])} / {f(oe['round_trips'])} | "
+                   f"{f(pe['commands'])} / {f(pe['round_trips'])} |")
+    out += ["", "| worker processes | CAD latency | ours commands | ours round trips | ours "
+            "scripts | plain commands | plain round trips | commands ratio | round trips "
+            "ratio | idle share ours / plain (commands) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (r["latency_ms"], r["procs"])):
+        o, p = r["ours"]["per_delivered_call"], r["plain"]["per_delivered_call"]
+        out.append(f"| {r['procs']} | {r['latency_ms']:.0f} ms | {f(o['commands'])} | "
+                   f"{f(o['round_trips'])} | {f(o['scripts'])} | {f(p['commands'])} | "
+                   f"{f(p['round_trips'])} | {f(r['ratios']['commands_per_delivered_call'])} | "
+                   f"{f(r['ratios']['round_trips_per_delivered_call'])} | "
+                   f"{f(r['ours']['idle_share_per_call']['commands'])} / "
+                   f"{f(r['plain']['idle_share_per_call']['commands'])} |")
+    r0 = rows[0]
+    o = r0["ours"]["per_delivered_call"]["by_command"]
+    p = r0["plain"]["per_delivered_call"]["by_command"]
+    names = [n for n in o if n != "other"] + [n for n in p if n not in o and n != "other"]
+    out += ["", f"Per delivered call, by command ({r0['procs']} worker process, "
+            f"{r0['latency_ms']:.0f} ms CAD; the commands scripts run included):", "",
+            "| command | ours | plain |", "|---|---:|---:|"]
+    for name in [*names, "other"]:
+        if name in o or name in p:
+            out.append(f"| {name} | {f(o.get(name), 3)} | {f(p.get(name), 3)} |")
+    m = result.get("memory_bytes_per_waiting_call") or {}
+    b = result["backlog_bytes_per_waiting_call"]
+    out += ["", f"| Redis `used_memory` per waiting call | {result['memory_calls']} calls "
+            f"waiting | each backlog of N (median) |", "|---|---:|---:|",
+            f"| ours (record, ticket, line; 256 with a Celery message, the rest held) | "
+            f"{f(m.get('ours'), 0)} B | {f(b['ours'], 0)} B |",
+            f"| plain Celery (its message on the list) | {f(m.get('plain'), 0)} B | "
+            f"{f(b['plain'], 0)} B |"]
+    return out
+
+
+def plot_scale(result: dict[str, Any], folder: Path) -> list[Path]:
+    """docs/scale-drain.png (drain and worker CPU against P, per CAD latency) and
+    docs/scale-redis.png (enqueue, Redis commands and round trips per delivered call,
+    memory per waiting call)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    lats = sorted({r["latency_ms"] for r in rows})
+    procs = sorted({r["procs"] for r in rows})
+    nproc = result["machine"]["nproc"]
+    styles = {"ours": ("o-", "tab:blue"), "plain": ("s--", "tab:orange")}
+    label = {"ours": "ours (dispatcher worker)", "plain": "plain Celery"}
+
+    def series(lat: float, pick: Any) -> dict[str, list[float]]:
+        at = sorted((r for r in rows if r["latency_ms"] == lat), key=lambda r: r["procs"])
+        return {side: [pick(r[side]) for r in at] for side in ("ours", "plain")}
+
+    def axis(ax: Any) -> None:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(procs, [str(p) for p in procs])
+        ax.axvline(nproc, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(bottom=0)
+
+    fig, axes = plt.subplots(2, len(lats), figsize=(5 * len(lats), 7), squeeze=False)
+    for col, lat in enumerate(lats):
+        top, bottom = axes[0][col], axes[1][col]
+        thr = series(lat, lambda s: s["calls_per_s"])
+        cpu = series(lat, lambda s: s["worker_cpu_ms_per_call"])
+        for side, (style, color) in styles.items():
+            top.plot(procs, thr[side], style, color=color, label=label[side])
+            bottom.plot(procs, cpu[side], style, color=color, label=label[side])
+        for p, o, b in zip(procs, thr["ours"], thr["plain"], strict=True):
+            top.annotate(f"{o / b:.2f}x", (p, o), textcoords="offset points", xytext=(-10, 6),
+                         fontsize=7, color="tab:blue")
+        top.set(title=f"Drain, CAD {lat:.0f} ms", ylabel="calls/s")
+        bottom.set(title=f"Worker CPU per call, CAD {lat:.0f} ms", ylabel="ms/call",
+                   xlabel=f"worker processes ({result['concurrency']} threads each)")
+        axis(top)
+        axis(bottom)
+        top.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{result['command']}  ({nproc} CPUs: dotted line; load "
+                 f"{result['machine']['loadavg_at_start']:.1f} -> "
+                 f"{result.get('loadavg_at_end', float('nan')):.1f})", fontsize=8)
+    fig.tight_layout()
+    drain_png = folder / "scale-drain.png"
+    fig.savefig(drain_png, dpi=100)
+    plt.close(fig)
+
+    fig, ((enq, cmd), (trips, mem)) = plt.subplots(2, 2, figsize=(11, 8))
+    e = series(lats[0], lambda s: s["enqueue_calls_per_s"])
+    for side, (style, color) in styles.items():
+        enq.plot(procs, e[side], style, color=color,
+                 label="ours enqueue_call" if side == "ours" else "plain send_task")
+    enq.set(title="Enqueue from P producer processes (workers frozen)", ylabel="calls/s",
+            xlabel="producer processes")
+    axis(enq)
+    enq.legend(fontsize=8, loc="lower right")
+    for ax, key, what, where in ((cmd, "commands", "Redis commands (scripts' own included)",
+                                  "center right"),
+                                 (trips, "round_trips", "Redis round trips", "lower right")):
+        for lat, dash in zip(lats, ("-", ":", "-.", "--"), strict=False):
+            v = series(lat, lambda s, key=key: s["per_delivered_call"][key])
+            for side, (style, color) in styles.items():
+                ax.plot(procs, v[side], style[0] + dash, color=color,
+                        label=f"{label[side]}, CAD {lat:.0f} ms")
+        ax.set(title=f"{what} per delivered call", ylabel="per call",
+               xlabel="worker processes")
+        axis(ax)
+        ax.legend(fontsize=7, loc=where)
+    m = result.get("memory_bytes_per_waiting_call") or result["backlog_bytes_per_waiting_call"]
+    bars = mem.bar(["ours", "plain Celery"], [m["ours"], m["plain"]],
+                   color=[styles["ours"][1], styles["plain"][1]])
+    mem.bar_label(bars, fmt="%.0f B")
+    mem.set(title=f"Redis used_memory per waiting call ({result['memory_calls']} waiting)",
+            ylabel="bytes")
+    fig.suptitle(f"{result['command']}  (load {result['machine']['loadavg_at_start']:.1f} -> "
+                 f"{result.get('loadavg_at_end', float('nan')):.1f})", fontsize=8)
+    fig.tight_layout()
+    redis_png = folder / "scale-redis.png"
+    fig.savefig(redis_png, dpi=100)
+    plt.close(fig)
+    return [drain_png, redis_png]
+
+
 def main() -> int:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
     results = json.loads(path.read_text())
+    if results.get("figure") == "scale":
+        folder = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE.parent / "docs"
+        plot_scale(results, folder)
+        m = results["machine"]
+        print("\n".join([f"`.venv/bin/python {results['command']}` ({results['seconds']} s, "
+                         f"commit {m['commit']}, load {m['loadavg_at_start']:.2f} at the start,"
+                         f" {results['loadavg_at_end']:.2f} at the end)", "",
+                         *scale(results)]))
+        return 0
     if results.get("figure") == "communities":
         png = Path(sys.argv[2]) if len(sys.argv) > 2 else (HERE.parent / "docs"
                                                             / "communities-scale.png")
