@@ -51,6 +51,7 @@ from common import (
     rnd,
     seed_call,
 )
+from redisstats import Counters, counters, delta, per_call
 
 from dispatcher import Producer  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
@@ -136,7 +137,7 @@ class Side:
         cpu_w, cpu_o, cpu_r = self.worker.cpu(), sum(p.cpu() for p in others), redis_cpu(
             self.redis)
         sys_w = cpu_split(self.worker.pid)[1]
-        traffic = redis_traffic(self.redis.url)
+        before = redis_counters(self.redis.url)
         resumed = time.time()
         self.worker.resume()
         calls = _wait_calls(self.sim, n, 600)
@@ -144,7 +145,7 @@ class Side:
         sys_w = cpu_split(self.worker.pid)[1] - sys_w
         cpu_o = sum(p.cpu() for p in others) - cpu_o
         cpu_r = redis_cpu(self.redis) - cpu_r
-        after = redis_traffic(self.redis.url)
+        redis_per_call = per_call(delta(before, redis_counters(self.redis.url)), n, top=8)
         last = max(c["at"] for c in calls)
         stats = self.sim.stats()
         return {
@@ -153,32 +154,23 @@ class Side:
             "worker_sys_cpu_ms_per_call": sys_w * 1000 / n,
             "machinery_cpu_ms_per_call": (cpu_w + cpu_o + cpu_r) * 1000 / n,
             "enqueue_calls_per_s": n / enqueue_s,
-            # One read per request a client sent (a pipeline or MULTI..EXEC in one write
-            # is one read); the two INFOs of this count are taken out.
-            "redis_round_trips_per_call": (after["reads"] - traffic["reads"] - 2) / n,
-            "redis_commands_per_call": {
-                name: round((count - traffic["commands"].get(name, 0)
-                             - (2 if name == "info" else 0)) / n, 3)
-                for name, count in sorted(after["commands"].items())
-                if count - traffic["commands"].get(name, 0) > (2 if name == "info" else 0)},
+            # Every process of the side (ours: worker and scheduler) over the drain.
+            "redis_round_trips_per_call": redis_per_call["round_trips"],
+            "redis_commands_per_call": redis_per_call["commands"],
+            "redis_by_command_per_call": redis_per_call["by_command"],
             "created": stats["created"],
             "non_200": sum(v for k, v in stats["by_status"].items() if k != "200"),
             "duplicates": stats["duplicates"],
         }
 
 
-def redis_traffic(url: str) -> dict[str, Any]:
-    """Redis's count of read events (requests from clients, a pipeline counted once) and
-    of calls per command (commands run inside a script counted too)."""
+def redis_counters(url: str) -> Counters:
+    """Redis's counters now (bench/redisstats.py: round trips are its read events)."""
     client = redis.Redis.from_url(url)
     try:
-        stats = client.info("stats")
-        commands = client.info("commandstats")
+        return counters(client.info("all"))
     finally:
         client.close()
-    return {"reads": int(stats["total_reads_processed"]),
-            "commands": {name.removeprefix("cmdstat_"): int(v["calls"])
-                         for name, v in commands.items()}}
 
 
 def one_config(folder: Path, latency_ms: float, concurrency: int, n: int,
@@ -202,8 +194,8 @@ def one_config(folder: Path, latency_ms: float, concurrency: int, n: int,
     out: dict[str, Any] = {"latency_ms": latency_ms, "concurrency": concurrency, "calls": n}
     for name, rows in results.items():
         out[name] = {k: rnd(med([row[k] for row in rows]), 3) for k in rows[0]
-                     if k != "redis_commands_per_call"}
-        out[name]["redis_commands_per_call"] = rows[-1]["redis_commands_per_call"]  # last run
+                     if k != "redis_by_command_per_call"}
+        out[name]["redis_by_command_per_call"] = rows[-1]["redis_by_command_per_call"]
         out[name]["per_run_calls_per_s"] = [round(row["calls_per_s"], 1) for row in rows]
     out["throughput_ratio"] = ratio(out["ours"]["calls_per_s"], out["plain"]["calls_per_s"])
     out["worker_cpu_ratio"] = ratio(out["ours"]["worker_cpu_ms_per_call"],
