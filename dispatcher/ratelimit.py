@@ -34,21 +34,23 @@ from dispatcher.policy import DEFAULT_RATE_LIMIT_PAUSE_S, MAX_SLOT_WAIT_S, RELEA
 from dispatcher.redisconn import as_text
 from dispatcher.settings import Settings
 
-#: The slots of the line are 1/rate plus 0.5 %: the pace at the limit.
-RATE_MARGIN = 1.005
-#: The send gate's gap is 1/rate plus 0.4 %, a little less than the slots', so sends
-#: pushed back by a late one catch up with their slots again (1 ms a second at 1/s).
-SEND_MARGIN = 1.004
+#: The slots of the line are 1/rate plus 0.8 %: the pace at the limit.
+RATE_MARGIN = 1.008
+#: The send gate's gap is 1/rate plus 0.7 %, a little less than the slots', so sends
+#: pushed back by a late one catch up with their slots again.
+SEND_MARGIN = 1.007
 #: The send gate measures the gap from when the last request's bytes left (the worker
 #: reports it; ``gate.lua``) and gives a "go" up to this many of its margins early (the
-#: tolerance: at 1/s 20 ms, at 2/s 10 ms), so the worker's own path from "go" to the
-#: socket and back to Redis (2-5 ms, 10-30 ms on a machine loaded 3x over) and a thread
-#: waking a little late cost no pace, while a thread descheduled for longer pushes the
-#: next sends back. Any k + 1 arrivals at the CAD then span at least k gaps less the
-#: tolerance, i.e. k/rate + (k - 5) margins: a sliding window that holds 6 or more
-#: requests at the limit never holds one too many (the simulator's 10 s window: 20 ms
-#: to spare at 1/s, 30 ms at 2/s; Sonoran's per-minute limits far more).
-TOLERANCE_MARGINS = 5.0
+#: tolerance: at 1/s 14 ms, at 2/s 7 ms), so the worker's own path from "go" to the
+#: socket and back to Redis (2-5 ms; 10-30 ms on a machine loaded several times over)
+#: and a thread waking a little late cost no pace, while a thread descheduled for longer
+#: pushes the next sends back. Any k + 1 arrivals at the CAD then span at least k gaps
+#: less the tolerance, i.e. k/rate + (k - 2) margins: a sliding window that holds 3 or
+#: more requests at the limit never holds one too many from our side, and the rest is
+#: left for jitter on the way and in the CAD's own timing (a 10 s window: 56 ms at 1/s,
+#: 63 ms at 2/s; at 0.5 % and five margins, 20-30 ms, a loaded machine's simulator saw
+#: a 429 in 5 minutes).
+TOLERANCE_MARGINS = 2.0
 #: A "go" whose departure is not reported this long after the connect timeout (its
 #: worker died between "go" and send) counts as having left then.
 REPORT_GRACE_S = 1.0

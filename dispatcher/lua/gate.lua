@@ -9,8 +9,8 @@
 -- send_tat, the earliest time of the next send, to max(send_tat, departure) + gap
 -- (GCRA), and a "go" is given from send_tat - tolerance on. A request arrives after
 -- its "go" and before its report, so any k + 1 arrivals span at least k gaps less the
--- tolerance: with a gap of 1/rate x (1 + m) and a tolerance of 5 m/rate, no sliding
--- window holding 6 or more requests at the rate ever holds one too many, whatever a
+-- tolerance: with a gap of 1/rate x (1 + m) and a tolerance of 2 m/rate, no sliding
+-- window holding 3 or more requests at the rate ever holds one too many, whatever a
 -- thread descheduled between its "go" and its bytes leaving does (it pushes the next
 -- sends back instead). The tolerance lets a "go" a few ms late (a thread waking, the
 -- worker's own path to the socket) cost no pace. A "go" not reported within the

@@ -1,8 +1,8 @@
 """Pacing at the limit with real processes: a worker and a scheduler at
 DISPATCHER_MAX_RATE=2 against a CAD counting a 10 s sliding window (20 requests), a
 backlog larger than the run needs. The sends are spaced by when they left (the worker
-reports each departure to the send gate), so the pace sits within 1 % of the limit and
-the CAD never answers 429."""
+reports each departure to the send gate), so the pace sits within 1 % of the limit
+(asserted: 2 %, for a busy CI machine) and the CAD never answers 429."""
 
 from __future__ import annotations
 
@@ -57,6 +57,6 @@ def test_a_backlog_is_paced_within_one_percent_of_the_limit_without_a_429(
     achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     print(f"\n[pacing] {len(arrivals)} arrivals, {achieved:.4f}/s at {RATE:g}/s, {statuses}")
     assert statuses.get("429", 0) == 0, statuses
-    # The goal is within 1 % (0.5 % is our margin); 2 % leaves room for a busy CI machine
+    # The goal is within 1 % (0.8 % is our margin); 2 % leaves room for a busy CI machine
     # and still fails the old 3 % margin.
     assert RATE * 0.98 <= achieved <= RATE, achieved

@@ -261,7 +261,7 @@ def test_the_gate_spaces_sends_from_when_the_last_one_left(
     w = world(max_rate=1.0)
     gate, flow = w.lc.rate, w.lc.flow
     gap, tol = flow.send_gap_s, flow.tolerance_s
-    assert flow.limit_gap_s < gap < flow.interval_s <= flow.limit_gap_s * 1.005
+    assert flow.limit_gap_s < gap < flow.interval_s < flow.limit_gap_s * 1.01
     assert tol == pytest.approx((gap - flow.limit_gap_s) * ratelimit.TOLERANCE_MARGINS)
 
     assert gate.gate(report=True) == "go"
@@ -380,7 +380,7 @@ def test_late_departures_never_overfill_a_sliding_window(
     w = world(max_rate=rate)
     by_departure = _arrivals(w, True, delays, senders=8)
     assert len(by_departure) == len(delays)
-    for k in (6, 8, limit):  # every sliding window of 6 or more requests at the rate
+    for k in (3, 5, limit):  # every sliding window of 3 or more requests at the rate
         assert _most_in_window(by_departure, k / rate) <= k
     spacing = (by_departure[-1] - by_departure[0]) / (len(by_departure) - 1)
     # The late ones cost their lateness (and a poll for their report), nothing more.
