@@ -13,6 +13,7 @@ import pytest
 from dispatcher.cad import CadClient
 from dispatcher.call import Call, iso_utc
 from dispatcher.delivery import Deliverer
+from dispatcher.errors import RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import BACKOFF_INITIAL_S, BACKOFF_JITTER_S
 from dispatcher.producer import Producer
@@ -307,5 +308,22 @@ def test_a_failed_send_still_reports_its_departure(
     rg = rig(max_rate=1.0)
     sim.set_fault("error", count=1, status=503)
     rg.enqueue()
+    assert rg.deliver_all() == ["scheduled"]
+    assert r.hget(rg.lc.rate.key, "sent_pending") is None
+
+
+def test_a_refused_connection_writes_nothing_and_still_frees_the_gate(
+    rig: Callable[..., Rig], sim: CadSimulator, r: fakeredis.FakeRedis,
+) -> None:
+    # Nothing was written, so the connection never calls back; the deliverer reports
+    # once the exchange failed, and the next "go" does not wait for the timeout.
+    rg = rig(max_rate=1.0)
+    sim.set_fault("refuse")
+    written: list[bool] = []
+    rg.enqueue()
+    call = Call.create(caller="A", location="Route 68", description="Crash", postal="350")
+    with pytest.raises(RetryableError):
+        rg.deliverer.cad.send(call, on_written=lambda: written.append(True))
+    assert written == []
     assert rg.deliver_all() == ["scheduled"]
     assert r.hget(rg.lc.rate.key, "sent_pending") is None
