@@ -15,6 +15,7 @@ kept from an answer, in case a proxy echoes the request.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -26,6 +27,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
 from dispatcher import clock as shared_clock
@@ -33,6 +37,8 @@ from dispatcher.call import Call
 from dispatcher.errors import Ambiguous, PermanentError, RateLimited, RetryableError
 from dispatcher.redact import Redactor
 from dispatcher.settings import Settings
+
+log = logging.getLogger("dispatcher.cad")
 
 #: Most bytes of an answer we read; the real answers are a line of text or small JSON.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -50,6 +56,50 @@ MAX_RETRY_AFTER_S = 3600.0
 #: Answers of a proxy whose upstream took the request and then failed or timed out: the
 #: CAD may have acted on it.
 AMBIGUOUS_STATUS = frozenset({502, 504})
+
+
+#: What a thread calls once its request's bytes are written (`CadClient.send`'s
+#: ``on_written``): the rate limiter's departure report.
+_written = threading.local()
+
+
+def _tell_written() -> None:
+    callback = getattr(_written, "callback", None)
+    if callback is not None:
+        _written.callback = None
+        try:
+            callback()
+        except Exception:  # the request is out: its answer still has to be read
+            log.debug("the departure callback failed", exc_info=True)
+
+
+class _HTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _tell_written()
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _tell_written()
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _WrittenAdapter(HTTPAdapter):
+    """requests' adapter, whose connections say when a request is written (no proxy: a
+    proxied request is reported when its answer came, later than it left)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 @dataclass(frozen=True)
@@ -86,6 +136,9 @@ class CadClient:
         if session is None:
             session = self._session_factory()
             session.headers["User-Agent"] = "sonoran-dispatcher/0.1"
+            if type(session) is requests.Session:
+                session.mount("https://", _WrittenAdapter())
+                session.mount("http://", _WrittenAdapter())
             self._local.session = session
         return session
 
@@ -116,26 +169,34 @@ class CadClient:
         s = self._settings
         return _dumps({"id": s.community_id, "key": self._key, "type": kind, "data": data})
 
-    def send(self, call: Call) -> Delivered:
-        """POST one call; return Delivered or raise a DeliveryError subclass."""
+    def send(self, call: Call, on_written: Callable[[], None] | None = None) -> Delivered:
+        """POST one call; return Delivered or raise a DeliveryError subclass.
+
+        ``on_written``: called (in this thread) as soon as the request's bytes are
+        written, before the answer is read; not called when nothing was written, nor
+        through a proxy or a session of a test's own."""
         url, headers, body = self.request_for(call)
-        response, text, elapsed = self._exchange("POST", url, headers, body)
+        response, text, elapsed = self._exchange("POST", url, headers, body,
+                                                 on_written=on_written)
         return self._classify(response, text, elapsed)
 
-    def remove(self, call: Call, cad_call_id: str) -> Delivered:
+    def remove(self, call: Call, cad_call_id: str,
+               on_written: Callable[[], None] | None = None) -> Delivered:
         """Remove a call we delivered from the CAD (v1 REMOVE_911, v2 DELETE). Any 2xx is
         done (v1's success text is not reliably documented); on v2 a 404 means the call is
         gone already (a dispatcher cleared it), which is what we wanted too."""
         if self._settings.api_version == 2:
             url = f"{self._v2_server(call.server_id)}/calls/911/{quote(cad_call_id, safe='')}"
-            response, text, elapsed = self._exchange("DELETE", url, self._v2_headers(), None)
+            response, text, elapsed = self._exchange("DELETE", url, self._v2_headers(), None,
+                                                     on_written=on_written)
             gone = response.status_code == 404
         else:
             item = {"serverId": _number_if_digits(self.server_id(call.server_id)),
                     "callId": _number_if_digits(cad_call_id)}
             url = f"{self._settings.api_url}/emergency/remove_911"
             response, text, elapsed = self._exchange("POST", url, _JSON,
-                                                     self._v1_body("REMOVE_911", [item]))
+                                                     self._v1_body("REMOVE_911", [item]),
+                                                     on_written=on_written)
             gone = False
         if 200 <= response.status_code < 300 or gone:
             return Delivered(cad_call_id, response.status_code, _keep(text), elapsed)
@@ -168,11 +229,13 @@ class CadClient:
 
     def _exchange(self, method: str, url: str, headers: dict[str, str],
                   body: bytes | None, cap: int = MAX_ANSWER_BYTES,
+                  on_written: Callable[[], None] | None = None,
                   ) -> tuple[requests.Response, str, float]:
         """One request: the response, its text (read with a cap and a deadline, redacted)
         and how long it took. A failure once the request was written is `Ambiguous`."""
         started = self._clock()
         deadline = started + self._settings.request_deadline_s
+        _written.callback = on_written
         try:
             response = self._session().request(
                 method, url, data=body, headers=headers,
@@ -200,6 +263,8 @@ class CadClient:
             raise Ambiguous(f"the CAD's answer was cut off ({_kind(exc)})") from None
         except requests.RequestException as exc:
             raise RetryableError(f"HTTP error talking to the CAD ({_kind(exc)})") from None
+        finally:
+            _written.callback = None
         return response, self._redact(text), self._clock() - started
 
     def _read(self, response: requests.Response, deadline: float,

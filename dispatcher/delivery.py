@@ -64,30 +64,49 @@ class Deliverer:
         if claim.wait_s > 0:
             # Sleep to the slot's absolute start, so our own latency does not shift it.
             self.sleep(max(0.0, claim.start_at - self.clock()))
-        if self.lifecycle.flow.send_gap_s > 0 and not self._pass_gate(call_id, gen):
+        gated = self.lifecycle.flow.send_gap_s > 0
+        if gated and not self._pass_gate(call_id, gen):
             return "held"
         call = claim.call
-        if claim.removal:
-            return self._remove(call, gen, claim)
+        # Tell the gate when the request left, as soon as its bytes are written (or, if
+        # the client could not say, once the exchange is over: later, so safe).
+        departed = self._departed if gated else None
         sent_at = time.monotonic()
         try:
-            result = self.cad.send(call)
+            if claim.removal:
+                return self._remove(call, gen, claim, departed)
+            result = self.cad.send(call, on_written=departed) if departed else \
+                self.cad.send(call)
         except DeliveryError as exc:
+            if departed:
+                departed()
             return self._failed(call, gen, claim.failures, exc, time.monotonic() - sent_at)
+        finally:
+            if departed:
+                departed()
         self._record(lambda: self.lifecycle.delivered(
             call_id, result.cad_call_id, result.status_code, result.response, result.elapsed_s))
         log.info("call %s delivered as CAD call %s in %.0f ms", call_id,
                  result.cad_call_id or "?", result.elapsed_s * 1000)
         return "delivered"
 
-    def _remove(self, call: Call, gen: int, claim: Claim) -> str:
+    def _departed(self) -> None:
+        """Report this thread's departure to the send gate (once; never raises)."""
+        try:
+            self.lifecycle.rate.sent()
+        except Exception:  # the gate counts an unreported "go" as gone after a timeout
+            log.debug("could not report a departure to the send gate", exc_info=True)
+
+    def _remove(self, call: Call, gen: int, claim: Claim,
+                departed: Callable[[], None] | None = None) -> str:
         """Remove a delivered call from the CAD (`dispatcher.takeback`); retried like a send."""
         sent_at = time.monotonic()
         try:
             if not claim.cad_call_id:
                 raise PermanentError("the CAD's id of this call is unknown (its answer had "
                                      "none), so it cannot be removed: remove it in the CAD")
-            result = self.cad.remove(call, claim.cad_call_id)
+            result = (self.cad.remove(call, claim.cad_call_id, on_written=departed)
+                      if departed else self.cad.remove(call, claim.cad_call_id))
         except Ambiguous as exc:  # removing twice is harmless: a plain retry
             return self._failed(call, gen, claim.failures,
                                 RetryableError(str(exc), status_code=exc.status_code,
@@ -104,7 +123,7 @@ class Deliverer:
         """Wait at the send gate; False (call back in line) on a 429 pause or a long wait."""
         waited = 0.0
         while True:
-            verdict = self._record(self.lifecycle.rate.gate)
+            verdict = self._record(lambda: self.lifecycle.rate.gate(report=True))
             if verdict == "go":
                 return True
             if verdict == "paused" or waited > self.lifecycle.flow.max_wait_s:

@@ -94,17 +94,18 @@ local function rate_grant(id, slot, now, interval, max_wait, limit_gap, stale_s,
   local cal = k('rate:granted')
   redis.call('ZREMRANGEBYSCORE', cal, '-inf', now - interval)
   -- Two grants conflict only when closer than the limit itself (1/DISPATCHER_MAX_RATE,
-  -- less a millisecond for float rounding). The interval's margin above it absorbs a
-  -- claim that comes a few ms after its slot (the first call of a backlog always does):
-  -- the send gate then spaces the actual sends by the full interval, instead of the
-  -- late grant pushing every later grant a whole interval on, until one is held and its
-  -- slot goes unused.
+  -- less a millisecond for float rounding), and a conflicting grant moves to the limit
+  -- after its neighbour, not a whole interval: the interval's margin above the limit
+  -- absorbs a claim that comes a few ms after its slot (the first call of a backlog
+  -- always does) within a few grants, and the send gate spaces the actual sends,
+  -- instead of the late grant pushing every later grant a whole interval on, until one
+  -- is held and its slot goes unused.
   local gap = limit_gap - math.min(0.001, limit_gap / 2)
   for _ = 1, 1000 do
     local hit = redis.call('ZRANGEBYSCORE', cal, '(' .. (start - gap), '(' .. (start + gap),
       'WITHSCORES', 'LIMIT', 0, 1)
     if #hit == 0 then break end
-    start = tonumber(hit[2]) + interval
+    start = tonumber(hit[2]) + limit_gap
   end
   if start - now <= max_wait then redis.call('ZADD', cal, start, id) end
   return start

@@ -73,9 +73,12 @@ def test_hosts_with_skewed_clocks_deliver_every_call_once_within_the_rate(
     if paced:
         # The CAD counts requests over a window of several intervals (as bench/pacing.py
         # models it: 10 R in any 10 s): a sustained excess, like two hosts sending back
-        # to back, is answered 429. Our 3 % margin leaves 0.3 s of slack per window for
-        # one send that leaves late (a thread descheduled on a loaded CI machine); with
-        # a 5 s window the slack was 0.15 s and one CI run saw one 429.
+        # to back, is answered 429. The send gate spaces the sends by when they left
+        # (each worker reports its departure, timed by Redis's clock), so one send that
+        # leaves late (a thread descheduled on a loaded CI machine) pushes the next ones
+        # back instead of crowding a window; the 0.7 % margin leaves ~60 ms a window
+        # for jitter on the way. (With go-spacing and a 3 % margin, a 5 s window once
+        # saw a 429 in CI.)
         sim.set_rate_limit(int(RATE * 10), window_s=10.0, retry_after=1)
     else:
         sim.set_latency(SLOW_CAD_MS)

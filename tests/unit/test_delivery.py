@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from dispatcher.cad import CadClient
 from dispatcher.call import Call, iso_utc
 from dispatcher.delivery import Deliverer
+from dispatcher.errors import RetryableError
 from dispatcher.lifecycle import Lifecycle
 from dispatcher.policy import BACKOFF_INITIAL_S, BACKOFF_JITTER_S
 from dispatcher.producer import Producer
@@ -271,3 +273,57 @@ def test_a_redis_blink_after_the_send_does_not_resend(
     assert rg.sleeps  # it waited for Redis (without sleeping)
     assert rg.record(call_id).state == "delivered"
     assert len(sim.calls()) == 1
+
+
+def test_the_departure_is_reported_when_the_bytes_left_not_when_the_answer_came(
+    rig: Callable[..., Rig], sim: CadSimulator, r: fakeredis.FakeRedis,
+) -> None:
+    # The CAD answers in 300 ms; the gate hears of the departure before that, from the
+    # connection that wrote the request, and the next "go" is spaced from it.
+    rg = rig(max_rate=1.0)
+    sim.set_latency(300)
+    seen: list[tuple[str, float]] = []
+    rate = rg.lc.rate
+    reported = rate.sent
+
+    def sent() -> float | None:
+        seen.append(("sent", time.monotonic()))
+        return reported()
+
+    rate.sent = sent  # type: ignore[method-assign]
+    started = time.monotonic()
+    rg.enqueue()
+    assert rg.deliver_all() == ["delivered"]
+    answered = time.monotonic()
+
+    assert seen and seen[0][1] - started < 0.2 < answered - started, (seen, answered)
+    key = rg.lc.rate.key
+    assert r.hget(key, "sent_pending") is None, "the report cleared the wait"
+    assert float(r.hget(key, "last_send") or 0) >= rg.clock() - 0.001
+
+
+def test_a_failed_send_still_reports_its_departure(
+    rig: Callable[..., Rig], sim: CadSimulator, r: fakeredis.FakeRedis,
+) -> None:
+    rg = rig(max_rate=1.0)
+    sim.set_fault("error", count=1, status=503)
+    rg.enqueue()
+    assert rg.deliver_all() == ["scheduled"]
+    assert r.hget(rg.lc.rate.key, "sent_pending") is None
+
+
+def test_a_refused_connection_writes_nothing_and_still_frees_the_gate(
+    rig: Callable[..., Rig], sim: CadSimulator, r: fakeredis.FakeRedis,
+) -> None:
+    # Nothing was written, so the connection never calls back; the deliverer reports
+    # once the exchange failed, and the next "go" does not wait for the timeout.
+    rg = rig(max_rate=1.0)
+    sim.set_fault("refuse")
+    written: list[bool] = []
+    rg.enqueue()
+    call = Call.create(caller="A", location="Route 68", description="Crash", postal="350")
+    with pytest.raises(RetryableError):
+        rg.deliverer.cad.send(call, on_written=lambda: written.append(True))
+    assert written == []
+    assert rg.deliver_all() == ["scheduled"]
+    assert r.hget(rg.lc.rate.key, "sent_pending") is None

@@ -43,7 +43,7 @@ def test_enqueue_holds_once_the_rate_window_is_full(world: Callable[..., World])
         w.clock.advance(-1.0)
 
     # One request a second (plus margin), a message at most RELEASE_AHEAD_S (0.5 s) ahead
-    # of its slot: the first goes at once; the next slot (1.03 s) is further, so the rest
+    # of its slot: the first goes at once; the next slot (1.008 s) is further, so the rest
     # wait in line, no worker thread asleep on them.
     assert [x.kind for x in results] == ["pushed"] + ["held"] * 4
     assert [w.state(x.call_id) for x in results[1:]] == ["held"] * 4

@@ -248,3 +248,144 @@ def test_the_gate_spaces_sends_by_the_interval_and_stops_for_a_pause(
     w.r.hset(w.keys.rate, "pause_until", w.clock() + 30)
     assert gate.gate() == "paused"
     assert ratelimit.paused_until(w.r, w.settings.prefix) == w.clock() + 30
+
+
+# -- the send gate, spaced by departures ---------------------------------------------------
+
+
+def test_the_gate_spaces_sends_from_when_the_last_one_left(
+    world: Callable[..., World],
+) -> None:
+    # A sender descheduled between its "go" and its bytes leaving: the next "go" is
+    # measured from the reported departure, not from the late sender's "go".
+    w = world(max_rate=1.0)
+    gate, flow = w.lc.rate, w.lc.flow
+    gap, tol = flow.send_gap_s, flow.tolerance_s
+    assert flow.limit_gap_s < gap < flow.interval_s < flow.limit_gap_s * 1.01
+    assert tol == pytest.approx((gap - flow.limit_gap_s) * ratelimit.TOLERANCE_MARGINS)
+
+    assert gate.gate(report=True) == "go"
+    w.clock.advance(0.3)  # descheduled: the request leaves 0.3 s after its "go"
+    assert gate.sent() == pytest.approx(0.3)
+    assert gate.sent() is None, "one report per go"
+    w.clock.advance(gap - 0.3)
+    assert gate.gate(report=True) == pytest.approx(0.3 - tol)
+    w.clock.advance(0.3 - tol + 1e-6)  # (times are kept to the microsecond)
+    assert gate.gate(report=True) == "go"
+
+
+def test_a_go_a_little_late_costs_no_pace(world: Callable[..., World]) -> None:
+    # Threads waking a few ms late, requests leaving a ms after their "go": the sends
+    # keep the schedule (one gap apart on average).
+    w = world(max_rate=2.0)
+    gate, flow = w.lc.rate, w.lc.flow
+    gos = []
+    for i in range(100):
+        verdict = gate.gate(report=True)
+        while verdict != "go":
+            assert isinstance(verdict, float)
+            w.clock.advance(verdict + (0.002 if i % 3 else 0.0005))  # woke late
+            verdict = gate.gate(report=True)
+        gos.append(w.clock())
+        w.clock.advance(0.001)
+        gate.sent()
+    gaps = [b - a for a, b in zip(gos[:-1], gos[1:], strict=True)]
+    assert min(gaps) > flow.send_gap_s - flow.tolerance_s
+    assert (gos[-1] - gos[0]) / len(gaps) == pytest.approx(flow.send_gap_s, abs=1e-4)
+
+
+def test_the_next_go_waits_for_the_departure_report(world: Callable[..., World]) -> None:
+    w = world(max_rate=1.0)
+    gate, flow = w.lc.rate, w.lc.flow
+
+    assert gate.gate(report=True) == "go"
+    w.clock.advance(flow.send_gap_s + 0.5)  # still not gone: no "go" for anyone else
+    wait = gate.gate(report=True)
+    assert isinstance(wait, float) and 0 < wait <= flow.send_gap_s / 20 + 1e-9, "a poll"
+    assert w.r.hget(w.keys.rate, "sent_pending") is not None
+    gate.sent()  # (the same thread; the report clears the wait whoever asks next)
+    assert w.r.hget(w.keys.rate, "sent_pending") is None
+    assert gate.gate(report=True) == pytest.approx(flow.send_gap_s - flow.tolerance_s)
+    w.clock.advance(flow.send_gap_s - flow.tolerance_s)
+    assert gate.gate(report=True) == "go"
+
+
+def test_a_go_never_reported_counts_as_gone_after_the_timeout(
+    world: Callable[..., World],
+) -> None:
+    # Its worker died between "go" and send: the gate waits the timeout, no longer.
+    w = world(max_rate=1.0)
+    gate, flow = w.lc.rate, w.lc.flow
+    assert flow.report_timeout_s == w.settings.connect_timeout_s + ratelimit.REPORT_GRACE_S
+
+    assert gate.gate(report=True) == "go"
+    gate._local.stamp = None  # the reporting thread is gone
+    w.clock.advance(flow.report_timeout_s - 0.01)
+    assert isinstance(gate.gate(report=True), float)
+    w.clock.advance(0.01)
+    assert gate.gate(report=True) == pytest.approx(flow.send_gap_s - flow.tolerance_s)
+    w.clock.advance(flow.send_gap_s)
+    assert gate.gate(report=True) == "go"
+
+
+def _arrivals(world: World, report: bool, delays: list[float], senders: int) -> list[float]:
+    """Several senders through the gate on a simulated clock: each asks, sleeps the
+    answer, and on "go" writes its request ``delay`` later (reporting it just after)."""
+    gate, clock = world.lc.rate, world.clock
+    stamps: dict[int, str | None] = {}
+    events = [(clock() + i * 0.0001, i, "ask") for i in range(senders)]
+    arrivals: list[float] = []
+    todo = list(delays)
+    while todo or any(kind == "left" for _, _, kind in events):
+        events.sort()
+        at, who, kind = events.pop(0)
+        clock.now = max(clock.now, at)
+        gate._local.stamp = stamps.get(who)
+        if kind == "left":
+            arrivals.append(at)
+            clock.now = at + 0.0002  # the report follows the bytes out
+            if report:
+                gate.sent()
+            events.append((clock(), who, "ask"))
+        elif todo:
+            verdict = gate.gate(report=report)
+            if verdict == "go":
+                events.append((clock() + todo.pop(0), who, "left"))
+            else:
+                assert isinstance(verdict, float)
+                events.append((clock() + verdict + 0.0001, who, "ask"))
+        stamps[who] = gate._local.stamp
+    return sorted(arrivals)
+
+
+def _most_in_window(arrivals: list[float], window_s: float) -> int:
+    """The most arrivals a CAD counting a sliding window (simulator: t > now - window)
+    sees at once."""
+    return max(sum(1 for b in arrivals if a - window_s < b <= a) for a in arrivals)
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.0])
+def test_late_departures_never_overfill_a_sliding_window(
+    world: Callable[..., World], rate: float,
+) -> None:
+    # The CAD's limit is rate x 10 requests in any 10 s. Most requests leave 1 ms after
+    # their "go"; now and then a thread is descheduled for up to 2 s before its bytes
+    # leave (a loaded machine). Spaced by the "go"s (no reports) the late ones land in
+    # a window already full; spaced by the departures, never.
+    rng = random.Random(7)
+    delays = [rng.choice([0.3, 0.6, 1.2, 2.0]) if rng.random() < 0.1 else 0.001
+              for _ in range(150)]
+    limit = int(rate * 10)
+
+    w = world(max_rate=rate)
+    by_departure = _arrivals(w, True, delays, senders=8)
+    assert len(by_departure) == len(delays)
+    for k in (3, 5, limit):  # every sliding window of 3 or more requests at the rate
+        assert _most_in_window(by_departure, k / rate) <= k
+    spacing = (by_departure[-1] - by_departure[0]) / (len(by_departure) - 1)
+    # The late ones cost their lateness (and a poll for their report), nothing more.
+    assert spacing < (w.lc.flow.send_gap_s + sum(delays) / len(delays)) * 1.05
+
+    w.r.delete(w.keys.rate)
+    by_go = _arrivals(w, False, delays, senders=8)
+    assert _most_in_window(by_go, 10.0) > limit, "the old spacing overfills a window"
