@@ -87,6 +87,8 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
 def _waitress(settings: Settings, threads: int, **where: Any) -> None:
     from waitress import serve as waitress_serve
 
+    _no_spin_while_serving()
+
     waitress_serve(create_app(settings), threads=threads + MAX_WAITING, ident="dispatcher",
                    _dispatcher=_Pools(threads, threads + MAX_WAITING),
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
@@ -99,6 +101,35 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
                    # believes X-Forwarded-For only from DISPATCHER_TRUSTED_PROXIES hops,
                    # and a forwarded request is never "local" to the page's loopback rule.
                    clear_untrusted_proxy_headers=False, **where)
+
+
+def _no_spin_while_serving() -> None:
+    """Keep waitress's loop from spinning on a connection whose request is being served.
+
+    Waitress asks a connection ``writable()`` whenever its output buffer holds bytes. While
+    a worker thread writes the answer it holds the buffer's lock and sends the bytes
+    itself; the loop, told "writable", finds the lock taken, sends nothing, and asks
+    again at once: under load 20-40 turns of the loop (each asking every connection)
+    per request instead of under one (counted with ``wrk -c32``). While a request is
+    being served its thread flushes what it writes and wakes the loop when it is done
+    (waitress's ``service`` pulls the trigger), so the loop need not look before then;
+    it still does when the buffer passes the high watermark (the thread then waits for
+    the loop to drain it) or the connection is closing.
+    """
+    from waitress.channel import HTTPChannel
+
+    if getattr(HTTPChannel.writable, "_dispatcher", False):
+        return
+    original = HTTPChannel.writable
+
+    def writable(self: Any) -> Any:
+        if (self.requests and not self.will_close and not self.close_when_flushed
+                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
+            return False
+        return original(self)
+
+    writable._dispatcher = True  # type: ignore[attr-defined]
+    HTTPChannel.writable = writable  # type: ignore[method-assign]
 
 
 class _Pools:
