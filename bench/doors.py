@@ -169,11 +169,13 @@ def http_phase(folder: Path, rates: list[float], duration: float, runs: int,
     return out
 
 
-def sustained(rates: dict[str, Any]) -> int:
-    """Highest offered rate answered at >= 95 % with every request accepted."""
+def sustained(rates: dict[str, Any], max_p99_ms: float | None = None) -> int:
+    """Highest offered rate answered at >= 95 % with every request accepted (and, given
+    ``max_p99_ms``, its p99 within it)."""
     best = 0
     for rate, row in rates.items():
-        if row["achieved_per_s"] >= 0.95 * float(rate) and row["ok_fraction"] >= 0.999:
+        if row["achieved_per_s"] >= 0.95 * float(rate) and row["ok_fraction"] >= 0.999 and (
+                max_p99_ms is None or row["p99_ms"] <= max_p99_ms):
             best = max(best, int(rate))
     return best
 
@@ -386,7 +388,18 @@ def main() -> int:
             if "wrk_closed_loop" in http["ours"] and "wrk_closed_loop" in http["plain"]:
                 http["wrk_ratio"] = ratio(http["ours"]["wrk_closed_loop"]["requests_per_s"],
                                           http["plain"]["wrk_closed_loop"]["requests_per_s"])
+            http["cpu_ratio"] = ratio(http["ours"]["cpu_ms_per_request"],
+                                      http["plain"]["cpu_ms_per_request"])
             result["http"] = http
+            goals = result["goals"]
+            if "wrk_ratio" in http:
+                goals["one process >= 0.9x the baseline closed loop (wrk)"] = bool(
+                    http["wrk_ratio"] >= 0.9)
+            goals["sustained (p99 <= 20 ms) >= 0.8x the baseline's"] = bool(
+                sustained(http["ours"]["rates"], 20.0)
+                >= 0.8 * max(1, sustained(http["plain"]["rates"], 20.0)))
+            goals["server CPU per request <= 1.5x the baseline's"] = bool(
+                http["cpu_ratio"] <= 1.5)
             at2000 = http["ours"]["rates"].get("2000")
             result["goals"]["HTTP door >= 2000 requests/s on 2 cores"] = bool(
                 http["ours"]["sustained_per_s"] >= 2000
@@ -454,7 +467,12 @@ def render(result: dict[str, Any]) -> str:
                          f"{row['p99_ms']:9.2f}   plain {b['achieved_per_s']:7.0f} "
                          f"{b['p50_ms']:8.2f} {b['p99_ms']:9.2f}")
         lines.append(f"  sustained: ours {http['ours']['sustained_per_s']}/s, plain "
-                     f"{http['plain']['sustained_per_s']}/s")
+                     f"{http['plain']['sustained_per_s']}/s; with p99 <= 20 ms: ours "
+                     f"{sustained(http['ours']['rates'], 20.0)}/s, plain "
+                     f"{sustained(http['plain']['rates'], 20.0)}/s")
+        if "cpu_ratio" in http:
+            lines.append(f"  server CPU ms per request: ours {http['ours']['cpu_ms_per_request']}"
+                         f", plain {http['plain']['cpu_ms_per_request']} (x{http['cpu_ratio']})")
         if "wrk_ratio" in http:
             o, p = http["ours"]["wrk_closed_loop"], http["plain"]["wrk_closed_loop"]
             lines.append(f"  wrk closed loop: ours {o['requests_per_s']:.0f}/s p99 "

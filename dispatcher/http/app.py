@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask, Response
 
-from dispatcher.http import clientaddr, handlers, passthrough, removal
+from dispatcher.http import clientaddr, handlers, lean, passthrough, removal
 from dispatcher.http.body import MAX_JSON_DEPTH
 from dispatcher.http.ingest import (
     MAX_BODY_BYTES,
@@ -31,6 +31,9 @@ def create_app(settings: Settings, producer: Producer | None = None) -> Flask:
     # Named "dispatcher" (its logger); templates/ and static/ live beside this module.
     app = Flask("dispatcher", root_path=str(Path(__file__).parent))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # The create routes' ordinary requests are served in front of Flask (the same logic,
+    # without the framework's cost); inside ProxyFix, so the client address is the same.
+    lean.install(app)
     clientaddr.install(app, settings.trusted_proxies)
     door = Door.for_settings(settings, producer)
     door.install(app)

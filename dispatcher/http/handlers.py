@@ -16,7 +16,17 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 from werkzeug.wrappers import Response as BaseResponse
 
 from dispatcher.http import doorrules, passthrough
-from dispatcher.http.ingest import MAX_BODY_BYTES, door, plain
+from dispatcher.http.ingest import (
+    MAX_BODY_BYTES,
+    Asked,
+    Door,
+    Reply,
+    door,
+    flask_asked,
+    plain,
+    plain_reply,
+    to_response,
+)
 
 # A stable logger name operators filter on (kept from before the move into http/).
 log = logging.getLogger("dispatcher.web")
@@ -78,12 +88,18 @@ def internal(exc: Exception) -> BaseResponse:
     """500 with a trace id (the traceback is logged, redacted); other HTTP errors as is."""
     if isinstance(exc, HTTPException):  # other 4xx raised by Flask/Werkzeug
         return exc.get_response()
+    return to_response(internal_reply(door(), flask_asked(), exc))
+
+
+def internal_reply(d: Door, asked: Asked, exc: BaseException) -> Reply:
+    """`internal`'s 500 on any request (the lean path's too, `dispatcher.http.lean`)."""
     trace = uuid.uuid4().hex
     detail = "".join(traceback.format_exception(exc))
-    log.error("http: internal error (trace %s): %s", trace, door().safe(detail, 20_000))
-    if _v2():
-        return door().problem(500, "Internal Server Error", f"internal error (trace {trace})")
-    return plain(f"INTERNAL ERROR (trace {trace})", 500)
+    log.error("http: internal error (trace %s): %s", trace, d.safe(detail, 20_000))
+    if asked.path.startswith("/v2/"):
+        return d.problem_reply(asked, 500, "Internal Server Error",
+                               f"internal error (trace {trace})")
+    return plain_reply(f"INTERNAL ERROR (trace {trace})", 500)
 
 
 def install(app: Flask) -> None:

@@ -136,9 +136,55 @@ def plain(body: str, status: int, **headers: str) -> Response:
     return Response(body, status=status, mimetype=_TEXT, headers=headers)
 
 
-def _idempotency_header() -> str | None:
+@dataclass(frozen=True)
+class Reply:
+    """An answer of the create routes, before it is a Flask `Response` (`to_response`)
+    or written straight to WSGI by the lean path (`dispatcher.http.lean`)."""
+
+    status: int
+    body: str
+    mimetype: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def to_response(reply: Reply) -> Response:
+    """The Flask answer of a `Reply`."""
+    return Response(reply.body, status=reply.status, mimetype=reply.mimetype,
+                    headers=reply.headers)
+
+
+def plain_reply(body: str, status: int, **headers: str) -> Reply:
+    """A text/plain `Reply` (`plain`'s)."""
+    return Reply(status, body, _TEXT, headers)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the create routes read off a request, whichever path serves it: Flask's
+    (`flask_asked`) or the lean one's (`dispatcher.http.lean`). ``read`` gives the body
+    (raising `doorrules.Unsupported` for a compressed one, 413 beyond the limit)."""
+
+    environ: dict[str, Any]
+    path: str
+    addr: str
+    read: Callable[[], bytes]
+
+    def header(self, name: str) -> str | None:
+        """A request header, as werkzeug's ``request.headers.get`` reads it off the
+        WSGI environ (``Content-Type``/``Content-Length`` are not asked for)."""
+        value = self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return None if value is None else str(value)
+
+
+def flask_asked() -> Asked:
+    """The `Asked` of the Flask request being served."""
+    return Asked(request.environ, request.path, client_addr(),
+                 lambda: doorrules.read_body(request))
+
+
+def _idempotency_header(asked: Asked | None = None) -> str | None:
     """The request's ``Idempotency-Key`` header, checked; None when absent."""
-    value = request.headers.get("Idempotency-Key")
+    value = (asked or flask_asked()).header("Idempotency-Key")
     if value is None:
         return None
     value = value.strip().strip('"')
@@ -215,14 +261,20 @@ class Door:
                                 live.generation if live is not None else 0, prod, served)
         return doors[served.default_name or served.names[0]]
 
+    def fresh(self) -> bool:
+        """Whether these doors are still the communities' current ones (`current` makes
+        them anew otherwise)."""
+        if self.live is None:
+            return True
+        self.live.current()
+        return self.live.generation == self.generation
+
     def current(self) -> Door:
         """This door, or the doors made anew when the communities changed since (their
         listeners started; the old ones stopped once no request can still wait on them)."""
-        if self.live is None:
+        if self.fresh():
             return self
-        self.live.current()
-        if self.live.generation == self.generation:
-            return self
+        assert self.live is not None
         with _RELOAD_LOCK:
             found: Door = current_app.extensions[EXTENSION]
             if found.generation == self.live.generation:
@@ -246,24 +298,36 @@ class Door:
     def pick_v1(self, body: dict[str, Any], kind: str) -> Door | Response:
         """The door of the community a v1 body's ``id`` and ``key`` name, or the seed's
         refusal (``type``, then ``id``, then ``key``, as the CAD checks them)."""
+        picked = self.picked_v1(flask_asked(), body, kind)
+        return to_response(picked) if isinstance(picked, Reply) else picked
+
+    def picked_v1(self, asked: Asked, body: dict[str, Any], kind: str) -> Door | Reply:
+        """`pick_v1` of any request (its refusal a `Reply`)."""
         if body.get("type") != kind:
-            return self.refuse("INVALID REQUEST TYPE")
+            return self.refusal(asked, "INVALID REQUEST TYPE")
         served = self.served()
         if not served.has_id(body.get("id")):
-            return self.refuse("INVALID COMMUNITY ID")
+            return self.refusal(asked, "INVALID COMMUNITY ID")
         found = served.for_credentials(body.get("id"), body.get("key"), shared_clock.now())
-        return self.refuse("INVALID API KEY") if found is None else self.doors[found.name]
+        if found is None:
+            return self.refusal(asked, "INVALID API KEY")
+        return self.doors[found.name]
 
     def pick_bearer(self) -> Door | Response:
         """The door of the community whose key is the request's Bearer credential, or
         the v2 401."""
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        picked = self.picked_bearer(flask_asked())
+        return to_response(picked) if isinstance(picked, Reply) else picked
+
+    def picked_bearer(self, asked: Asked) -> Door | Reply:
+        """`pick_bearer` of any request (its 401 a `Reply`)."""
+        scheme, _, token = (asked.header("Authorization") or "").strip().partition(" ")
         found = (self.served().for_key(token.strip(), shared_clock.now())
                  if scheme.lower() == "bearer" else None)
         if found is not None:
             return self.doors[found.name]
-        return self.problem(401, "Unauthorized", "Invalid or missing API key",
-                            **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
+        return self.problem_reply(asked, 401, "Unauthorized", "Invalid or missing API key",
+                                  **{"WWW-Authenticate": 'Bearer realm="sonoran-dispatcher"'})
 
     def served(self) -> Communities:
         """The communities these doors were made for."""
@@ -272,10 +336,15 @@ class Door:
 
     def unconfigured(self) -> Response | None:
         """The v1 503 when this process has no community id or key to check against."""
+        found = self.unconfigured_reply(flask_asked())
+        return None if found is None else to_response(found)
+
+    def unconfigured_reply(self, asked: Asked) -> Reply | None:
+        """`unconfigured` of any request."""
         if self.community and self.key:
             return None
-        return self.refuse("DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND "
-                           "SONORAN_API_KEY MUST BE SET", 503)
+        return self.refusal(asked, "DISPATCHER NOT CONFIGURED: SONORAN_COMMUNITY_ID AND "
+                            "SONORAN_API_KEY MUST BE SET", 503)
 
     def key_outside(self, server_id: str | None, header_key: str | None) -> str | None:
         """Why the request is refused when any community's key is in its path or header."""
@@ -302,28 +371,39 @@ class Door:
     def problem(self, status: int, title: str, detail: str, field: str | None = None,
                 **headers: str) -> Response:
         """An RFC 9457 answer of the v2 door (its refusal logged)."""
+        return to_response(self.problem_reply(flask_asked(), status, title, detail, field,
+                                              **headers))
+
+    def problem_reply(self, asked: Asked, status: int, title: str, detail: str,
+                      field: str | None = None, **headers: str) -> Reply:
+        """`problem` of any request."""
         safe = self.safe
         trace = uuid.uuid4().hex
         body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                                "detail": safe(detail), "instance": safe(request.path),
+                                "detail": safe(detail), "instance": safe(asked.path),
                                 "traceId": trace}
         if field is not None:
             body["field"] = safe(field, 100)
-        self.refusals.refused(client_addr(), f"http v2: {status} {body['detail']} "
+        self.refusals.refused(asked.addr, f"http v2: {status} {body['detail']} "
                               f"(trace {trace})",
                               logging.WARNING if status >= 500 else logging.INFO)
-        return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=_PROBLEM,
-                        headers=headers)
+        return Reply(status, json.dumps(body, ensure_ascii=False), _PROBLEM, headers)
 
     def refuse(self, text: str, status: int = 400, **headers: str) -> Response:
         """A plain-text refusal of the v1 door (logged)."""
-        text = self.safe(text, MAX_DETAIL_CHARS + 40)
-        self.refusals.refused(client_addr(), f"http v1: {status} {text}", logging.INFO)
-        return plain(text, status, **headers)
+        return to_response(self.refusal(flask_asked(), text, status, **headers))
 
-    def too_fast(self) -> Verdict | None:
-        """The ingest rate's refusal of this request's source address, if any."""
-        return None if self.rate is None else self.rate.refusal(client_addr())
+    def refusal(self, asked: Asked, text: str, status: int = 400, **headers: str) -> Reply:
+        """`refuse` of any request."""
+        text = self.safe(text, MAX_DETAIL_CHARS + 40)
+        self.refusals.refused(asked.addr, f"http v1: {status} {text}", logging.INFO)
+        return plain_reply(text, status, **headers)
+
+    def too_fast(self, addr: str | None = None) -> Verdict | None:
+        """The ingest rate's refusal of this source address (this request's), if any."""
+        if self.rate is None:
+            return None
+        return self.rate.refusal(client_addr() if addr is None else addr)
 
     def enqueue_all(self, calls: list[Call], notify: bool = False) -> tuple[
             list[str], list[str], QueueUnavailable | QueueFull | InvalidCall | None]:
@@ -352,16 +432,15 @@ class Door:
         return seconds > 0 and self.outcomes.room()
 
     def waited(self, ids: list[str], seconds: int,
-               answer: Callable[[list[Outcome]], Answer | None]) -> Response | None:
+               answer: Callable[[list[Outcome]], Answer | None]) -> Reply | None:
         """The CAD's answer after waiting up to ``seconds`` for the calls' outcomes; None
         (give the queued answer) when it did not come in time or cannot be told."""
         outcomes = self.outcomes.wait(ids, seconds)
         found = answer(outcomes) if outcomes is not None else None
         if found is None:
             return None
-        return Response(found.body, status=found.status, mimetype=found.mimetype,
-                        headers={CALL_ID_HEADER: ",".join(ids),
-                                 "Preference-Applied": f"wait={seconds}"})
+        return Reply(found.status, found.body, found.mimetype,
+                     {CALL_ID_HEADER: ",".join(ids), "Preference-Applied": f"wait={seconds}"})
 
 
 def door() -> Door:

@@ -21,6 +21,16 @@ Waitress therefore runs that many threads beyond the ones that serve everything 
 (`threads`), so a full house of waiting requests never delays another request. A waiting
 thread sleeps on an event (no CPU, no GIL); the extra threads cost memory only (a stack
 each, touched only as deep as it is used).
+
+Two pools. The create requests that do not ask to wait (`dispatcher.http.lean`'s
+`create_request`: almost all of the door's traffic) are served by a pool of their own,
+`threads` threads; everything else by the other pool (`threads` plus `MAX_WAITING`).
+With one pool of 272 threads a burst of creates ran on as many threads at once as there
+were connections, all fighting for the GIL: CPU per request rose with the load
+(docs/PERFORMANCE.md, "Doors, lean path"). A small pool works through a queue instead,
+its threads going from one request to the next without sleeping; a create never holds
+its thread longer than one bounded Redis round trip, and waiting requests, the
+pass-through and the page still have their own threads.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from typing import Any
 
 from dispatcher.http.app import create_app
 from dispatcher.http.ingest import SERVER_MAX_BODY_BYTES
+from dispatcher.http.lean import create_request
 from dispatcher.http.waiting import MAX_WAITING
 from dispatcher.settings import Settings
 
@@ -76,7 +87,10 @@ def serve(settings: Settings, host: str = "0.0.0.0", threads: int = 16) -> None:
 def _waitress(settings: Settings, threads: int, **where: Any) -> None:
     from waitress import serve as waitress_serve
 
+    _no_spin_while_serving()
+
     waitress_serve(create_app(settings), threads=threads + MAX_WAITING, ident="dispatcher",
+                   _dispatcher=_Pools(threads, threads + MAX_WAITING),
                    max_request_body_size=SERVER_MAX_BODY_BYTES, _quiet=True,
                    connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT_S,
                    cleanup_interval=CLEANUP_INTERVAL_S, asyncore_use_poll=True,
@@ -87,6 +101,65 @@ def _waitress(settings: Settings, threads: int, **where: Any) -> None:
                    # believes X-Forwarded-For only from DISPATCHER_TRUSTED_PROXIES hops,
                    # and a forwarded request is never "local" to the page's loopback rule.
                    clear_untrusted_proxy_headers=False, **where)
+
+
+def _no_spin_while_serving() -> None:
+    """Keep waitress's loop from spinning on a connection whose request is being served.
+
+    Waitress asks a connection ``writable()`` whenever its output buffer holds bytes. While
+    a worker thread writes the answer it holds the buffer's lock and sends the bytes
+    itself; the loop, told "writable", finds the lock taken, sends nothing, and asks
+    again at once: under load 20-40 turns of the loop (each asking every connection)
+    per request instead of under one (counted with ``wrk -c32``). While a request is
+    being served its thread flushes what it writes and wakes the loop when it is done
+    (waitress's ``service`` pulls the trigger), so the loop need not look before then;
+    it still does when the buffer passes the high watermark (the thread then waits for
+    the loop to drain it) or the connection is closing.
+    """
+    from waitress.channel import HTTPChannel
+
+    if getattr(HTTPChannel.writable, "_dispatcher", False):
+        return
+    original = HTTPChannel.writable
+
+    def writable(self: Any) -> Any:
+        if (self.requests and not self.will_close and not self.close_when_flushed
+                and self.total_outbufs_len < self.adj.outbuf_high_watermark):
+            return False
+        return original(self)
+
+    writable._dispatcher = True  # type: ignore[attr-defined]
+    HTTPChannel.writable = writable  # type: ignore[method-assign]
+
+
+class _Pools:
+    """Waitress's task dispatcher, split: create requests on one pool of threads, the
+    rest on another (see the module's docstring). Waitress hands it a channel whose
+    first pending request is the one to serve."""
+
+    def __init__(self, creates: int, others: int) -> None:
+        from waitress.task import ThreadedTaskDispatcher
+
+        self.creates = ThreadedTaskDispatcher()
+        self.others = ThreadedTaskDispatcher()
+        self.creates.set_thread_count(creates)
+        self.others.set_thread_count(others)
+
+    def set_thread_count(self, count: int) -> None:  # waitress's interface; sizes are ours
+        pass
+
+    def add_task(self, task: Any) -> None:
+        requests = getattr(task, "requests", None)
+        first = requests[0] if requests else None
+        if first is not None and not first.error and create_request(
+                first.command, first.path, first.headers):
+            self.creates.add_task(task)
+        else:
+            self.others.add_task(task)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        done = self.creates.shutdown(cancel_pending, timeout)
+        return bool(self.others.shutdown(cancel_pending, timeout) and done)
 
 
 def _raise_fd_limit(wanted: int) -> None:
