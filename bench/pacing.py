@@ -9,9 +9,9 @@ Each side has its own CAD simulator enforcing that rate as the CAD would:
 
 The achieved rate is measured from the first receipt over ``--duration`` seconds:
 (receipts - 1) / (last - first receipt) in the window, i.e. the mean spacing; the
-goal (issue 15) is within 1 % of R with zero 429s (issue 6 asked for 5 %). By default every (rate, side) pair runs at the
-same time, each with its own Redis, processes and simulator (they are idle between
-sends); ``--serial`` runs them one after another.
+goal (issue 15) is within 1 % of R with zero 429s (issue 6 asked for 5 %). By default
+every (rate, side) pair runs at the same time, each with its own Redis, processes and
+simulator (they are idle between sends); ``--serial`` runs them one after another.
 
     .venv/bin/python bench/pacing.py [--rates 1,2] [--duration 60] [--runs 3] [--json]
 """
