@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -123,3 +125,51 @@ def test_a_dripping_answer_ends_at_the_request_deadline(dripping_cad: str, call:
     assert not worker.is_alive(), "still reading: the request deadline did not end it"
     # The request was written: its outcome is unknown, so the call is checked, not re-sent.
     assert isinstance(outcome[0], Ambiguous) and "in time" in str(outcome[0])
+
+
+class _ForwardingProxy(BaseHTTPRequestHandler):
+    """A plain HTTP proxy: takes an absolute-URI request and forwards it (counts them)."""
+
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _ForwardingProxy.seen.append(self.path)
+        forwarded = urllib.request.Request(self.path, data=body, method="POST", headers={
+            k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")})
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not itself
+        with direct.open(forwarded, timeout=5) as answer:
+            data = answer.read()
+            self.send_response(answer.status)
+            for k, v in answer.headers.items():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_the_environments_proxy_and_no_proxy_apply_though_read_once(
+    sim: CadSimulator, call: Call, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _ForwardingProxy.seen = []
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                     "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        assert isinstance(CadClient(settings(sim.url)).send(call), Delivered)
+        assert _ForwardingProxy.seen == [f"{sim.url}/emergency/call_911"]
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert isinstance(CadClient(settings(sim.url)).send(call), Delivered)
+        assert len(_ForwardingProxy.seen) == 1  # straight to the CAD this time
+        assert len(sim.calls()) == 2
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
