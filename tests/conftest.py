@@ -268,3 +268,20 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 60,
     return subprocess.run([sys.executable, "-m", "dispatcher", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           input=input_text)
+
+
+@pytest.fixture
+def producer_for() -> Iterator[Callable[[dict[str, str]], Any]]:
+    """Makes Producers from a process environment (``base_env``); all closed at the end."""
+    from dispatcher.producer import Producer
+    from dispatcher.settings import Settings
+
+    made: list[Producer] = []
+
+    def build(env: dict[str, str]) -> Producer:
+        made.append(Producer(Settings.from_env(env)))
+        return made[-1]
+
+    yield build
+    for p in made:
+        p.close()

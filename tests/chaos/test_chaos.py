@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from dispatcher.call import Call
 from dispatcher.errors import QueueUnavailable
 from dispatcher.producer import Producer
 from dispatcher.records import Records
-from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
 from tests.conftest import ROOT, Proc, RedisServer, base_env, wait_for
 
@@ -61,19 +60,6 @@ def stats(url: str) -> dict[str, Any]:
 def delivered_callers(sim: CadSimulator) -> Counter[str]:
     return Counter(c["call"]["caller"] for c in sim.calls())
 
-
-@pytest.fixture
-def producer_for() -> Iterator[Callable[[dict[str, str]], Producer]]:
-    made: list[Producer] = []
-
-    def build(env: dict[str, str]) -> Producer:
-        p = Producer(Settings.from_env(env))
-        made.append(p)
-        return p
-
-    yield build
-    for p in made:
-        p.close()
 
 
 def test_sigkill_worker_mid_post_repeatedly_loses_nothing(

@@ -8,7 +8,7 @@ Figures are printed and written to build/chaos/<test>.json (docs/RELIABILITY.md)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +17,6 @@ import redis
 from dispatcher.call import Call
 from dispatcher.producer import Producer
 from dispatcher.records import Records
-from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
 from dispatcher.takeback import TakeBacks
 from tests.chaos.test_chaos import report
@@ -30,18 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def version(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
-
-@pytest.fixture
-def producer_for() -> Iterator[Callable[[dict[str, str]], Producer]]:
-    made: list[Producer] = []
-
-    def build(env: dict[str, str]) -> Producer:
-        made.append(Producer(Settings.from_env(env)))
-        return made[-1]
-
-    yield build
-    for p in made:
-        p.close()
 
 
 def call(i: int) -> Call:

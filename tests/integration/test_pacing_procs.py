@@ -7,13 +7,12 @@ reports each departure to the send gate), so the pace sits within 1 % of the lim
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from dispatcher.call import Call
 from dispatcher.producer import Producer
-from dispatcher.settings import Settings
 from dispatcher.simulator import CadSimulator
 from tests.conftest import Proc, base_env, wait_for
 
@@ -23,29 +22,16 @@ RATE = 2.0
 MEASURED = 30  # arrivals measured, after the first few
 
 
-@pytest.fixture
-def producer(redis_url: str, sim: CadSimulator) -> Iterator[Callable[[dict[str, str]], Producer]]:
-    made: list[Producer] = []
-
-    def build(env: dict[str, str]) -> Producer:
-        p = Producer(Settings.from_env(env))
-        made.append(p)
-        return p
-
-    yield build
-    for p in made:
-        p.close()
-
 
 def test_a_backlog_is_paced_within_one_percent_of_the_limit_without_a_429(
     redis_url: str, sim: CadSimulator, procs: Callable[..., Proc],
-    producer: Callable[[dict[str, str]], Producer],
+    producer_for: Callable[[dict[str, str]], Producer],
 ) -> None:
     sim.set_rate_limit(int(RATE * 10), window_s=10.0, retry_after=1)
     env = base_env(redis_url, sim, DISPATCHER_MAX_RATE=RATE)
     procs(["scheduler"], env)
     procs(["worker"], env)
-    p = producer(env)
+    p = producer_for(env)
     for i in range(MEASURED + 10):
         p.enqueue(Call.create(caller=f"Caller {i}", location="Route 68",
                               description=f"pacing {i}", postal="350"))
