@@ -19,7 +19,9 @@ What stays as kombu does it:
 A worker killed with SIGKILL loses the messages it held but had not started: their
 calls are ``queued`` in our records, and the orphan sweep puts them back in line after
 DISPATCHER_ORPHAN_AFTER_S (60 s); with kombu's bookkeeping they would have come back
-after the visibility timeout (1 h). tests/integration/test_memory_acks.py shows both.
+after the visibility timeout (1 h). tests/integration/test_memory_acks.py shows the
+memory path (no ``unacked`` write, a held message back in the queue on close, a
+requeue); the chaos suite's SIGKILL and Redis-restart tests show the recovery.
 """
 
 from __future__ import annotations
