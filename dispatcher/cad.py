@@ -74,16 +74,20 @@ def _tell_written() -> None:
             log.debug("the departure callback failed", exc_info=True)
 
 
-class _HTTPConnection(HTTPConnection):
+class _Written:
+    """Mixed into urllib3's connections: says so once a request's bytes are written."""
+
     def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
         _tell_written()
 
 
-class _HTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _tell_written()
+class _HTTPConnection(_Written, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Written, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -78,8 +78,6 @@ class Deliverer:
             result = self.cad.send(call, on_written=departed) if departed else \
                 self.cad.send(call)
         except DeliveryError as exc:
-            if departed:
-                departed()
             return self._failed(call, gen, claim.failures, exc, time.monotonic() - sent_at)
         finally:
             if departed:
